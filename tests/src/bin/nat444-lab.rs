@@ -1,1 +1,165 @@
-fn main() {}
+//! `nat444-lab`: build, remove or tour the NAT444 network-namespace lab (design.md §4).
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use clap::{Parser, Subcommand};
+use nat444_tests::demo::{self, DemoError};
+use nat444_tests::lab::{Lab, LabBuilder, UP_PREFIX, check_privileges};
+
+/// Exit code when the process may not create network namespaces.
+const EXIT_NOT_PRIVILEGED: u8 = 2;
+/// Exit code after an interrupt (128 + SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Build, remove or tour the NAT444 network-namespace lab: lan (192.168.0.10) - cpe
+/// (192.168.0.1 | 100.64.0.2) - cgn (100.64.0.1 | 203.0.113.1, pool 198.51.100.0/28) - inet
+/// (203.0.113.50), plus a second subscriber cpe2 (100.64.0.3) / lan2. Needs root.
+///
+/// Exit codes: 0 success, 1 failure, 2 not root (no CAP_NET_ADMIN) or bad usage, 130
+/// interrupted.
+#[derive(Debug, Parser)]
+#[command(name = "nat444-lab", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the lab under a fixed prefix and leave it up; prints namespaces and addresses.
+    Up {
+        /// Namespace name prefix (namespaces are PREFIX-lan, PREFIX-cpe, ...).
+        #[arg(long, default_value = UP_PREFIX)]
+        prefix: String,
+        /// Leave out the second subscriber (cpe2, lan2).
+        #[arg(long)]
+        one_subscriber: bool,
+    },
+    /// Remove the lab that `up` built.
+    Down {
+        /// Namespace name prefix given to `up`.
+        #[arg(long, default_value = UP_PREFIX)]
+        prefix: String,
+    },
+    /// Build a lab, show every hop working with kernel routing, tear it down. (The UPnP/PCP
+    /// mapping tour comes once cgn-sim and upnp-iwf exist; the demo says what it will add.)
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = check_privileges() {
+        eprintln!("nat444-lab: {e}");
+        eprintln!("nat444-lab: run it as root, e.g. `sudo nat444-lab ...`");
+        return ExitCode::from(EXIT_NOT_PRIVILEGED);
+    }
+    match cli.command {
+        Command::Up {
+            prefix,
+            one_subscriber,
+        } => up(&prefix, !one_subscriber),
+        Command::Down { prefix } => down(&prefix),
+        Command::Demo => run_demo(),
+    }
+}
+
+fn up(prefix: &str, second_subscriber: bool) -> ExitCode {
+    let lab = match LabBuilder::new()
+        .prefix(prefix)
+        .second_subscriber(second_subscriber)
+        .build()
+    {
+        Ok(lab) => lab,
+        Err(e) => {
+            eprintln!("nat444-lab up: {e}");
+            eprintln!("nat444-lab up: if the lab is up already, run `nat444-lab down` first");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("Lab {prefix} is up ({} namespaces):\n", lab.nodes().len());
+    println!("{}", lab.describe());
+    match lab.keep() {
+        Ok(prefix) => {
+            if prefix == UP_PREFIX {
+                println!("Remove it with: nat444-lab down");
+            } else {
+                println!("Remove it with: nat444-lab down --prefix {prefix}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(_lab) => {
+            eprintln!("nat444-lab up: lab has running children, tearing it down");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn down(prefix: &str) -> ExitCode {
+    match Lab::running_pids(prefix) {
+        Ok(running) => {
+            for (ns, pids) in running {
+                eprintln!(
+                    "nat444-lab down: warning: processes {pids:?} still run in {ns}; it lives on \
+                     until they exit (they are not killed)"
+                );
+            }
+        }
+        Err(e) => eprintln!("nat444-lab down: cannot list processes: {e}"),
+    }
+    match Lab::remove_by_prefix(prefix) {
+        Ok(removed) if removed.is_empty() => {
+            println!("No lab with prefix {prefix} is up; nothing to remove.");
+            ExitCode::SUCCESS
+        }
+        Ok(removed) => {
+            println!("Removed {}", removed.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nat444-lab down: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_demo() -> ExitCode {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while the flag is already set exits at once (no cleanup).
+        let registered = signal_hook::flag::register_conditional_shutdown(
+            signal,
+            EXIT_INTERRUPTED.into(),
+            Arc::clone(&interrupted),
+        )
+        .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&interrupted)));
+        if let Err(e) = registered {
+            eprintln!("nat444-lab demo: cannot install signal handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let mut stdout = std::io::stdout();
+    let result = demo::run(&mut stdout, &interrupted);
+    let _ = stdout.flush();
+    match result {
+        Ok(summary) if summary.hops_ok == summary.hops_total => ExitCode::SUCCESS,
+        Ok(summary) => {
+            eprintln!(
+                "nat444-lab demo: {} of {} hops did not answer",
+                summary.hops_total - summary.hops_ok,
+                summary.hops_total
+            );
+            ExitCode::FAILURE
+        }
+        Err(DemoError::Interrupted) => {
+            eprintln!("nat444-lab demo: interrupted; the lab was torn down");
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
+        Err(e) => {
+            eprintln!("nat444-lab demo: {e} (the lab was torn down)");
+            ExitCode::FAILURE
+        }
+    }
+}

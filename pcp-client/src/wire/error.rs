@@ -55,7 +55,8 @@ pub enum Error {
         /// Header plus opcode-specific length.
         need: usize,
     },
-    /// MAP with protocol 0 ("all protocols") and a non-zero internal port (RFC 6887 §11.3).
+    /// MAP creating a mapping (lifetime ≠ 0) with protocol 0 ("all protocols") and a non-zero
+    /// internal port (RFC 6887 §11.3: MALFORMED_REQUEST).
     #[error("MAP for all protocols with internal port {port} (must be 0)")]
     AllProtocolsWithPort {
         /// The internal port found.

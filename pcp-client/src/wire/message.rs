@@ -233,7 +233,9 @@ impl<'a> RequestRepr<'a> {
         let client_ip = packet.client_ip();
         let (internal_port, suggested_port) = match &data {
             OpcodeData::Map(map) => {
-                if map.protocol == Protocol::ALL && map.internal_port != 0 {
+                // RFC 6887 §11.3 rejects this only when creating (lifetime ≠ 0); §11.1 has
+                // the receiver ignore the port otherwise, so a delete still parses.
+                if lifetime != 0 && map.protocol == Protocol::ALL && map.internal_port != 0 {
                     return Err(Error::AllProtocolsWithPort {
                         port: map.internal_port,
                     });

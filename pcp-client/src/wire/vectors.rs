@@ -497,6 +497,13 @@ fn error_all_protocols_with_port() {
     let e = request_err(&bytes);
     assert_eq!(e, Error::AllProtocolsWithPort { port: 8080 });
     assert_eq!(e.result_code(), Some(ResultCode::MalformedRequest));
+    // In a delete the port is ignored (RFC 6887 §11.1).
+    let mut delete = bytes;
+    delete[4..8].fill(0);
+    assert!(
+        RequestRepr::parse(&delete).is_ok(),
+        "delete ignores the port"
+    );
     bytes[40] = 0;
     bytes[41] = 0;
     assert!(

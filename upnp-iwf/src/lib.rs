@@ -1,7 +1,30 @@
-//! `upnp_iwf`: the UPnP IGD to PCP interworking function (RFC 6970) for a home router.
+//! `upnp_iwf`: the UPnP IGD server of the home router, and (later) the UPnP IGD to PCP
+//! interworking function (RFC 6970).
 //!
-//! It will hold SSDP, the HTTP/SOAP IGD, GENA, the interworking logic, the nftables backend
-//! and durable state (see `design.md` §2). Today it holds only the command-line contract of
-//! the daemon; the daemon refuses to start rather than pretend to serve.
+//! The LAN side is built from sans-IO parts driven by thin tokio/hyper drivers:
+//! * [`ssdp`] parses SSDP, [`ssdp_reply`] builds the search answers and NOTIFY sets, and
+//!   [`ssdp_engine`] schedules them (random delays, announcements, BOOTID/CONFIGID);
+//! * [`description`] generates the IGD:1/IGD:2 device and service descriptions;
+//! * [`soap`] reads and writes SOAP envelopes, [`actions`] validates and executes actions;
+//! * [`gena`] keeps GENA subscriptions and builds NOTIFY messages;
+//! * [`policy`] decides who may map what; [`mapping`] holds the [`mapping::PortMappingBackend`]
+//!   trait the interworking function implements, and the in-memory backend;
+//! * [`http`], [`ssdp_socket`], [`gena_delivery`] and [`daemon`] are the I/O drivers.
+//!
+//! ```
+//! use upnp_iwf::soap::{SoapAction, parse_request};
+//! let a = SoapAction::parse("\"urn:schemas-upnp-org:service:WANIPConnection:1#GetExternalIPAddress\"")
+//!     .expect("valid header");
+//! assert_eq!(a.action, "GetExternalIPAddress");
+//! let body = parse_request(b"<s:Envelope><s:Body><u:GetExternalIPAddress/></s:Body></s:Envelope>")
+//!     .expect("valid body");
+//! assert_eq!(body.action, "GetExternalIPAddress");
+//! ```
 
+pub mod actions;
 pub mod cli;
+pub mod description;
+pub mod mapping;
+pub mod policy;
+pub mod soap;
+pub mod xml;

@@ -1,0 +1,313 @@
+//! Who may do what (upnp-igd.md §4.2): LAN-only service, secure mode (a client maps only to
+//! itself), miniupnpd-style allow/deny permission rules (first match wins, no match = allow)
+//! and a per-client mapping quota.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::RangeInclusive;
+use std::str::FromStr;
+
+/// An IPv4 prefix `a.b.c.d/len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Prefix {
+    /// Network address (host bits are ignored when matching).
+    pub addr: Ipv4Addr,
+    /// Prefix length 0..=32.
+    pub len: u8,
+}
+
+impl Ipv4Prefix {
+    /// Builds a prefix; `len` above 32 is clamped to 32.
+    pub fn new(addr: Ipv4Addr, len: u8) -> Ipv4Prefix {
+        Ipv4Prefix {
+            addr,
+            len: len.min(32),
+        }
+    }
+
+    fn mask(&self) -> u32 {
+        if self.len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.len))
+        }
+    }
+
+    /// Whether `ip` is inside the prefix.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        (u32::from(ip) & self.mask()) == (u32::from(self.addr) & self.mask())
+    }
+}
+
+/// Error for a malformed prefix, port range or rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what}: {text:?}")]
+pub struct ParseError {
+    /// What was being parsed.
+    pub what: &'static str,
+    /// The offending text.
+    pub text: String,
+}
+
+fn perr(what: &'static str, text: &str) -> ParseError {
+    ParseError {
+        what,
+        text: text.to_owned(),
+    }
+}
+
+impl FromStr for Ipv4Prefix {
+    type Err = ParseError;
+    /// `a.b.c.d/len` or a bare address (`/32`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, l) = s.split_once('/').unwrap_or((s, "32"));
+        let addr = a.trim().parse().map_err(|_| perr("prefix", s))?;
+        let len: u8 = l.trim().parse().map_err(|_| perr("prefix", s))?;
+        if len > 32 {
+            return Err(perr("prefix", s));
+        }
+        Ok(Ipv4Prefix::new(addr, len))
+    }
+}
+
+impl fmt::Display for Ipv4Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+fn parse_range(s: &str) -> Result<RangeInclusive<u16>, ParseError> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let a: u16 = a.trim().parse().map_err(|_| perr("port range", s))?;
+    let b: u16 = b.trim().parse().map_err(|_| perr("port range", s))?;
+    if a > b {
+        return Err(perr("port range", s));
+    }
+    Ok(a..=b)
+}
+
+/// Verdict of a permission rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleAction {
+    /// Permit.
+    Allow,
+    /// Refuse (606 on IGD:2, 718 on IGD:1).
+    Deny,
+}
+
+/// `allow|deny <ext-port-range> <ip/mask> <int-port-range>` (miniupnpd syntax; the address
+/// tested is the InternalClient).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionRule {
+    /// Allow or deny.
+    pub action: RuleAction,
+    /// External ports the rule covers.
+    pub external_ports: RangeInclusive<u16>,
+    /// Internal clients the rule covers.
+    pub client: Ipv4Prefix,
+    /// Internal ports the rule covers.
+    pub internal_ports: RangeInclusive<u16>,
+}
+
+impl FromStr for PermissionRule {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split_whitespace().collect();
+        let [action, ext, client, int] = parts.as_slice() else {
+            return Err(perr("permission rule", s));
+        };
+        let action = match action.to_ascii_lowercase().as_str() {
+            "allow" => RuleAction::Allow,
+            "deny" => RuleAction::Deny,
+            _ => return Err(perr("permission rule", s)),
+        };
+        Ok(PermissionRule {
+            action,
+            external_ports: parse_range(ext)?,
+            client: client.parse()?,
+            internal_ports: parse_range(int)?,
+        })
+    }
+}
+
+impl PermissionRule {
+    fn matches(&self, ext: u16, client: Ipv4Addr, int: u16) -> bool {
+        self.external_ports.contains(&ext)
+            && self.client.contains(client)
+            && self.internal_ports.contains(&int)
+    }
+}
+
+/// Why policy refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// The peer is not on a LAN prefix.
+    #[error("request from outside the LAN")]
+    NotLan,
+    /// Secure mode: InternalClient is not the caller.
+    #[error("secure mode: internal client is not the caller")]
+    NotCaller,
+    /// A deny rule matched.
+    #[error("refused by a permission rule")]
+    Rule,
+    /// The client holds its maximum number of mappings.
+    #[error("per-client mapping quota reached")]
+    Quota,
+}
+
+/// The policy of one daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Prefixes of the LAN; only peers inside them are served (SSDP and HTTP).
+    pub lan: Vec<Ipv4Prefix>,
+    /// Secure mode (default on): InternalClient must be the caller, and a client may delete
+    /// only its own mappings.
+    pub secure_mode: bool,
+    /// Permission rules, first match wins, no match allows.
+    pub rules: Vec<PermissionRule>,
+    /// Maximum mappings per internal client (`None`: no limit).
+    pub max_per_client: Option<usize>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            lan: Vec::new(),
+            secure_mode: true,
+            rules: Vec::new(),
+            max_per_client: Some(128),
+        }
+    }
+}
+
+impl Policy {
+    /// Whether `ip` (IPv4-mapped IPv6 unmapped first) is on a LAN prefix. IPv6 peers are not
+    /// served: this IGD manages IPv4 mappings only.
+    pub fn is_lan(&self, ip: IpAddr) -> bool {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => self.lan.iter().any(|p| p.contains(v4)),
+            IpAddr::V6(_) => false,
+        }
+    }
+
+    /// Secure-mode check of `NewInternalClient` against the TCP peer.
+    pub fn check_client(&self, caller: Ipv4Addr, client: Ipv4Addr) -> Result<(), Denied> {
+        if self.secure_mode && caller != client {
+            Err(Denied::NotCaller)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether the permission rules allow mapping `ext` to `client:int`.
+    pub fn permits(&self, ext: u16, client: Ipv4Addr, int: u16) -> bool {
+        self.rules
+            .iter()
+            .find(|r| r.matches(ext, client, int))
+            .is_none_or(|r| r.action == RuleAction::Allow)
+    }
+
+    /// External port ranges the rules allow for `client:int` (for `AddAnyPortMapping`).
+    pub fn permitted_ports(&self, client: Ipv4Addr, int: u16) -> Vec<RangeInclusive<u16>> {
+        let mut out: Vec<RangeInclusive<u16>> = Vec::new();
+        let mut start: Option<u16> = None;
+        for p in 1..=u16::MAX {
+            let ok = self.permits(p, client, int);
+            match (ok, start) {
+                (true, None) => start = Some(p),
+                (false, Some(s)) => {
+                    out.push(s..=p - 1);
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            out.push(s..=u16::MAX);
+        }
+        out
+    }
+
+    /// Quota check: `held` is how many mappings `client` has, not counting one being
+    /// refreshed.
+    pub fn check_quota(&self, held: usize) -> Result<(), Denied> {
+        match self.max_per_client {
+            Some(max) if held >= max => Err(Denied::Quota),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(rules: &[&str]) -> Policy {
+        Policy {
+            lan: vec!["192.168.0.0/24".parse().expect("prefix")],
+            rules: rules.iter().map(|r| r.parse().expect("rule")).collect(),
+            ..Policy::default()
+        }
+    }
+
+    const C: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 10);
+
+    // upnp-igd.md §4.2: SSDP and HTTP only for LAN peers; IPv4-mapped IPv6 is unmapped.
+    #[test]
+    fn only_lan_prefixes_are_served_and_mapped_v6_is_unmapped() {
+        let p = policy(&[]);
+        assert!(p.is_lan("192.168.0.10".parse().expect("ip")));
+        assert!(p.is_lan("::ffff:192.168.0.10".parse().expect("ip")));
+        assert!(!p.is_lan("100.64.0.1".parse().expect("ip")));
+        assert!(!p.is_lan("fe80::1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn secure_mode_requires_internal_client_to_be_the_caller() {
+        let mut p = policy(&[]);
+        assert_eq!(
+            p.check_client(C, Ipv4Addr::new(192, 168, 0, 11)),
+            Err(Denied::NotCaller)
+        );
+        assert_eq!(p.check_client(C, C), Ok(()));
+        p.secure_mode = false;
+        assert_eq!(p.check_client(C, Ipv4Addr::new(192, 168, 0, 11)), Ok(()));
+    }
+
+    // miniupnpd.conf: first match wins, no match = allow.
+    #[test]
+    fn permission_rules_first_match_wins_default_allow() {
+        let p = policy(&[
+            "allow 1024-65535 192.168.0.0/24 1024-65535",
+            "deny 0-65535 0.0.0.0/0 0-65535",
+        ]);
+        assert!(p.permits(5000, C, 5000));
+        assert!(!p.permits(80, C, 80));
+        assert!(!p.permits(5000, Ipv4Addr::new(10, 0, 0, 1), 5000));
+        assert!(policy(&[]).permits(22, C, 22));
+        assert_eq!(p.permitted_ports(C, 5000), vec![1024..=65535]);
+        assert_eq!(p.permitted_ports(C, 80), Vec::<RangeInclusive<u16>>::new());
+    }
+
+    #[test]
+    fn malformed_rules_and_prefixes_are_rejected() {
+        assert!("allow 1-2 192.168.0.0/24".parse::<PermissionRule>().is_err());
+        assert!("permit 1-2 0.0.0.0/0 1-2".parse::<PermissionRule>().is_err());
+        assert!("allow 9-2 0.0.0.0/0 1-2".parse::<PermissionRule>().is_err());
+        assert!("10.0.0.0/33".parse::<Ipv4Prefix>().is_err());
+        assert_eq!(
+            "10.1.2.3".parse::<Ipv4Prefix>().expect("bare"),
+            Ipv4Prefix::new(Ipv4Addr::new(10, 1, 2, 3), 32)
+        );
+    }
+
+    #[test]
+    fn quota_counts_existing_mappings() {
+        let p = Policy {
+            max_per_client: Some(2),
+            ..Policy::default()
+        };
+        assert_eq!(p.check_quota(1), Ok(()));
+        assert_eq!(p.check_quota(2), Err(Denied::Quota));
+    }
+}

@@ -27,4 +27,7 @@ pub mod description;
 pub mod mapping;
 pub mod policy;
 pub mod soap;
+pub mod ssdp;
+pub mod ssdp_engine;
+pub mod ssdp_reply;
 pub mod xml;

@@ -27,7 +27,9 @@ fn tshark_available() -> bool {
         .is_ok_and(|o| o.status.success());
     if !ok {
         let msg = "SKIPPED: tshark is not installed (apt-get install tshark)";
-        if std::env::var_os("NAT444_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") {
+        // Same rule as the lab: any value but empty or "0" forbids skipping.
+        if std::env::var_os("NAT444_REQUIRE_PRIVILEGED").is_some_and(|v| !v.is_empty() && v != "0")
+        {
             panic!("{msg}, and NAT444_REQUIRE_PRIVILEGED=1 forbids skipping");
         }
         eprintln!("{msg}");

@@ -24,6 +24,7 @@
 pub mod actions;
 pub mod cli;
 pub mod description;
+pub mod gena;
 pub mod mapping;
 pub mod policy;
 pub mod soap;

@@ -1,19 +1,27 @@
 //! Command-line contract of the `upnp-iwf` daemon (design.md §5).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::description::VersionPolicy;
+
 /// UPnP IGD server on the LAN that turns port mappings into PCP MAP requests to the carrier's
 /// CGN and keeps the router's own NAT (nftables) in step.
+///
+/// Serves SSDP (239.255.255.250:1900 joined on each --lan interface only), the IGD:1/IGD:2
+/// descriptions, SOAP control and GENA events on http://<lan address>:<http-port>/rootDesc.xml,
+/// a status page on / and OpenMetrics on /metrics, to LAN hosts only. SIGTERM/SIGINT send
+/// ssdp:byebye and exit.
 #[derive(Debug, Parser)]
 #[command(name = "upnp-iwf", version, about)]
 pub struct Cli {
     /// LAN interface to serve UPnP IGD on (repeatable).
     #[arg(long, value_name = "IFACE")]
     pub lan: Vec<String>,
-    /// WAN interface (towards the CGN).
+    /// WAN interface (towards the CGN); its counters feed WANCommonInterfaceConfig and, with
+    /// --upstream none and no --external-address, its address is the external address.
     #[arg(long, value_name = "IFACE")]
     pub wan: Option<String>,
     /// PCP server; default: the WAN default gateway.
@@ -25,12 +33,40 @@ pub struct Cli {
     /// Local NAT backend.
     #[arg(long, value_enum, default_value_t = Nat::Nftables)]
     pub nat: Nat,
-    /// Directory for durable mapping state.
+    /// Directory for durable state (device UUID, BOOTID, later the mappings).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// TOML configuration file; flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// HTTP port on each LAN address [default: 5000; 0 = ephemeral].
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// SSDP port [default: 1900].
+    #[arg(long, value_name = "PORT")]
+    pub ssdp_port: Option<u16>,
+    /// External address to report with --upstream none.
+    #[arg(long, value_name = "IPV4")]
+    pub external_address: Option<Ipv4Addr>,
+    /// Description version: auto (IGD:2, IGD:1 for Microsoft/FDSSDP agents), v1 or v2.
+    #[arg(long, value_enum)]
+    pub igd_version: Option<VersionPolicy>,
+    /// Secure mode: clients may map only to themselves [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub secure_mode: Option<bool>,
+    /// Permission rule `allow|deny EXT-PORTS IP/LEN INT-PORTS` (repeatable; first match wins,
+    /// no match allows).
+    #[arg(long, value_name = "RULE")]
+    pub rule: Vec<String>,
+    /// Most mappings per LAN client [default: 128; 0 = unlimited].
+    #[arg(long, value_name = "N")]
+    pub quota: Option<usize>,
+    /// Root device UUID [default: persisted in --state-dir, else random].
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<String>,
+    /// Do not send SSDP NOTIFY announcements (answer searches only).
+    #[arg(long)]
+    pub no_announce: bool,
 }
 
 /// Where mappings are requested.

@@ -27,7 +27,7 @@ impl IgdVersion {
 }
 
 /// Which description a client gets (upnp-igd.md §2.4, §9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum VersionPolicy {
     /// IGD:2, but IGD:1 for user agents containing `Microsoft` (any case) or `FDSSDP`.

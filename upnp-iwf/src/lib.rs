@@ -23,12 +23,18 @@
 
 pub mod actions;
 pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod description;
 pub mod gena;
+pub mod gena_delivery;
+pub mod http;
 pub mod mapping;
+pub mod metrics;
 pub mod policy;
 pub mod soap;
 pub mod ssdp;
 pub mod ssdp_engine;
 pub mod ssdp_reply;
+pub mod ssdp_socket;
 pub mod xml;

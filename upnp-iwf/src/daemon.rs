@@ -1,0 +1,337 @@
+//! Wiring of the daemon: LAN interfaces → SSDP responders and HTTP listeners, the GENA event
+//! and delivery tasks, lease expiry, and clean shutdown (byebye). [`start`] runs it inside
+//! the current tokio runtime so tests can drive a real daemon on loopback in-process.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::actions::{Igd, LinkInfo};
+use crate::cli::{Cli, Upstream};
+use crate::config::FileConfig;
+use crate::description::{self, DeviceIdentity, ROOT_DESC_PATH, VersionPolicy};
+use crate::gena::Subscriptions;
+use crate::http::IgdServer;
+use crate::mapping::{MemoryBackend, PortMappingBackend};
+use crate::metrics::Metrics;
+use crate::policy::{Ipv4Prefix, Policy};
+use crate::ssdp_engine::{EngineConfig, SsdpEngine, next_boot_id};
+use crate::ssdp_reply::{MessageContext, server_string};
+use crate::{gena_delivery, http, ssdp_socket};
+
+/// How often leases are expired and evented state compared when nothing else happens.
+pub const EVENT_TICK: Duration = Duration::from_secs(1);
+
+/// A LAN interface served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanInterface {
+    /// Interface name (`lan0`, `lo`).
+    pub name: String,
+    /// Its IPv4 address (LOCATION host, HTTP and SSDP bind address).
+    pub addr: Ipv4Addr,
+    /// Prefix length of its subnet (the LAN prefix served).
+    pub prefix_len: u8,
+}
+
+/// Everything the daemon needs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// LAN interfaces.
+    pub lan: Vec<LanInterface>,
+    /// HTTP port (0: ephemeral).
+    pub http_port: u16,
+    /// SSDP port (1900; 0: ephemeral unicast only).
+    pub ssdp_port: u16,
+    /// Join the SSDP group.
+    pub multicast: bool,
+    /// Send NOTIFY alive/byebye.
+    pub announce: bool,
+    /// Device identity.
+    pub identity: DeviceIdentity,
+    /// Version policy.
+    pub version_policy: VersionPolicy,
+    /// Policy (LAN prefixes are added from `lan`).
+    pub policy: Policy,
+    /// External address reported by the in-memory backend.
+    pub external_address: Option<Ipv4Addr>,
+    /// Table size of the in-memory backend.
+    pub max_mappings: usize,
+    /// Re-announce period.
+    pub notify_interval: Duration,
+    /// BOOTID.UPNP.ORG.
+    pub boot_id: u32,
+    /// WAN link facts.
+    pub link: LinkInfo,
+}
+
+impl DaemonConfig {
+    /// A loopback configuration for tests: `lo` 127.0.0.1/8, ephemeral ports, no multicast,
+    /// no announcements.
+    pub fn loopback() -> DaemonConfig {
+        DaemonConfig {
+            lan: vec![LanInterface {
+                name: "lo".into(),
+                addr: Ipv4Addr::LOCALHOST,
+                prefix_len: 8,
+            }],
+            http_port: 0,
+            ssdp_port: 0,
+            multicast: false,
+            announce: false,
+            identity: DeviceIdentity::new(DeviceIdentity::random_uuid()),
+            version_policy: VersionPolicy::Auto,
+            policy: Policy::default(),
+            external_address: Some(Ipv4Addr::new(198, 51, 100, 1)),
+            max_mappings: 1024,
+            notify_interval: Duration::from_secs(900),
+            boot_id: 1,
+            link: LinkInfo::default(),
+        }
+    }
+}
+
+/// Finds the IPv4 address and prefix of interface `name`.
+pub fn interface_v4(name: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
+    let all = if_addrs::get_if_addrs().context("listing interfaces")?;
+    all.into_iter()
+        .find_map(|i| match i.addr {
+            if_addrs::IfAddr::V4(v4) if i.name == name => Some((v4.ip, v4.prefixlen)),
+            _ => None,
+        })
+        .with_context(|| format!("interface {name} has no IPv4 address"))
+}
+
+fn read_state(dir: Option<&Path>, file: &str) -> Option<String> {
+    let p = dir?.join(file);
+    std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
+}
+
+fn write_state(dir: Option<&Path>, file: &str, value: &str) -> anyhow::Result<()> {
+    let Some(dir) = dir else { return Ok(()) };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, value).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(file)).with_context(|| format!("renaming {}", tmp.display()))
+}
+
+/// Builds the configuration from flags and the optional file (flags win). Persists the UUID
+/// and BOOTID in `--state-dir` when given, so the UDN is stable and BOOTID grows.
+pub fn config_from_cli(cli: &Cli) -> anyhow::Result<DaemonConfig> {
+    if cli.upstream == Upstream::Pcp {
+        bail!("--upstream pcp (RFC 6970 interworking) is not implemented yet; use --upstream none");
+    }
+    if cli.lan.is_empty() {
+        bail!("at least one --lan IFACE is required");
+    }
+    let file = match &cli.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let mut lan = Vec::new();
+    for name in &cli.lan {
+        let (addr, prefix_len) = interface_v4(name)?;
+        lan.push(LanInterface {
+            name: name.clone(),
+            addr,
+            prefix_len,
+        });
+    }
+    let state = cli.state_dir.as_deref();
+    let uuid = cli
+        .uuid
+        .clone()
+        .or(file.uuid.clone())
+        .or_else(|| read_state(state, "igd-uuid"))
+        .unwrap_or_else(DeviceIdentity::random_uuid);
+    write_state(state, "igd-uuid", &uuid)?;
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let boot_id = next_boot_id(unix, read_state(state, "igd-bootid").and_then(|s| s.parse().ok()));
+    write_state(state, "igd-bootid", &boot_id.to_string())?;
+    let mut identity = DeviceIdentity::new(uuid);
+    if let Some(n) = &file.friendly_name {
+        identity.friendly_name = n.clone();
+    }
+    let mut rules = Vec::new();
+    for r in file.rules.iter().chain(cli.rule.iter()) {
+        rules.push(r.parse().with_context(|| format!("permission rule {r:?}"))?);
+    }
+    let mut extra = Vec::new();
+    for p in &file.lan_prefixes {
+        extra.push(p.parse::<Ipv4Prefix>().with_context(|| format!("LAN prefix {p:?}"))?);
+    }
+    let quota = cli.quota.or(file.max_mappings_per_client).unwrap_or(128);
+    let policy = Policy {
+        lan: extra,
+        secure_mode: cli.secure_mode.or(file.secure_mode).unwrap_or(true),
+        rules,
+        max_per_client: (quota > 0).then_some(quota),
+    };
+    let external_address = match cli.external_address.or(file.external_address) {
+        Some(a) => Some(a),
+        None => match &cli.wan {
+            Some(w) => interface_v4(w).ok().map(|(a, _)| a),
+            None => None,
+        },
+    };
+    Ok(DaemonConfig {
+        lan,
+        http_port: cli.http_port.or(file.http_port).unwrap_or(5000),
+        ssdp_port: cli.ssdp_port.or(file.ssdp_port).unwrap_or(1900),
+        multicast: true,
+        announce: !cli.no_announce,
+        identity,
+        version_policy: cli.igd_version.or(file.igd_version).unwrap_or_default(),
+        policy,
+        external_address,
+        max_mappings: file.max_mappings.unwrap_or(1024),
+        notify_interval: Duration::from_secs(file.notify_interval.unwrap_or(900).max(30)),
+        boot_id,
+        link: LinkInfo {
+            wan_interface: cli.wan.clone(),
+            upstream_bps: file.upstream_bps.unwrap_or(1_000_000_000),
+            downstream_bps: file.downstream_bps.unwrap_or(1_000_000_000),
+        },
+    })
+}
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct Daemon<B> {
+    /// Shared state (backend, subscriptions, metrics).
+    pub server: Arc<IgdServer<B>>,
+    /// HTTP listen addresses, one per LAN interface.
+    pub http_addrs: Vec<SocketAddr>,
+    /// SSDP unicast addresses, one per LAN interface.
+    pub ssdp_addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    ssdp_tasks: Vec<JoinHandle<()>>,
+    other_tasks: Vec<JoinHandle<()>>,
+}
+
+impl<B: PortMappingBackend> Daemon<B> {
+    /// LOCATION URL of the first interface.
+    pub fn location(&self) -> String {
+        self.http_addrs
+            .first()
+            .map(|a| format!("http://{a}{ROOT_DESC_PATH}"))
+            .unwrap_or_default()
+    }
+
+    /// Stops serving, sends the byebye set and waits (≤ 2 s) for the SSDP tasks.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.ssdp_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        for t in self.other_tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the daemon with the in-memory backend (`--upstream none`).
+pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Daemon<MemoryBackend>> {
+    let backend = Arc::new(MemoryBackend::new(
+        Instant::now(),
+        cfg.external_address,
+        Some(cfg.max_mappings),
+    ));
+    start_with(cfg, backend).await
+}
+
+/// Starts the daemon with any backend.
+pub async fn start_with<B: PortMappingBackend>(
+    cfg: DaemonConfig,
+    backend: Arc<B>,
+) -> anyhow::Result<Daemon<B>> {
+    let mut policy = cfg.policy.clone();
+    for l in &cfg.lan {
+        policy.lan.push(Ipv4Prefix::new(l.addr, l.prefix_len));
+    }
+    let (notify_tx, notify_rx) = mpsc::channel(1024);
+    let server = Arc::new(IgdServer {
+        igd: Igd {
+            backend,
+            policy: policy.clone(),
+            identity: cfg.identity.clone(),
+            link: cfg.link.clone(),
+        },
+        version_policy: cfg.version_policy,
+        config_id: description::config_id(&cfg.identity),
+        subs: Mutex::new(Subscriptions::new()),
+        notify_tx,
+        changed: tokio::sync::Notify::new(),
+        metrics: Metrics::default(),
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut http_addrs = Vec::new();
+    let mut ssdp_addrs = Vec::new();
+    let mut ssdp_tasks = Vec::new();
+    let mut other_tasks = Vec::new();
+    for l in &cfg.lan {
+        let listener = TcpListener::bind((l.addr, cfg.http_port))
+            .await
+            .with_context(|| format!("binding HTTP on {}:{}", l.addr, cfg.http_port))?;
+        let http_addr = listener.local_addr()?;
+        http_addrs.push(http_addr);
+        other_tasks.push(tokio::spawn(http::serve(listener, server.clone(), shutdown_rx.clone())));
+        let sockets = ssdp_socket::open(&l.name, l.addr, cfg.ssdp_port, cfg.multicast)
+            .with_context(|| format!("opening SSDP sockets on {}", l.name))?;
+        let ssdp_addr = sockets.unicast.local_addr()?;
+        ssdp_addrs.push(ssdp_addr);
+        let engine = SsdpEngine::new(
+            EngineConfig {
+                identity: cfg.identity.clone(),
+                version: cfg.version_policy.highest(),
+                context: MessageContext {
+                    location: format!("http://{http_addr}{ROOT_DESC_PATH}"),
+                    server: server_string(),
+                    boot_id: cfg.boot_id,
+                    config_id: server.config_id,
+                    max_age: (cfg.notify_interval.as_secs() * 2).max(1800) as u32,
+                    port: if cfg.ssdp_port == 0 { 1900 } else { cfg.ssdp_port },
+                },
+                lan: policy.lan.clone(),
+                notify_interval: cfg.notify_interval,
+            },
+            rand::random(),
+        );
+        tracing::info!(iface = %l.name, http = %http_addr, ssdp = %ssdp_addr, group = sockets.group.is_some(), "serving UPnP IGD");
+        ssdp_tasks.push(tokio::spawn(ssdp_socket::run(
+            engine,
+            sockets,
+            cfg.announce,
+            shutdown_rx.clone(),
+        )));
+    }
+    other_tasks.push(tokio::spawn(gena_delivery::run(server.clone(), notify_rx)));
+    let srv = server.clone();
+    let mut stop = shutdown_rx.clone();
+    other_tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = srv.changed.notified() => {}
+                _ = tokio::time::sleep(EVENT_TICK) => {}
+                _ = stop.changed() => return,
+            }
+            srv.publish_changes(Instant::now());
+        }
+    }));
+    Ok(Daemon {
+        server,
+        http_addrs,
+        ssdp_addrs,
+        shutdown,
+        ssdp_tasks,
+        other_tasks,
+    })
+}

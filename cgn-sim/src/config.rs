@@ -1,0 +1,236 @@
+//! Engine configuration: pools, subscriber prefixes, lifetimes, quotas, THIRD_PARTY policy,
+//! ANNOUNCE schedule. Deserialised from TOML (`--config FILE`); flags override it.
+//!
+//! Every default is the RFC's recommended value, cited on the field.
+
+use serde::{Deserialize, Serialize};
+
+use crate::prefix::{Ipv4Prefix, PrefixError, parse_range};
+
+/// One address pool (`Pool: N` in the mapping table) made of sections (`Section: M`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Pool id shown in the table.
+    pub id: u16,
+    /// Sections of the pool; each is a list of ranges (prefix, address or `first-last`).
+    pub sections: Vec<SectionConfig>,
+}
+
+/// A section of a pool: non-contiguous ranges are allowed (RFC 6888 REQ-3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SectionConfig {
+    /// Section id shown in the table.
+    pub id: u8,
+    /// Ranges: `198.51.100.0/28`, `198.51.100.9`, `198.51.100.9-198.51.100.12`.
+    pub ranges: Vec<String>,
+}
+
+/// A THIRD_PARTY_ID the server knows (RFC 7843): requests carrying it are keyed by
+/// (THIRD_PARTY address, id), so overlapping inside address spaces stay apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThirdPartyIdConfig {
+    /// The identifier, as text (its UTF-8 bytes are compared with the option's data).
+    pub id: String,
+}
+
+/// Everything the sans-IO engine needs to know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Address pools. The first pool is `Pool: 1, Section: 0` when given with `--pool`.
+    pub pools: Vec<PoolConfig>,
+    /// Prefixes whose hosts are subscribers: requests from elsewhere are ignored silently
+    /// (RFC 6887 §8.2 interface check). Default: 100.64.0.0/10 (RFC 6598) and 127.0.0.0/8.
+    pub subscribers: Vec<String>,
+    /// Hosts allowed to send THIRD_PARTY (RFC 6887 §13.1). Empty (the default) disables the
+    /// option: it is answered UNSUPP_OPTION.
+    pub third_party_hosts: Vec<String>,
+    /// Accept THIRD_PARTY requests arriving on the outside interface (RFC 6887 §8.2 MAY).
+    pub third_party_on_outside: bool,
+    /// Known THIRD_PARTY_IDs (RFC 7843). Empty: the option is unsupported (UNSUPP_OPTION).
+    pub third_party_ids: Vec<ThirdPartyIdConfig>,
+    /// Longest THIRD_PARTY_ID accepted, in bytes; longer gives UNSUPP_THIRD_PARTY_ID_LENGTH.
+    pub third_party_id_max_len: usize,
+    /// Lowest port handed out (default 1).
+    pub port_min: u16,
+    /// Highest port handed out (default 65535).
+    pub port_max: u16,
+    /// Ports the NAT itself uses, never mapped (UDP 5350 and 5351 are always excluded,
+    /// RFC 6887 §11.3).
+    pub reserved_ports: Vec<u16>,
+    /// Preserve port parity when allocating (RFC 4787 REQ-4, RECOMMENDED).
+    pub preserve_parity: bool,
+    /// Minimum granted mapping lifetime, seconds (RFC 6887 §15: 120).
+    pub min_lifetime: u32,
+    /// Maximum granted mapping lifetime, seconds (RFC 6887 §15: 24 h).
+    pub max_lifetime: u32,
+    /// Lifetime of short-lifetime errors, seconds (RFC 6887 §7.4: 30).
+    pub short_error_lifetime: u32,
+    /// Lifetime of long-lifetime errors, seconds (RFC 6887 §7.4: 30 min).
+    pub long_error_lifetime: u32,
+    /// External ports (mappings) one subscriber may hold (RFC 6888 REQ-4, RFC 6887 §17.2);
+    /// beyond it USER_EX_QUOTA.
+    pub quota_per_subscriber: u32,
+    /// Mappings the whole system may hold; beyond it NO_RESOURCES.
+    pub max_mappings: usize,
+    /// Mapping creations per second per subscriber (token bucket; 0 = unlimited;
+    /// RFC 6888 REQ-4 RECOMMENDED). Over the rate: USER_EX_QUOTA.
+    pub creation_rate: u32,
+    /// Burst of the creation rate limit.
+    pub creation_burst: u32,
+    /// Seconds a freed external port is held before reuse (RFC 6888 REQ-8, RFC 6887 §15: 120).
+    pub port_hold_secs: u32,
+    /// Most ports held at once (RFC 6888 REQ-8 MUST be configurable); the oldest hold is
+    /// released early beyond it.
+    pub max_held_ports: usize,
+    /// FILTERs kept per MAP mapping (RFC 6887 §13.3: at least 1); more gives
+    /// EXCESSIVE_REMOTE_PEERS.
+    pub max_filters: usize,
+    /// Longest DESCRIPTION stored, bytes (RFC 7220 §3: at least 128).
+    pub max_description: usize,
+    /// Serve MAP (RFC 6887 §11 SHOULD be configurable). Disabled: NOT_AUTHORIZED.
+    pub allow_map: bool,
+    /// Serve PEER (RFC 6887 §12 SHOULD be configurable). Disabled: NOT_AUTHORIZED.
+    pub allow_peer: bool,
+    /// Serve NAT-PMP (RFC 6886) on the same port; off: UNSUPP_VERSION.
+    pub natpmp: bool,
+    /// Unsolicited ANNOUNCE copies after state loss (RFC 6887 §14.1.3: up to 10).
+    pub announce_count: u32,
+    /// Also multicast ANNOUNCE to 224.0.0.1:5350 (RFC 6887 §14.1.3). Off by default: a CGN is
+    /// routed hops away from its clients, and tests must not send multicast off-host.
+    pub announce_multicast: bool,
+    /// Also unicast ANNOUNCE to port 5350 of each remembered client, besides the port it
+    /// sent from.
+    pub announce_client_port: bool,
+    /// Implicit (outbound) UDP idle timeout, seconds (RFC 4787 REQ-5: ≥ 120, 300 RECOMMENDED).
+    pub udp_idle_secs: u32,
+    /// Implicit TCP established idle timeout, seconds (RFC 5382 REQ-5: ≥ 7440).
+    pub tcp_idle_secs: u32,
+    /// Remembered clients kept for unicast ANNOUNCE.
+    pub max_remembered_clients: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            pools: Vec::new(),
+            subscribers: vec!["100.64.0.0/10".into(), "127.0.0.0/8".into()],
+            third_party_hosts: Vec::new(),
+            third_party_on_outside: false,
+            third_party_ids: Vec::new(),
+            third_party_id_max_len: 64,
+            port_min: 1,
+            port_max: 65535,
+            reserved_ports: Vec::new(),
+            preserve_parity: true,
+            min_lifetime: 120,
+            max_lifetime: 86_400,
+            short_error_lifetime: 30,
+            long_error_lifetime: 1800,
+            quota_per_subscriber: 4096,
+            max_mappings: 4_000_000,
+            creation_rate: 0,
+            creation_burst: 1000,
+            port_hold_secs: 120,
+            max_held_ports: 1_000_000,
+            max_filters: 8,
+            max_description: 128,
+            allow_map: true,
+            allow_peer: true,
+            natpmp: true,
+            announce_count: 10,
+            announce_multicast: false,
+            announce_client_port: true,
+            udp_idle_secs: 300,
+            tcp_idle_secs: 7440,
+            max_remembered_clients: 65_536,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A range or prefix did not parse.
+    #[error("bad address range: {0}")]
+    Range(#[from] PrefixError),
+    /// No pool address at all.
+    #[error("no NAT pool configured (give --pool PREFIX)")]
+    NoPool,
+    /// An address appears twice in the pools.
+    #[error("pool address {0} appears twice")]
+    DuplicateAddress(std::net::Ipv4Addr),
+    /// More than 65535 pool addresses.
+    #[error("more than 65535 pool addresses")]
+    TooManyAddresses,
+    /// Min lifetime above max, or port_min above port_max.
+    #[error("{0}")]
+    Inconsistent(&'static str),
+}
+
+impl EngineConfig {
+    /// A configuration with one pool (`Pool: 1, Section: 0`) per given range.
+    pub fn with_pools<S: AsRef<str>>(ranges: &[S]) -> EngineConfig {
+        let mut config = EngineConfig::default();
+        config.set_pool_ranges(ranges);
+        config
+    }
+
+    /// Replaces the pools by one pool per range (ids 1, 2, …, section 0).
+    pub fn set_pool_ranges<S: AsRef<str>>(&mut self, ranges: &[S]) {
+        self.pools = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| PoolConfig {
+                id: (i + 1) as u16,
+                sections: vec![SectionConfig {
+                    id: 0,
+                    ranges: vec![r.as_ref().to_string()],
+                }],
+            })
+            .collect();
+    }
+
+    /// Parses [`EngineConfig::subscribers`].
+    pub fn subscriber_prefixes(&self) -> Result<Vec<Ipv4Prefix>, ConfigError> {
+        Ok(self
+            .subscribers
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Parses [`EngineConfig::third_party_hosts`].
+    pub fn third_party_prefixes(&self) -> Result<Vec<Ipv4Prefix>, ConfigError> {
+        Ok(self
+            .third_party_hosts
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Checks ranges and consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.subscriber_prefixes()?;
+        self.third_party_prefixes()?;
+        for p in &self.pools {
+            for s in &p.sections {
+                for r in &s.ranges {
+                    parse_range(r)?;
+                }
+            }
+        }
+        if self.min_lifetime > self.max_lifetime {
+            return Err(ConfigError::Inconsistent("min_lifetime > max_lifetime"));
+        }
+        if self.port_min > self.port_max || self.port_min == 0 {
+            return Err(ConfigError::Inconsistent(
+                "port_min must be ≥ 1 and ≤ port_max",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,744 @@
+//! The sans-IO PCP server engine (RFC 6887 §8.2 receive pipeline) with NAT-PMP on the same
+//! port, in the quinn-proto style: the engine never touches a socket or a clock.
+//!
+//! * [`Server::handle`] takes one datagram (with its source, the interface it arrived on and
+//!   the time) and writes the answer, if any, into a caller buffer;
+//! * [`Server::handle_timeout`] expires mappings and port holds and schedules ANNOUNCE;
+//! * [`Server::poll_transmit`] yields unsolicited datagrams (ANNOUNCE, Mapping Update);
+//! * [`Server::poll_timeout`] says when to call `handle_timeout` next.
+//!
+//! Randomness (port choice) comes from an injected [`RngCore`].
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use pcp_client::wire::{
+    self, ErrorResponse, Nonce, Opcode, OpcodeData, Options, PcpOption, Protocol, RequestRepr,
+    ResponseRepr, ResultCode, emit_error_response,
+};
+use rand::RngCore;
+
+use crate::announce::{ANNOUNCE_MULTICAST, AnnounceSchedule};
+use crate::config::{ConfigError, EngineConfig};
+use crate::epoch::Epoch;
+use crate::fasthash::{FastMap, KeyedState};
+use crate::hold::{HeldPort, HoldDown, HoldOwner};
+use crate::metrics::{DropReason, Metrics};
+use crate::options::{self, OptionPolicy};
+use crate::pool::{NatPool, proto_index};
+use crate::prefix::Ipv4Prefix;
+use crate::table::{FreedBinding, Table};
+
+/// Which side of the CGN a datagram arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interface {
+    /// The subscriber-facing side (where PCP is served).
+    Inside,
+    /// The Internet side: ordinary requests arriving here are ignored silently
+    /// (RFC 6887 §8.2).
+    Outside,
+}
+
+/// An unsolicited datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The server address to send from (port 5351 by default); `None`: the default socket.
+    pub source: Option<SocketAddr>,
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// The datagram.
+    pub payload: Vec<u8>,
+}
+
+/// What the engine answers a MAP or PEER request with, before encoding.
+#[derive(Debug)]
+pub(crate) enum Outcome<'a> {
+    Success {
+        lifetime: u32,
+        data: OpcodeData,
+        options: Vec<PcpOption<'a>>,
+    },
+    Error {
+        result: ResultCode,
+        lifetime: u32,
+    },
+}
+
+/// Per-subscriber state: the paired-pooling anchor (RFC 6888 REQ-2), the number of external
+/// ports held (quota, RFC 6888 REQ-4) and the creation token bucket.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Subscriber {
+    pub anchor: u16,
+    pub bindings: u32,
+    pub tokens: u32,
+    pub refilled: u32,
+}
+
+/// A static (operator) mapping, reinstalled after state loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticMapping {
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Internal endpoint.
+    pub internal: SocketAddrV4,
+    /// External endpoint (must be a pool address).
+    pub external: SocketAddrV4,
+}
+
+/// A Mapping Update in flight (RFC 6887 §14.2).
+#[derive(Debug, Clone)]
+pub(crate) struct PendingUpdate {
+    pub binding: u32,
+    pub destination: SocketAddr,
+    pub payload: Vec<u8>,
+    pub next: Instant,
+    pub sent: u32,
+}
+
+/// The PCP + NAT-PMP server engine.
+pub struct Server {
+    pub(crate) config: EngineConfig,
+    pub(crate) subscribers: Vec<Ipv4Prefix>,
+    pub(crate) third_party_hosts: Vec<Ipv4Prefix>,
+    pub(crate) third_party_ids: Vec<Vec<u8>>,
+    pub(crate) table: Table,
+    pub(crate) pool: NatPool,
+    pub(crate) holds: HoldDown,
+    pub(crate) subs: FastMap<(u16, Ipv4Addr), Subscriber>,
+    pub(crate) statics: Vec<StaticMapping>,
+    pub(crate) epoch: Epoch,
+    base: Instant,
+    pub(crate) rng: Box<dyn RngCore + Send>,
+    announce: AnnounceSchedule,
+    pub(crate) clients: FastMap<SocketAddrV4, u32>,
+    server_addrs: Vec<SocketAddr>,
+    pub(crate) out: VecDeque<Transmit>,
+    pub(crate) updates: Vec<PendingUpdate>,
+    pub(crate) metrics: Metrics,
+    last_second: u32,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("mappings", &self.table.counts())
+            .field("pool", &self.pool.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Engine seconds never start at 0, so 0 can mean "no deadline".
+const FIRST_SECOND: u32 = 1;
+
+impl Server {
+    /// A server with `config`, its clocks starting at `now`, drawing ports from `rng`.
+    pub fn new(
+        config: EngineConfig,
+        now: Instant,
+        rng: Box<dyn RngCore + Send>,
+    ) -> Result<Server, ConfigError> {
+        config.validate()?;
+        let pool = NatPool::new(&config)?;
+        Ok(Server {
+            subscribers: config.subscriber_prefixes()?,
+            third_party_hosts: config.third_party_prefixes()?,
+            third_party_ids: config
+                .third_party_ids
+                .iter()
+                .map(|t| t.id.as_bytes().to_vec())
+                .collect(),
+            table: Table::new(FIRST_SECOND),
+            pool,
+            holds: HoldDown::default(),
+            subs: FastMap::with_hasher(KeyedState::random()),
+            statics: Vec::new(),
+            epoch: Epoch::new(now),
+            base: now,
+            rng,
+            announce: AnnounceSchedule::default(),
+            clients: FastMap::with_hasher(KeyedState::random()),
+            server_addrs: Vec::new(),
+            out: VecDeque::new(),
+            updates: Vec::new(),
+            metrics: Metrics::default(),
+            last_second: FIRST_SECOND,
+            config,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The mapping table (for the dataplane and the control endpoint).
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The NAT pool.
+    pub fn pool(&self) -> &NatPool {
+        &self.pool
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Ports in hold-down.
+    pub fn held_ports(&self) -> usize {
+        self.holds.len()
+    }
+
+    /// The Epoch Time at `now`.
+    pub fn epoch(&self, now: Instant) -> u32 {
+        self.epoch.at(now)
+    }
+
+    /// The addresses unsolicited messages are sent from (the inside sockets, port 5351).
+    pub fn set_server_addresses(&mut self, addrs: Vec<SocketAddr>) {
+        self.server_addrs = addrs;
+    }
+
+    /// Engine seconds at `now` (the table's clock).
+    pub fn seconds(&self, now: Instant) -> u32 {
+        FIRST_SECOND.saturating_add(now.saturating_duration_since(self.base).as_secs() as u32)
+    }
+
+    /// The table as operator lines (design.md §1).
+    pub fn render_table(&self, now: Instant) -> String {
+        crate::format::render_text(&self.table, self.seconds(now))
+    }
+
+    /// The table as JSON.
+    pub fn render_table_json(&self, now: Instant) -> String {
+        crate::format::render_json(&self.table, self.seconds(now))
+    }
+
+    /// Counters and gauges in OpenMetrics text.
+    pub fn render_metrics(&self, now: Instant) -> String {
+        self.metrics.render(
+            self.table.counts(),
+            self.epoch.at(now),
+            self.epoch.resets(),
+            self.holds.len(),
+        )
+    }
+
+    pub(crate) fn error_lifetime(&self, result: ResultCode) -> u32 {
+        if result.is_long_lifetime_error() {
+            self.config.long_error_lifetime
+        } else {
+            self.config.short_error_lifetime
+        }
+    }
+
+    /// Lifetime clamp (RFC 6887 §15: min 120 s, max 24 h by default).
+    pub(crate) fn clamp_lifetime(&self, requested: u32) -> u32 {
+        requested.clamp(self.config.min_lifetime, self.config.max_lifetime)
+    }
+
+    fn is_subscriber(&self, ip: Ipv4Addr) -> bool {
+        self.subscribers.iter().any(|p| p.contains(ip))
+    }
+
+    fn is_third_party_host(&self, ip: Ipv4Addr) -> bool {
+        self.third_party_hosts.iter().any(|p| p.contains(ip))
+    }
+
+    /// Handles one datagram that arrived from `from` on `iface` at `now`, and writes the
+    /// answer into `out` (which should hold 1100 bytes). Returns the answer's length, or `None`
+    /// when the datagram is to be ignored silently. Never panics, whatever the bytes.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        iface: Interface,
+        bytes: &[u8],
+        out: &mut [u8],
+    ) -> Option<usize> {
+        self.handle_timeout(now);
+        let source = match from {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+                Some(v4) => SocketAddrV4::new(v4, a.port()),
+                None => {
+                    self.metrics.drop(DropReason::Interface);
+                    return None;
+                }
+            },
+        };
+        // §8.2 step 1: the interface check. Subscribers only on the inside; authorized
+        // THIRD_PARTY senders may use the outside if configured.
+        let tp_host = self.is_third_party_host(*source.ip());
+        let outside = iface == Interface::Outside;
+        if (outside && !(self.config.third_party_on_outside && tp_host))
+            || (!self.is_subscriber(*source.ip()) && !tp_host)
+        {
+            self.metrics.drop(DropReason::Interface);
+            return None;
+        }
+        // Step 2: shorter than 2 octets.
+        if bytes.len() < 2 {
+            self.metrics.drop(DropReason::Short);
+            return None;
+        }
+        let epoch = self.epoch.at(now);
+        if bytes[0] == pcp_client::natpmp::VERSION && self.config.natpmp && !outside {
+            return self.handle_natpmp(now, source, bytes, epoch, out);
+        }
+        // Steps 3 to 7 (and 9).
+        let packet = match RequestRepr::check_header(bytes) {
+            Ok(p) => p,
+            Err(wire::Error::UnsupportedOpcode { .. }) if bytes.len() >= wire::HEADER_LEN => {
+                // Step 8 comes before step 9.
+                let client = wire::Packet::new_unchecked(bytes).client_ip();
+                let result = if ip_matches(client, source) {
+                    ResultCode::UnsuppOpcode
+                } else {
+                    ResultCode::AddressMismatch
+                };
+                return self.error(bytes, Opcode::from(bytes[1]), result, epoch, false, out);
+            }
+            Err(e) => {
+                let Some(result) = e.result_code() else {
+                    self.metrics.drop(if bytes[1] & 0x80 != 0 {
+                        DropReason::Response
+                    } else {
+                        DropReason::Short
+                    });
+                    return None;
+                };
+                return self.error(bytes, Opcode::from(bytes[1]), result, epoch, false, out);
+            }
+        };
+        let opcode = packet.opcode();
+        // Step 8: ADDRESS_MISMATCH.
+        if !ip_matches(packet.client_ip(), source) {
+            let parsed = RequestRepr::parse(bytes).is_ok();
+            return self.error(
+                bytes,
+                opcode,
+                ResultCode::AddressMismatch,
+                epoch,
+                parsed,
+                out,
+            );
+        }
+        // Step 10: parse opcode data and options.
+        let repr = match RequestRepr::parse(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                let result = if options::unsupported_before_error(bytes, &e) {
+                    ResultCode::UnsuppOption
+                } else {
+                    match e.result_code() {
+                        Some(r) => r,
+                        None => return None,
+                    }
+                };
+                return self.error(bytes, opcode, result, epoch, false, out);
+            }
+        };
+        if outside && !repr.options.contains(wire::OptionCode::THIRD_PARTY) {
+            self.metrics.drop(DropReason::Interface);
+            return None;
+        }
+        self.remember_client(source, now);
+        let now_s = self.seconds(now);
+        let outcome = match repr.data {
+            OpcodeData::Announce => match options::check_announce(&repr) {
+                // RFC 6887 §14.1.1: SUCCESS, lifetime 0, no state change.
+                Ok(()) => Outcome::Success {
+                    lifetime: 0,
+                    data: OpcodeData::Announce,
+                    options: Vec::new(),
+                },
+                Err(result) => Outcome::Error {
+                    result,
+                    lifetime: self.error_lifetime(result),
+                },
+            },
+            OpcodeData::Authentication(_) => Outcome::Error {
+                result: ResultCode::UnsuppOpcode,
+                lifetime: self.error_lifetime(ResultCode::UnsuppOpcode),
+            },
+            OpcodeData::Map(map) => {
+                if self.config.allow_map {
+                    self.process_map(now_s, *source.ip(), &repr, &map)
+                } else {
+                    self.err(ResultCode::NotAuthorized)
+                }
+            }
+            OpcodeData::Peer(peer) => {
+                if self.config.allow_peer {
+                    self.process_peer(now_s, *source.ip(), &repr, &peer)
+                } else {
+                    self.err(ResultCode::NotAuthorized)
+                }
+            }
+        };
+        self.emit(bytes, opcode, outcome, epoch, out)
+    }
+
+    pub(crate) fn err(&self, result: ResultCode) -> Outcome<'static> {
+        Outcome::Error {
+            result,
+            lifetime: self.error_lifetime(result),
+        }
+    }
+
+    pub(crate) fn policy(&self) -> OptionPolicy<'_> {
+        OptionPolicy {
+            third_party_hosts: &self.third_party_hosts,
+            subscribers: &self.subscribers,
+            third_party_ids: &self.third_party_ids,
+            third_party_id_max_len: self.config.third_party_id_max_len,
+            max_description: self.config.max_description,
+        }
+    }
+
+    fn emit(
+        &mut self,
+        bytes: &[u8],
+        opcode: Opcode,
+        outcome: Outcome<'_>,
+        epoch: u32,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        match outcome {
+            Outcome::Success {
+                lifetime,
+                data,
+                options,
+            } => {
+                let response = ResponseRepr {
+                    result: ResultCode::Success,
+                    lifetime,
+                    epoch,
+                    data,
+                    options: Options::List(&options),
+                };
+                match response.emit(out) {
+                    Ok(n) => {
+                        self.metrics.pcp(opcode, ResultCode::Success);
+                        tracing::debug!(%opcode, lifetime, "SUCCESS");
+                        Some(n)
+                    }
+                    // RFC 6887 §7.3: a reply that would exceed 1100 bytes.
+                    Err(_) => self.error(
+                        bytes,
+                        opcode,
+                        ResultCode::MalformedRequest,
+                        epoch,
+                        true,
+                        out,
+                    ),
+                }
+            }
+            Outcome::Error { result, lifetime } => {
+                self.metrics.pcp(opcode, result);
+                tracing::debug!(%opcode, %result, lifetime, "error");
+                emit_error_response(
+                    bytes,
+                    &ErrorResponse {
+                        result,
+                        lifetime,
+                        epoch,
+                        request_parsed: true,
+                    },
+                    out,
+                )
+                .ok()
+            }
+        }
+    }
+
+    fn error(
+        &mut self,
+        bytes: &[u8],
+        opcode: Opcode,
+        result: ResultCode,
+        epoch: u32,
+        parsed: bool,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        self.metrics.pcp(opcode, result);
+        tracing::debug!(%opcode, %result, "error before processing");
+        emit_error_response(
+            bytes,
+            &ErrorResponse {
+                result,
+                lifetime: self.error_lifetime(result),
+                epoch,
+                request_parsed: parsed,
+            },
+            out,
+        )
+        .ok()
+    }
+
+    pub(crate) fn remember_client(&mut self, client: SocketAddrV4, now: Instant) {
+        let s = self.seconds(now);
+        if self.clients.len() >= self.config.max_remembered_clients
+            && !self.clients.contains_key(&client)
+        {
+            // Forget the stalest client.
+            if let Some(old) = self
+                .clients
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(c, _)| *c)
+            {
+                self.clients.remove(&old);
+            }
+        }
+        self.clients.insert(client, s);
+    }
+
+    /// Clients remembered for unicast ANNOUNCE (their request source endpoints).
+    pub fn remembered_clients(&self) -> Vec<SocketAddrV4> {
+        let mut v: Vec<_> = self.clients.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// A binding lost its last part: its port goes into hold-down for its owner
+    /// (RFC 6888 REQ-8; RFC 6887 §15), and the subscriber's count drops.
+    pub(crate) fn on_freed(&mut self, f: FreedBinding, now_s: u32) {
+        let proto = proto_index(Protocol(f.internal.protocol)).unwrap_or(0);
+        let held = HeldPort {
+            proto: proto as u8,
+            addr: f.addr_index,
+            port: f.external.port,
+        };
+        if self.config.port_hold_secs == 0 {
+            self.pool.release(f.addr_index, proto, f.external.port);
+        } else {
+            self.holds.hold(
+                held,
+                HoldOwner {
+                    proto: proto as u8,
+                    realm: f.internal.realm,
+                    addr: f.internal.addr,
+                    port: f.internal.port,
+                    nonce: f.nonce,
+                },
+                now_s.saturating_add(self.config.port_hold_secs),
+            );
+        }
+        let key = (f.internal.realm, f.internal.addr);
+        if let Some(s) = self.subs.get_mut(&key) {
+            s.bindings = s.bindings.saturating_sub(1);
+            if s.bindings == 0 {
+                let anchor = s.anchor;
+                self.subs.remove(&key);
+                self.pool.anchor_delta(anchor, -1);
+            }
+        }
+    }
+
+    /// Expires mappings and holds, and queues due ANNOUNCE and Mapping Update copies.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now_s = self.seconds(now);
+        if now_s > self.last_second {
+            self.last_second = now_s;
+            let mut freed = Vec::new();
+            self.table.expire(now_s, |f| freed.push(f));
+            self.metrics.expired += freed.len() as u64;
+            for f in freed {
+                self.on_freed(f, now_s);
+            }
+            let max = self.config.max_held_ports;
+            let pool = &mut self.pool;
+            self.holds.expire(now_s, max, |h| {
+                pool.release(h.addr, usize::from(h.proto), h.port)
+            });
+        }
+        while self.announce.take_due(now) {
+            self.queue_announce(now);
+        }
+        self.send_due_updates(now);
+    }
+
+    /// When to call [`Server::handle_timeout`] next: the next ANNOUNCE or Mapping Update
+    /// copy, or the next second while anything can expire.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.announce.next();
+        for u in &self.updates {
+            next = Some(next.map_or(u.next, |n| n.min(u.next)));
+        }
+        let c = self.table.counts();
+        if c.bindings > 0 || !self.holds.is_empty() {
+            let second =
+                self.base + Duration::from_secs(u64::from(self.last_second - FIRST_SECOND + 1));
+            next = Some(next.map_or(second, |n| n.min(second)));
+        }
+        next
+    }
+
+    /// The next unsolicited datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// The unsolicited ANNOUNCE response (RFC 6887 §14.1.3): SUCCESS, lifetime 0, the
+    /// current epoch.
+    pub fn announce_message(&self, now: Instant) -> Vec<u8> {
+        let mut buf = [0u8; wire::HEADER_LEN];
+        let r = ResponseRepr {
+            result: ResultCode::Success,
+            lifetime: 0,
+            epoch: self.epoch.at(now),
+            data: OpcodeData::Announce,
+            options: Options::EMPTY,
+        };
+        match r.emit(&mut buf) {
+            Ok(n) => buf[..n].to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn queue_announce(&mut self, now: Instant) {
+        let payload = self.announce_message(now);
+        let mut dests: Vec<SocketAddr> = Vec::new();
+        for c in self.remembered_clients() {
+            dests.push(SocketAddr::V4(c));
+            if self.config.announce_client_port {
+                let p = SocketAddr::V4(SocketAddrV4::new(*c.ip(), wire::CLIENT_PORT));
+                if !dests.contains(&p) {
+                    dests.push(p);
+                }
+            }
+        }
+        if self.config.announce_multicast {
+            dests.push(ANNOUNCE_MULTICAST);
+        }
+        let sources: Vec<Option<SocketAddr>> = if self.server_addrs.is_empty() {
+            vec![None]
+        } else {
+            self.server_addrs.iter().copied().map(Some).collect()
+        };
+        for source in sources {
+            for d in &dests {
+                self.metrics.announces_sent += 1;
+                self.out.push_back(Transmit {
+                    source,
+                    destination: *d,
+                    payload: payload.clone(),
+                });
+            }
+        }
+        tracing::info!(
+            epoch = self.epoch.at(now),
+            copy = self.announce.sent(),
+            destinations = dests.len(),
+            "unsolicited ANNOUNCE"
+        );
+    }
+
+    /// Simulates a restart at `now` (RFC 6887 §14.1.3, §8.5).
+    ///
+    /// * `keep_state = false` (a reboot): every mapping is lost and the epoch resets to 0.
+    ///   The freed external ports stay in hold-down (RFC 6888 REQ-8 applies after state
+    ///   loss), reclaimable by the same internal endpoint and nonce (RFC 6887 §15), so
+    ///   clients that re-create their mappings get their old ports back. Remembered clients
+    ///   and static mappings survive.
+    /// * `keep_state = true` (an engine restart): mappings and epoch are kept.
+    ///
+    /// Either way the unsolicited ANNOUNCE round starts now.
+    pub fn restart(&mut self, now: Instant, keep_state: bool) {
+        let now_s = self.seconds(now);
+        if !keep_state {
+            let bindings: Vec<FreedBinding> = self
+                .table
+                .bindings()
+                .filter(|(_, b)| !b.is_static())
+                .map(|(id, b)| FreedBinding {
+                    internal: b.internal_key(),
+                    external: b.external_key(),
+                    addr_index: b.addr_index,
+                    nonce: if b.has_map() {
+                        b.nonce
+                    } else {
+                        self.table
+                            .peer_sessions()
+                            .find(|(_, p)| p.binding == id)
+                            .map_or(Nonce::default(), |(_, p)| p.nonce)
+                    },
+                })
+                .collect();
+            let statics: Vec<_> = self
+                .table
+                .bindings()
+                .filter(|(_, b)| b.is_static())
+                .map(|(_, b)| {
+                    (
+                        b.addr_index,
+                        proto_index(Protocol(b.protocol)),
+                        b.external.port(),
+                    )
+                })
+                .collect();
+            for (addr, proto, port) in statics {
+                if let Some(p) = proto {
+                    self.pool.release(addr, p, port);
+                }
+            }
+            self.table.clear(now_s);
+            self.last_second = now_s;
+            for s in self.subs.values() {
+                self.pool.anchor_delta(s.anchor, -1);
+            }
+            self.subs.clear();
+            self.updates.clear();
+            let mut seen = std::collections::HashSet::new();
+            for f in bindings {
+                let proto = proto_index(Protocol(f.internal.protocol)).unwrap_or(0);
+                let held = HeldPort {
+                    proto: proto as u8,
+                    addr: f.addr_index,
+                    port: f.external.port,
+                };
+                if !seen.insert(held) {
+                    continue;
+                }
+                if self.config.port_hold_secs == 0 {
+                    self.pool.release(f.addr_index, proto, f.external.port);
+                } else {
+                    self.holds.hold(
+                        held,
+                        HoldOwner {
+                            proto: proto as u8,
+                            realm: f.internal.realm,
+                            addr: f.internal.addr,
+                            port: f.internal.port,
+                            nonce: f.nonce,
+                        },
+                        now_s.saturating_add(self.config.port_hold_secs),
+                    );
+                }
+            }
+            self.epoch.reset(now);
+            for s in self.statics.clone() {
+                let _ = self.install_static(s);
+            }
+            tracing::warn!("state lost: mappings dropped, epoch reset");
+        } else {
+            tracing::info!("engine restart with state kept");
+        }
+        self.announce.start(now, self.config.announce_count);
+        self.handle_timeout(now);
+    }
+}
+
+/// True if the Client IP field names the packet's source (RFC 6887 §8.2, compared in
+/// IPv4-mapped form).
+fn ip_matches(field: IpAddr, source: SocketAddrV4) -> bool {
+    match field {
+        IpAddr::V4(v4) => v4 == *source.ip(),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped() == Some(*source.ip()),
+    }
+}

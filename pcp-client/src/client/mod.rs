@@ -61,6 +61,8 @@ pub mod renewal;
 mod request;
 pub mod retransmit;
 pub mod rng;
+mod schedule;
+mod transmit;
 
 pub use config::Config;
 pub use engine::{Engine, MappingInfo, Stats};

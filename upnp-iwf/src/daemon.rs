@@ -91,7 +91,11 @@ impl DaemonConfig {
             max_mappings: 1024,
             notify_interval: Duration::from_secs(900),
             boot_id: 1,
-            link: LinkInfo::default(),
+            link: LinkInfo {
+                wan_interface: None,
+                upstream_bps: 1_000_000_000,
+                downstream_bps: 1_000_000_000,
+            },
         }
     }
 }

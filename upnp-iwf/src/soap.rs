@@ -189,10 +189,126 @@ fn local(name: &[u8]) -> String {
     String::from_utf8_lossy(n).into_owned()
 }
 
-/// Parses a SOAP request body.
+/// Parses a SOAP request body. Well-formed XML is read with quick-xml; a body that is not
+/// well-formed only because argument values carry unescaped `&` or `<…>` (upnpc, Syncthing
+/// and igd-next ≤ 0.17 do not escape descriptions) is read by [`parse_lenient`].
 pub fn parse_request(body: &[u8]) -> Result<SoapRequest, SoapParseError> {
     let text = std::str::from_utf8(body).map_err(|_| SoapParseError::NotUtf8)?;
     let text = text.trim_start_matches('\u{feff}').trim_start();
+    match parse_strict(text) {
+        Err(SoapParseError::Xml(e)) => parse_lenient(text).ok_or(SoapParseError::Xml(e)),
+        other => other,
+    }
+}
+
+fn qname_end(s: &str) -> usize {
+    s.find(|c: char| c.is_ascii_whitespace() || c == '>' || c == '/')
+        .unwrap_or(s.len())
+}
+
+fn decode_lenient(raw: &str) -> String {
+    if let Some(inner) = raw
+        .trim()
+        .strip_prefix("<![CDATA[")
+        .and_then(|r| r.strip_suffix("]]>"))
+    {
+        return inner.to_owned();
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let known = [("&amp;", '&'), ("&lt;", '<'), ("&gt;", '>'), ("&quot;", '"'), ("&apos;", '\'')]
+            .iter()
+            .find(|(e, _)| tail.starts_with(e));
+        match known {
+            Some((e, c)) => {
+                out.push(*c);
+                rest = &tail[e.len()..];
+            }
+            None => {
+                let num = tail.strip_prefix("&#").and_then(|t| {
+                    let end = t.find(';')?;
+                    let n = &t[..end];
+                    let v = match n.strip_prefix('x') {
+                        Some(h) => u32::from_str_radix(h, 16).ok()?,
+                        None => n.parse().ok()?,
+                    };
+                    Some((char::from_u32(v)?, end + 3))
+                });
+                match num {
+                    Some((c, len)) => {
+                        out.push(c);
+                        rest = &tail[len..];
+                    }
+                    None => {
+                        out.push('&');
+                        rest = &tail[1..];
+                    }
+                }
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The minixml-style reader miniupnpd uses: finds `Body`, takes its first element as the
+/// action and each child `<Name>…</Name>` as an argument whose raw text runs up to the
+/// matching closing tag, decoding the entities it recognises and keeping bare `&` and `<`.
+pub fn parse_lenient(text: &str) -> Option<SoapRequest> {
+    let mut i = 0;
+    let body_end = loop {
+        let lt = text[i..].find('<')? + i;
+        let name = &text[lt + 1..lt + 1 + qname_end(&text[lt + 1..])];
+        let gt = text[lt..].find('>')? + lt;
+        i = gt + 1;
+        if name.rsplit(':').next() == Some("Body") {
+            break gt + 1;
+        }
+    };
+    let rest = text[body_end..].trim_start();
+    let rest = rest.strip_prefix('<')?;
+    let action_q = &rest[..qname_end(rest)];
+    let gt = rest.find('>')?;
+    let mut req = SoapRequest {
+        action: action_q.rsplit(':').next()?.to_owned(),
+        args: Vec::new(),
+    };
+    if req.action.is_empty() {
+        return None;
+    }
+    if rest[..gt].ends_with('/') {
+        return Some(req);
+    }
+    let mut rest = &rest[gt + 1..];
+    loop {
+        rest = rest.trim_start();
+        if rest.starts_with("</") || rest.is_empty() {
+            return Some(req);
+        }
+        let r = rest.strip_prefix('<')?;
+        let q = &r[..qname_end(r)];
+        let gt = r.find('>')?;
+        if q.is_empty() || q.starts_with('!') || q.starts_with('?') {
+            return None;
+        }
+        let name = q.rsplit(':').next()?.to_owned();
+        if r[..gt].ends_with('/') {
+            push_arg(&mut req, name, String::new()).ok()?;
+            rest = &r[gt + 1..];
+            continue;
+        }
+        let after = &r[gt + 1..];
+        let close = format!("</{q}>");
+        let end = after.find(&close)?;
+        push_arg(&mut req, name, decode_lenient(&after[..end]).trim().to_owned()).ok()?;
+        rest = &after[end + close.len()..];
+    }
+}
+
+fn parse_strict(text: &str) -> Result<SoapRequest, SoapParseError> {
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
     let mut depth = 0usize;
@@ -385,8 +501,8 @@ mod tests {
             parse_request(b"<Envelope><Body></Body></Envelope>"),
             Err(SoapParseError::NoAction)
         );
-        assert!(parse_request(b"<a><Body><X><Y>&bogus;</Y></X></Body></a>").is_err());
         assert!(parse_request(b"<a><Body><X><Y>1</Z></X></Body></a>").is_err());
+        assert!(parse_request(b"<a><Body><X><Y>1</Y").is_err());
         let deep = "<a>".repeat(40);
         assert_eq!(parse_request(deep.as_bytes()), Err(SoapParseError::TooComplex));
         let many = format!(
@@ -394,6 +510,20 @@ mod tests {
             "<A>1</A>".repeat(MAX_ARGS + 1)
         );
         assert_eq!(parse_request(many.as_bytes()), Err(SoapParseError::TooComplex));
+    }
+
+    // upnpc, Syncthing and igd-next ≤ 0.17 send descriptions unescaped.
+    #[test]
+    fn unescaped_ampersands_and_brackets_in_values_are_tolerated() {
+        let body = "<s:Envelope><s:Body><u:AddPortMapping xmlns:u=\"x\"><NewRemoteHost></NewRemoteHost>\
+            <NewPortMappingDescription>game & <voice> &amp; &#65;&bogus;</NewPortMappingDescription>\
+            <NewLeaseDuration>0</NewLeaseDuration><NewEnabled/></u:AddPortMapping></s:Body></s:Envelope>";
+        let r = parse_request(body.as_bytes()).expect("lenient parse");
+        assert_eq!(r.action, "AddPortMapping");
+        assert_eq!(r.arg("NewPortMappingDescription"), Some("game & <voice> & A&bogus;"));
+        assert_eq!(r.arg("NewLeaseDuration"), Some("0"));
+        assert_eq!(r.arg("NewEnabled"), Some(""));
+        assert_eq!(r.arg("NewRemoteHost"), Some(""));
     }
 
     // Checklist: fault is s:Client / UPnPError / errorCode + errorDescription.

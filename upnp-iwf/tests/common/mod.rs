@@ -1,0 +1,154 @@
+//! Helpers shared by the loopback integration tests: an in-process daemon on 127.0.0.1 with
+//! ephemeral ports, raw HTTP/SSDP exchanges and running real client programs with a time limit.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use upnp_iwf::daemon::{self, Daemon, DaemonConfig};
+use upnp_iwf::mapping::MemoryBackend;
+
+/// Starts a loopback daemon with `tweak` applied to the default loopback configuration.
+pub async fn daemon(tweak: impl FnOnce(&mut DaemonConfig)) -> Daemon<MemoryBackend> {
+    let mut cfg = DaemonConfig::loopback();
+    tweak(&mut cfg);
+    daemon::start(cfg).await.expect("daemon starts on loopback")
+}
+
+/// Sends `request` bytes on a fresh connection and reads until close or `limit`.
+pub fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.write_all(request).expect("write");
+    read_all(&mut s)
+}
+
+/// Reads a whole response (until the peer closes, or until Content-Length bytes of body).
+pub fn read_all(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let head = text[..head_end].to_ascii_lowercase();
+            if let Some(cl) = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            {
+                if buf.len() >= head_end + 4 + cl {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A SOAP POST with the given header spelling and SOAPAction value.
+pub fn soap_request(addr: SocketAddr, path: &str, header: &str, action_value: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml; charset=\"utf-8\"\r\n\
+         Content-Length: {}\r\n{header}: {action_value}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A SOAP envelope around `<u:{action}>` with `args`.
+pub fn envelope(ns: &str, action: &str, args: &[(&str, &str)]) -> String {
+    let mut inner = String::new();
+    for (k, v) in args {
+        inner.push_str(&format!("<{k}>{v}</{k}>"));
+    }
+    format!(
+        "<?xml version=\"1.0\"?>\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+         s:encodingStyle=\"http://schemas.xmlsoap.org/soap/encoding/\"><s:Body><u:{action} xmlns:u=\"{ns}\">{inner}</u:{action}></s:Body></s:Envelope>\r\n"
+    )
+}
+
+/// Calls `action` (WANIPConnection:2 namespace, quoted SOAPAction) and returns the response.
+pub fn call(addr: SocketAddr, action: &str, args: &[(&str, &str)]) -> String {
+    let ns = "urn:schemas-upnp-org:service:WANIPConnection:2";
+    let body = envelope(ns, action, args);
+    raw_http(addr, &soap_request(addr, "/ctl/IPConn", "SOAPAction", &format!("\"{ns}#{action}\""), &body))
+}
+
+/// AddPortMapping arguments for a UDP/TCP mapping to 127.0.0.1.
+pub fn add_args<'a>(ext: &'a str, proto: &'a str, lease: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("NewRemoteHost", ""),
+        ("NewExternalPort", ext),
+        ("NewProtocol", proto),
+        ("NewInternalPort", ext),
+        ("NewInternalClient", "127.0.0.1"),
+        ("NewEnabled", "1"),
+        ("NewPortMappingDescription", "test"),
+        ("NewLeaseDuration", lease),
+    ]
+}
+
+/// Runs a program (blocking) with a time limit; kills it (by its own pid) when it overruns.
+pub fn run(program: &str, args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Runs `program` off the async runtime.
+pub async fn run_async(program: &'static str, args: Vec<String>, limit: Duration) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(program, &a, limit)
+    })
+    .await
+    .expect("join")
+}
+
+/// Sends one SSDP datagram to `to` and collects answers for `wait`.
+pub fn ssdp_exchange(to: SocketAddr, msg: &str, wait: Duration) -> Vec<(SocketAddr, String, Duration)> {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    let start = Instant::now();
+    s.send_to(msg.as_bytes(), to).expect("send");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < wait {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            out.push((from, String::from_utf8_lossy(&buf[..n]).into_owned(), start.elapsed()));
+        }
+    }
+    out
+}
+
+/// Value of header `name` (case-insensitive) in an HTTP-style message.
+pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n").skip(1).take_while(|l| !l.is_empty()).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}

@@ -1,0 +1,372 @@
+//! Lifetime, deletion, port hold-down, epoch, restart, ANNOUNCE and Mapping Update
+//! (RFC 6887 §8.5, §14, §15, §15.1 + erratum 3621; RFC 6888 REQ-8), checklist §7.9.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use cgn_sim::config::{PoolConfig, SectionConfig};
+use cgn_sim::server::StaticMapping;
+use pcp_client::wire::{
+    MapData, OpcodeData, PcpOption, Protocol, RequestRepr, ResponseRepr, ResultCode,
+};
+use support::*;
+
+fn udp(
+    h: &mut Harness,
+    client: Ipv4Addr,
+    n: u8,
+    port: u16,
+    lifetime: u32,
+    suggest: Option<SocketAddrV4>,
+) -> Answer {
+    h.request(
+        client,
+        &map_req(
+            client,
+            nonce(n),
+            Protocol::UDP,
+            port,
+            lifetime,
+            suggest,
+            &[],
+        ),
+    )
+}
+
+// RFC 6887 §15.1 + erratum 3621: delete now; the answer copies protocol, port and the
+// suggested (zero) fields, with lifetime 0.
+#[test]
+fn delete_removes_the_mapping_and_echoes_the_suggested_fields() {
+    let mut h = Harness::new();
+    udp(&mut h, CLIENT, 1, 5000, 3600, None);
+    let d = udp(&mut h, CLIENT, 1, 5000, 0, None);
+    assert_eq!((d.result(), d.lifetime()), (ResultCode::Success, 0));
+    let m = d.map();
+    assert_eq!(
+        (m.protocol, m.internal_port, m.external_port),
+        (Protocol::UDP, 5000, 0)
+    );
+    assert_eq!(m.external_address, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    assert_eq!(h.server.table().counts().bindings, 0);
+    assert_eq!(h.server.metrics().deleted, 1);
+}
+
+// RFC 6887 §15.1 (MUST): the suggested external port of a delete is ignored (and echoed).
+#[test]
+fn delete_ignores_the_suggested_port() {
+    let mut h = Harness::new();
+    udp(&mut h, CLIENT, 1, 5000, 3600, None);
+    let s = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 1234);
+    let d = udp(&mut h, CLIENT, 1, 5000, 0, Some(s));
+    assert_eq!(
+        (d.result(), d.map().external_port),
+        (ResultCode::Success, 1234)
+    );
+    assert_eq!(h.server.table().counts().bindings, 0);
+}
+
+// Erratum 3621: the suggested address selects the family; an IPv6-family delete leaves the
+// IPv4 mapping alone.
+#[test]
+fn delete_of_the_ipv6_family_leaves_the_ipv4_mapping() {
+    let mut h = Harness::new();
+    udp(&mut h, CLIENT, 1, 5000, 3600, None);
+    let base = map_req(CLIENT, nonce(1), Protocol::UDP, 5000, 0, None, &[]);
+    let r = RequestRepr {
+        data: OpcodeData::Map(MapData {
+            external_address: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ..*base.data.map_fields().expect("map")
+        }),
+        ..base
+    };
+    let d = h.request(CLIENT, &r);
+    assert_eq!(d.result(), ResultCode::Success);
+    assert_eq!(h.server.table().counts().maps, 1);
+}
+
+// RFC 6887 §15.1: deleting a mapping that does not exist succeeds.
+#[test]
+fn delete_of_a_missing_mapping_succeeds() {
+    let mut h = Harness::new();
+    let d = udp(&mut h, CLIENT, 1, 5000, 0, None);
+    assert_eq!((d.result(), d.lifetime()), (ResultCode::Success, 0));
+    // Wildcard and DMZ deletes name mappings that are never granted.
+    let w = h.request(
+        CLIENT,
+        &map_req(CLIENT, nonce(1), Protocol::UDP, 0, 0, None, &[]),
+    );
+    assert_eq!(w.result(), ResultCode::Success);
+    let z = h.request(
+        CLIENT,
+        &map_req(CLIENT, nonce(1), Protocol::ALL, 0, 0, None, &[]),
+    );
+    assert_eq!(z.result(), ResultCode::Success);
+}
+
+// RFC 6887 §15.1, §11.3 (MUST): a delete with another nonce → NOT_AUTHORIZED, lifetime =
+// remaining; the mapping stays. (Tailscale #1080: deletes with fresh nonces leaked mappings.)
+#[test]
+fn delete_with_another_nonce_gets_not_authorized() {
+    let mut h = Harness::new();
+    udp(&mut h, CLIENT, 1, 5000, 3600, None);
+    h.advance(Duration::from_secs(60));
+    let d = udp(&mut h, CLIENT, 2, 5000, 0, None);
+    assert_eq!(
+        (d.result(), d.lifetime()),
+        (ResultCode::NotAuthorized, 3540)
+    );
+    assert_eq!(h.server.table().counts().maps, 1);
+}
+
+// RFC 6887 §15.1 (MUST): MAP cannot delete static or outbound mappings.
+#[test]
+fn delete_of_static_or_outbound_mapping_gets_not_authorized() {
+    let mut h = Harness::new();
+    h.server
+        .add_static(StaticMapping {
+            protocol: Protocol::UDP,
+            internal: SocketAddrV4::new(CLIENT, 53),
+            external: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 53),
+        })
+        .expect("static");
+    assert_eq!(
+        udp(&mut h, CLIENT, 0, 53, 0, None).result(),
+        ResultCode::NotAuthorized
+    );
+    let now = h.now;
+    h.server
+        .outbound(now, Protocol::UDP, SocketAddrV4::new(CLIENT, 6000))
+        .expect("implicit");
+    assert_eq!(
+        udp(&mut h, CLIENT, 0, 6000, 0, None).result(),
+        ResultCode::NotAuthorized
+    );
+}
+
+// RFC 6887 §15; RFC 6888 REQ-8: an expired mapping's port is held 120 s; nobody else gets
+// it; the same internal endpoint *and nonce* may take it back.
+#[test]
+fn freed_port_is_held_except_for_the_same_endpoint_and_nonce() {
+    let mut h = Harness::new();
+    let a = udp(&mut h, CLIENT, 1, 5000, 120, None);
+    let ext = a.external();
+    h.advance(Duration::from_secs(121));
+    assert_eq!(h.server.table().counts().maps, 0);
+    assert_eq!(h.server.held_ports(), 1);
+    // Same address (client 2 anchors there by suggestion), same port suggested: refused.
+    let b = udp(&mut h, CLIENT2, 2, 5000, 3600, Some(ext));
+    assert_ne!(b.external(), ext);
+    // Same endpoint, other nonce: refused too.
+    let c = udp(&mut h, CLIENT, 3, 5000, 3600, Some(ext));
+    assert_ne!(c.external(), ext);
+    udp(&mut h, CLIENT, 3, 5000, 0, None);
+    // Same endpoint and nonce: reclaimed.
+    let d = udp(&mut h, CLIENT, 1, 5000, 3600, Some(ext));
+    assert_eq!(d.external(), ext);
+    h.check();
+}
+
+// RFC 6888 REQ-8: after the hold the port is free again; the hold is configurable.
+#[test]
+fn port_hold_ends_after_the_configured_time() {
+    let mut c = config();
+    c.port_hold_secs = 10;
+    let mut h = Harness::with(c);
+    let a = udp(&mut h, CLIENT, 1, 5000, 120, None);
+    h.advance(Duration::from_secs(121));
+    assert_eq!(h.server.held_ports(), 1);
+    h.advance(Duration::from_secs(10));
+    assert_eq!(h.server.held_ports(), 0);
+    let b = udp(&mut h, CLIENT2, 2, 5000, 3600, Some(a.external()));
+    assert_eq!(b.external(), a.external());
+}
+
+// RFC 6887 §8.5: +1 per second; reset on state loss (MUST).
+#[test]
+fn epoch_counts_seconds_and_resets_on_state_loss() {
+    let mut h = Harness::new();
+    h.advance(Duration::from_secs(42));
+    assert_eq!(h.request(CLIENT, &announce_req(CLIENT)).epoch(), 42);
+    let now = h.now;
+    h.server.restart(now, true);
+    assert_eq!(
+        h.request(CLIENT, &announce_req(CLIENT)).epoch(),
+        42,
+        "state kept: epoch kept"
+    );
+    h.server.restart(now, false);
+    assert_eq!(h.request(CLIENT, &announce_req(CLIENT)).epoch(), 0);
+}
+
+fn drain(h: &mut Harness) -> Vec<cgn_sim::server::Transmit> {
+    std::iter::from_fn(|| h.server.poll_transmit()).collect()
+}
+
+// RFC 6887 §14.1.3 (MUST, MAY): after state loss an unsolicited ANNOUNCE (SUCCESS) goes to
+// every remembered client from port 5351, repeated with ≥ 250 ms then doubling intervals, the
+// epoch advancing.
+#[test]
+fn restart_sends_announce_to_remembered_clients_on_the_schedule() {
+    let mut c = config();
+    c.announce_count = 5;
+    let mut h = Harness::with(c);
+    let server_addr: SocketAddr = "100.64.0.1:5351".parse().expect("addr");
+    h.server.set_server_addresses(vec![server_addr]);
+    udp(&mut h, CLIENT, 1, 5000, 3600, None);
+    h.advance(Duration::from_secs(10));
+    let t = h.now;
+    h.server.restart(t, false);
+    assert_eq!(h.server.table().counts().bindings, 0);
+    let mut copies = Vec::new();
+    for step in 0..200 {
+        let at = t + Duration::from_millis(50 * step);
+        h.now = at;
+        h.server.handle_timeout(at);
+        for tx in drain(&mut h) {
+            copies.push((at - t, tx));
+        }
+    }
+    // One copy to the remembered endpoint and one to its port 5350, per round.
+    let to_client: Vec<_> = copies
+        .iter()
+        .filter(|(_, tx)| tx.destination == SocketAddr::new(IpAddr::V4(CLIENT), 40000))
+        .collect();
+    assert!(
+        copies
+            .iter()
+            .any(|(_, tx)| tx.destination == SocketAddr::new(IpAddr::V4(CLIENT), 5350))
+    );
+    let times: Vec<u128> = to_client.iter().map(|(d, _)| d.as_millis()).collect();
+    assert_eq!(times, vec![0, 250, 750, 1750, 3750]);
+    for (d, tx) in &to_client {
+        assert_eq!(tx.source, Some(server_addr));
+        let r = ResponseRepr::parse(&tx.payload).expect("ANNOUNCE parses");
+        assert_eq!(
+            (r.result, r.lifetime, r.data),
+            (ResultCode::Success, 0, OpcodeData::Announce)
+        );
+        assert_eq!(r.epoch, d.as_secs() as u32, "epoch advances with each copy");
+    }
+}
+
+// RFC 6887 §14.1.3: multicast to 224.0.0.1:5350 when enabled.
+#[test]
+fn announce_goes_to_the_all_hosts_group_when_multicast_is_enabled() {
+    let mut c = config();
+    c.announce_multicast = true;
+    c.announce_count = 1;
+    let mut h = Harness::with(c);
+    let now = h.now;
+    h.server.restart(now, false);
+    let tx = drain(&mut h);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(
+        tx[0].destination,
+        "224.0.0.1:5350".parse::<SocketAddr>().expect("addr")
+    );
+}
+
+// The restart scenario of design.md §1 step 5: the client re-creates with the same nonces
+// and suggests its old endpoints: it gets all of them back (held ports + re-anchoring).
+#[test]
+fn after_state_loss_clients_recreate_mappings_on_the_same_external_ports() {
+    let mut h = Harness::new();
+    let mut old = Vec::new();
+    for port in 0..50u16 {
+        old.push(udp(&mut h, CLIENT, 7, 10_000 + port, 3600, None).external());
+    }
+    // Another subscriber, to make theft possible.
+    udp(&mut h, CLIENT2, 8, 5000, 3600, None);
+    let now = h.now;
+    h.server.restart(now, false);
+    // A third subscriber arrives first and asks for a stolen port: it is held.
+    let thief = Ipv4Addr::new(100, 64, 0, 66);
+    let t = udp(&mut h, thief, 9, 9999, 3600, Some(old[0]));
+    assert_ne!(t.external(), old[0]);
+    for (i, ext) in old.iter().enumerate() {
+        let a = h.request(
+            CLIENT,
+            &map_req(
+                CLIENT,
+                nonce(7),
+                Protocol::UDP,
+                10_000 + i as u16,
+                3600,
+                Some(*ext),
+                &[PcpOption::PreferFailure],
+            ),
+        );
+        assert_eq!((a.result(), a.external()), (ResultCode::Success, *ext));
+    }
+    h.check();
+}
+
+// RFC 6887 §14.2, §8.5: a pool change moves mappings, resets the epoch and sends Mapping
+// Updates: 3 copies (0, 250, 750 ms) to the client, THIRD_PARTY kept, PREFER_FAILURE →
+// CANNOT_PROVIDE_EXTERNAL.
+#[test]
+fn pool_change_sends_three_mapping_updates_and_resets_the_epoch() {
+    let mut h = Harness::new();
+    h.advance(Duration::from_secs(30));
+    let a = udp(&mut h, CLIENT, 1, 5000, 3600, None);
+    let s = SocketAddrV4::new(*a.external().ip(), 40_000);
+    let pf = h.request(
+        CLIENT,
+        &map_req(
+            CLIENT,
+            nonce(1),
+            Protocol::UDP,
+            5001,
+            3600,
+            Some(s),
+            &[PcpOption::PreferFailure],
+        ),
+    );
+    assert_eq!(pf.result(), ResultCode::Success);
+    let t = h.now;
+    let pools = vec![PoolConfig {
+        id: 2,
+        sections: vec![SectionConfig {
+            id: 3,
+            ranges: vec!["192.0.2.0/30".into()],
+        }],
+    }];
+    h.server.replace_pools(t, pools).expect("pools");
+    let mut seen = Vec::new();
+    for step in 0..30 {
+        let at = t + Duration::from_millis(50 * step);
+        h.now = at;
+        h.server.handle_timeout(at);
+        for tx in drain(&mut h) {
+            seen.push(((at - t).as_millis(), tx));
+        }
+    }
+    let updates: Vec<_> = seen
+        .iter()
+        .filter(|(_, tx)| tx.payload[1] == 0x81)
+        .collect();
+    assert_eq!(updates.len(), 6, "3 copies for each of the 2 mappings");
+    let mut times: Vec<u128> = updates.iter().map(|(t, _)| *t).collect();
+    times.dedup();
+    assert_eq!(times, vec![0, 250, 750]);
+    let mut results: Vec<_> = updates
+        .iter()
+        .map(|(_, tx)| {
+            let r = ResponseRepr::parse(&tx.payload).expect("parses");
+            (r.result, r.epoch)
+        })
+        .collect();
+    results.sort_by_key(|(r, _)| u8::from(*r));
+    results.dedup();
+    assert_eq!(
+        results,
+        vec![
+            (ResultCode::Success, 0),
+            (ResultCode::CannotProvideExternal, 0)
+        ]
+    );
+    assert!(h.server.render_table(h.now).contains("[192.0.2."));
+    assert!(h.server.render_table(h.now).contains("Pool: 2, Section: 3"));
+}

@@ -13,3 +13,6 @@
 pub mod client;
 pub mod natpmp;
 pub mod wire;
+
+#[cfg(feature = "tokio")]
+pub use client::{Announcement, Client, ClientConfig, ClientError, Mapping};

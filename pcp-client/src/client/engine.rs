@@ -308,7 +308,28 @@ impl Engine {
         request: MapRequest,
     ) -> Result<MappingId, RequestError> {
         let (spec, nonce) = Spec::from_map(request)?;
-        self.insert(now, server, spec, nonce)
+        self.insert(now, server, spec, nonce, false)
+    }
+
+    /// Deletes a MAP this engine did not create (e.g. one made by an earlier run, whose nonce
+    /// was stored): the request names protocol, internal port, family (suggested address),
+    /// THIRD_PARTY, PORT_SET and the nonce, which is required. Sent and confirmed like
+    /// [`Engine::delete`]; the lifetime and PREFER_FAILURE/FILTER are ignored.
+    pub fn delete_mapping(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        mut request: MapRequest,
+    ) -> Result<MappingId, RequestError> {
+        if request.nonce.is_none() {
+            return Err(RequestError::NonceRequired);
+        }
+        request.lifetime = 1;
+        request.options.prefer_failure = false;
+        request.options.filters.clear();
+        request.options.replace_filters = false;
+        let (spec, nonce) = Spec::from_map(request)?;
+        self.insert(now, server, spec, nonce, true)
     }
 
     /// Starts a PEER (RFC 6887 §12), retransmitted and renewed like a MAP.
@@ -319,7 +340,7 @@ impl Engine {
         request: PeerRequest,
     ) -> Result<MappingId, RequestError> {
         let (spec, nonce) = Spec::from_peer(request)?;
-        self.insert(now, server, spec, nonce)
+        self.insert(now, server, spec, nonce, false)
     }
 
     fn insert(
@@ -328,6 +349,7 @@ impl Engine {
         server: ServerId,
         spec: Spec,
         nonce: Option<Nonce>,
+        deleting: bool,
     ) -> Result<MappingId, RequestError> {
         let s = self
             .servers
@@ -361,7 +383,7 @@ impl Engine {
             server: server.0,
             spec,
             nonce,
-            deleting: false,
+            deleting,
             grant: None,
             last_external: None,
             tx: None,

@@ -53,6 +53,10 @@
 //! ```
 
 pub mod config;
+#[cfg(feature = "tokio")]
+mod discovery;
+#[cfg(feature = "tokio")]
+mod driver;
 mod engine;
 pub mod epoch;
 mod event;
@@ -65,6 +69,10 @@ mod schedule;
 mod transmit;
 
 pub use config::Config;
+#[cfg(feature = "tokio")]
+pub use discovery::{discover_gateways, parse_ipv4_routes, parse_ipv6_routes};
+#[cfg(feature = "tokio")]
+pub use driver::{Announcement, Client, ClientConfig, ClientError, Mapping};
 pub use engine::{Engine, MappingInfo, Stats};
 pub use event::{ErrorCode, Event, MappingId, Path, ServerId, Transmit, Version};
 pub use request::{MapRequest, PeerRequest, PortSetRequest, RequestError, RequestOptions};

@@ -169,6 +169,9 @@ pub enum RequestError {
     /// No such server.
     #[error("unknown PCP server {0}")]
     UnknownServer(usize),
+    /// Deleting a mapping this engine did not create needs its nonce.
+    #[error("deleting a mapping needs its nonce")]
+    NonceRequired,
     /// No such mapping.
     #[error("unknown mapping {0}")]
     UnknownMapping(u64),

@@ -1,0 +1,633 @@
+//! The tokio driver: one task owns the [`Engine`], one connected UDP socket per server address
+//! (the Client IP field comes from `getsockname`, RFC 6887 §16.4), and the ANNOUNCE listeners
+//! on 224.0.0.1:5350 and [ff02::1]:5350 (§14.1.3). Requests and answers travel over channels,
+//! so every public future is cancellation-safe.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::wire::{CLIENT_PORT, Nonce, ResultCode};
+
+use super::discovery::discover_gateways;
+use super::{
+    Config, Engine, ErrorCode, Event, MapRequest, MappingId, Path, PeerRequest, RequestError,
+    ServerId, Version,
+};
+
+/// Where the client finds its server and how it behaves.
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    /// The addresses of the PCP server, in preference order (RFC 7488 §3: they are one server,
+    /// tried in turn). Empty: the default gateways of this host (RFC 6887 §8.1).
+    pub servers: Vec<SocketAddr>,
+    /// Engine timers and limits.
+    pub engine: Config,
+    /// Do not listen for multicast ANNOUNCE on port 5350 (unicast ANNOUNCE on the request
+    /// sockets is always accepted).
+    pub no_announce_listener: bool,
+}
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A socket operation failed.
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+    /// No server was configured and no default gateway was found.
+    #[error("no PCP server: none configured and no default gateway found")]
+    NoServer,
+    /// The engine refused the request before sending it.
+    #[error("invalid request: {0}")]
+    Request(#[from] RequestError),
+    /// The server answered with an error.
+    #[error("{code}: {} (server suggests retrying after {lifetime} s)", code.description())]
+    Server {
+        /// The result code.
+        code: ErrorCode,
+        /// The error's lifetime in seconds.
+        lifetime: u32,
+    },
+    /// The exchange ran out of retransmissions (MRC/MRD).
+    #[error("no answer from the PCP server")]
+    TimedOut,
+    /// The driver task stopped.
+    #[error("the PCP client task has stopped")]
+    Closed,
+}
+
+/// Answer to [`Client::announce`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announcement {
+    /// The server's epoch.
+    pub epoch: u32,
+    /// The result (SUCCESS, or e.g. UNSUPP_OPCODE from a server without ANNOUNCE).
+    pub result: ResultCode,
+}
+
+/// What a granted mapping looks like when [`Client::map`] or [`Client::peer`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GrantInfo {
+    external: SocketAddr,
+    lifetime: u32,
+    epoch: u32,
+    nonce: Nonce,
+    via: Version,
+}
+
+enum Command {
+    Create {
+        request: Box<Creation>,
+        reply: CreateReply,
+    },
+    Delete {
+        id: MappingId,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    DeleteRequest {
+        request: Box<MapRequest>,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    Forget(MappingId),
+    Announce(oneshot::Sender<Result<Announcement, ClientError>>),
+}
+
+enum Creation {
+    Map(MapRequest),
+    Peer(PeerRequest),
+}
+
+type Subscription = mpsc::UnboundedReceiver<Event>;
+type CreateReply = oneshot::Sender<Result<(MappingId, GrantInfo, Subscription), ClientError>>;
+
+/// A PCP client over tokio. Cheap to clone; the driver task stops when the last `Client` and
+/// the last [`Mapping`] are dropped.
+#[derive(Debug, Clone)]
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    events: broadcast::Sender<Event>,
+    paths: Arc<Vec<Path>>,
+}
+
+/// A granted mapping, renewed in the background for as long as this value lives.
+///
+/// Dropping it stops the renewals without telling the server (the mapping lapses when its
+/// lifetime ends, and the IWF can still renew it later with the stored [`Mapping::nonce`]);
+/// call [`Mapping::delete`] to remove it at once.
+#[derive(Debug)]
+pub struct Mapping {
+    id: MappingId,
+    info: GrantInfo,
+    events: Subscription,
+    commands: mpsc::UnboundedSender<Command>,
+    done: bool,
+}
+
+impl Client {
+    /// Opens one connected UDP socket per server address and starts the driver task. Must be
+    /// called inside a tokio runtime.
+    pub async fn new(config: ClientConfig) -> Result<Client, ClientError> {
+        let servers = if config.servers.is_empty() {
+            discover_gateways()
+        } else {
+            config.servers.clone()
+        };
+        if servers.is_empty() {
+            return Err(ClientError::NoServer);
+        }
+        let mut sockets = Vec::new();
+        let mut paths = Vec::new();
+        for remote in servers {
+            let socket = connected_socket(remote)?;
+            let local = socket.local_addr()?;
+            paths.push(Path {
+                remote,
+                local: local.ip(),
+            });
+            sockets.push(Arc::new(socket));
+        }
+        let mut engine = Engine::new(config.engine);
+        let server = engine
+            .add_server(paths.clone())
+            .ok_or(ClientError::NoServer)?;
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(1024);
+        let mut listeners = Vec::new();
+        if !config.no_announce_listener {
+            if paths.iter().any(|p| p.remote.is_ipv4()) {
+                match announce_listener_v4() {
+                    Ok(s) => listeners.push(s),
+                    Err(e) => tracing::debug!("no IPv4 ANNOUNCE listener on 224.0.0.1:5350: {e}"),
+                }
+            }
+            if paths.iter().any(|p| p.remote.is_ipv6()) {
+                match announce_listener_v6() {
+                    Ok(s) => listeners.push(s),
+                    Err(e) => tracing::debug!("no IPv6 ANNOUNCE listener on [ff02::1]:5350: {e}"),
+                }
+            }
+        }
+        let driver = Driver {
+            engine,
+            server,
+            sockets,
+            events: events.clone(),
+            pending: HashMap::new(),
+            subscribers: HashMap::new(),
+            deletes: HashMap::new(),
+            announces: Vec::new(),
+        };
+        tokio::spawn(driver.run(commands_rx, listeners));
+        Ok(Client {
+            commands,
+            events,
+            paths: Arc::new(paths),
+        })
+    }
+
+    /// The server's addresses with the local address used towards each.
+    pub fn paths(&self) -> &[Path] {
+        &self.paths
+    }
+
+    /// Every engine event (granted, renewed, changed, expired, failed, state loss …).
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Creates a MAP and waits for the first answer: the granted mapping, or the server's
+    /// error. Retransmits per RFC 6887 §8.1.1 meanwhile (forever by default: wrap the call in
+    /// `tokio::time::timeout` to bound it). Dropping the future cancels the request; a
+    /// mapping granted after that is deleted.
+    pub async fn map(&self, request: MapRequest) -> Result<Mapping, ClientError> {
+        self.create(Creation::Map(request)).await
+    }
+
+    /// Creates a PEER and waits for the first answer, like [`Client::map`].
+    pub async fn peer(&self, request: PeerRequest) -> Result<Mapping, ClientError> {
+        self.create(Creation::Peer(request)).await
+    }
+
+    async fn create(&self, request: Creation) -> Result<Mapping, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Create {
+                request: Box::new(request),
+                reply,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        let (id, info, events) = rx.await.map_err(|_| ClientError::Closed)??;
+        Ok(Mapping {
+            id,
+            info,
+            events,
+            commands: self.commands.clone(),
+            done: false,
+        })
+    }
+
+    /// Deletes a MAP known by its nonce (e.g. created by an earlier run) and waits for the
+    /// server's confirmation (RFC 6887 §15.1 with erratum 3621).
+    pub async fn delete(&self, request: MapRequest) -> Result<(), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::DeleteRequest {
+                request: Box::new(request),
+                reply,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Sends ANNOUNCE (RFC 6887 §14.1) and waits for the server's epoch.
+    pub async fn announce(&self) -> Result<Announcement, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Announce(reply))
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+}
+
+impl Mapping {
+    /// The engine's id for this mapping.
+    pub fn id(&self) -> MappingId {
+        self.id
+    }
+    /// The external address and port, as last granted or updated.
+    pub fn external(&self) -> SocketAddr {
+        self.info.external
+    }
+    /// The granted lifetime (seconds).
+    pub fn lifetime(&self) -> u32 {
+        self.info.lifetime
+    }
+    /// The server's epoch in the last answer.
+    pub fn epoch(&self) -> u32 {
+        self.info.epoch
+    }
+    /// The mapping nonce; store it to renew or delete after a restart.
+    pub fn nonce(&self) -> Nonce {
+        self.info.nonce
+    }
+    /// PCP, or NAT-PMP after a fallback.
+    pub fn via(&self) -> Version {
+        self.info.via
+    }
+
+    /// The next event about this mapping (renewed, changed, expired, failed …); `None` once
+    /// the client stopped. Keeps [`Mapping::external`] up to date.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        let event = self.events.recv().await?;
+        match event {
+            Event::Granted {
+                external,
+                lifetime,
+                epoch,
+                ..
+            } => {
+                self.info.external = external;
+                self.info.lifetime = lifetime;
+                self.info.epoch = epoch;
+            }
+            Event::Renewed { lifetime, .. } => self.info.lifetime = lifetime,
+            Event::Changed {
+                external, lifetime, ..
+            } => {
+                self.info.external = external;
+                self.info.lifetime = lifetime;
+            }
+            _ => {}
+        }
+        Some(event)
+    }
+
+    /// Deletes the mapping at the server (RFC 6887 §15.1) and waits for the confirmation.
+    pub async fn delete(mut self) -> Result<(), ClientError> {
+        self.done = true;
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Delete { id: self.id, reply })
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.commands.send(Command::Forget(self.id));
+        }
+    }
+}
+
+/// A datagram or socket error from one of the reader tasks.
+enum Incoming {
+    Datagram {
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Unreachable(SocketAddr),
+}
+
+struct Driver {
+    engine: Engine,
+    server: ServerId,
+    sockets: Vec<Arc<UdpSocket>>,
+    events: broadcast::Sender<Event>,
+    pending: HashMap<MappingId, CreateReply>,
+    subscribers: HashMap<MappingId, mpsc::UnboundedSender<Event>>,
+    deletes: HashMap<MappingId, oneshot::Sender<Result<(), ClientError>>>,
+    announces: Vec<oneshot::Sender<Result<Announcement, ClientError>>>,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        listeners: Vec<UdpSocket>,
+    ) {
+        let (in_tx, mut incoming) = mpsc::channel::<Incoming>(256);
+        // Reader tasks end when `readers` is dropped (JoinSet aborts on drop): no task leaks.
+        let mut readers = JoinSet::new();
+        for socket in &self.sockets {
+            readers.spawn(read_loop(socket.clone(), in_tx.clone(), None));
+        }
+        for listener in listeners {
+            let to = listener.local_addr().ok();
+            readers.spawn(read_loop(Arc::new(listener), in_tx.clone(), to));
+        }
+        drop(in_tx);
+        loop {
+            self.flush().await;
+            let deadline = self.engine.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command),
+                    None => break,
+                },
+                Some(item) = incoming.recv() => {
+                    let now = Instant::now();
+                    match item {
+                        Incoming::Datagram { from, to, bytes } => {
+                            self.engine.handle_datagram(now, from, to, &bytes)
+                        }
+                        Incoming::Unreachable(remote) => self.engine.handle_icmp_error(now, remote),
+                    }
+                }
+                () = sleep => self.engine.handle_timeout(Instant::now()),
+            }
+        }
+        readers.shutdown().await;
+    }
+
+    fn command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Create { request, reply } => {
+                let result = match *request {
+                    Creation::Map(r) => self.engine.map(now, self.server, r),
+                    Creation::Peer(r) => self.engine.peer(now, self.server, r),
+                };
+                match result {
+                    Ok(id) => {
+                        self.pending.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::Delete { id, reply } => {
+                self.subscribers.remove(&id);
+                match self.engine.delete(now, id) {
+                    Ok(()) => {
+                        self.deletes.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::DeleteRequest { request, reply } => {
+                match self.engine.delete_mapping(now, self.server, *request) {
+                    Ok(id) => {
+                        self.deletes.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::Forget(id) => {
+                self.subscribers.remove(&id);
+                self.engine.forget(id);
+            }
+            Command::Announce(reply) => {
+                if self.engine.announce(now, self.server).is_ok() {
+                    self.announces.push(reply);
+                }
+            }
+        }
+    }
+
+    /// Sends what the engine queued and hands out its events.
+    async fn flush(&mut self) {
+        let mut buf = [0u8; crate::wire::MAX_MESSAGE_LEN];
+        let now = Instant::now();
+        while let Some(t) = self.engine.poll_transmit(now, &mut buf) {
+            let Some(i) = self.path_index(t.destination) else {
+                continue;
+            };
+            if let Err(e) = self.sockets[i].send(&buf[..t.len]).await {
+                if e.kind() == io::ErrorKind::ConnectionRefused {
+                    self.engine.handle_icmp_error(now, t.destination);
+                } else {
+                    tracing::debug!("send to {}: {e}", t.destination);
+                }
+            }
+        }
+        while let Some(event) = self.engine.poll_event() {
+            let _ = self.events.send(event);
+            self.dispatch(event);
+        }
+        // A create whose future was dropped before any answer: stop asking for it.
+        let abandoned: Vec<MappingId> = self
+            .pending
+            .iter()
+            .filter(|(_, r)| r.is_closed())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in abandoned {
+            self.pending.remove(&id);
+            self.engine.forget(id);
+        }
+        // Stop announcing once nobody waits for the answer.
+        self.announces.retain(|a| !a.is_closed());
+        if self.announces.is_empty() {
+            self.engine.cancel_announce(self.server);
+        }
+    }
+
+    fn path_index(&self, remote: SocketAddr) -> Option<usize> {
+        self.engine
+            .server_paths(self.server)?
+            .iter()
+            .position(|p| p.remote == remote)
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        let now = Instant::now();
+        if let Event::Announced { result, epoch, .. } = event {
+            for reply in self.announces.drain(..) {
+                let _ = reply.send(Ok(Announcement { epoch, result }));
+            }
+            return;
+        }
+        let Some(id) = event.mapping() else {
+            return;
+        };
+        if let Some(reply) = self.pending.remove(&id) {
+            let outcome = match event {
+                Event::Granted {
+                    external,
+                    lifetime,
+                    epoch,
+                    via,
+                    ..
+                } => {
+                    let nonce = self.engine.mapping(id).map(|m| m.nonce).unwrap_or_default();
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let info = GrantInfo {
+                        external,
+                        lifetime,
+                        epoch,
+                        nonce,
+                        via,
+                    };
+                    if reply.send(Ok((id, info, rx))).is_ok() {
+                        self.subscribers.insert(id, tx);
+                    } else {
+                        // The caller gave up before the grant: do not leave it behind.
+                        let _ = self.engine.delete(now, id);
+                    }
+                    return;
+                }
+                Event::Failed { code, lifetime, .. } => {
+                    self.engine.forget(id);
+                    Err(ClientError::Server { code, lifetime })
+                }
+                Event::TimedOut { .. } => Err(ClientError::TimedOut),
+                _ => {
+                    self.pending.insert(id, reply);
+                    return;
+                }
+            };
+            let _ = reply.send(outcome);
+            return;
+        }
+        if let Some(reply) = self.deletes.remove(&id) {
+            let outcome = match event {
+                Event::Deleted { .. } => Ok(()),
+                Event::Failed { code, lifetime, .. } => Err(ClientError::Server { code, lifetime }),
+                Event::TimedOut { .. } => Err(ClientError::TimedOut),
+                _ => {
+                    self.deletes.insert(id, reply);
+                    return;
+                }
+            };
+            let _ = reply.send(outcome);
+            return;
+        }
+        if let Some(tx) = self.subscribers.get(&id) {
+            if tx.send(event).is_err() {
+                self.subscribers.remove(&id);
+            }
+        }
+    }
+}
+
+async fn read_loop(socket: Arc<UdpSocket>, tx: mpsc::Sender<Incoming>, to: Option<SocketAddr>) {
+    let mut buf = vec![0u8; 2048];
+    let local = to.or_else(|| socket.local_addr().ok());
+    let peer = socket.peer_addr().ok();
+    loop {
+        let item = match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => Incoming::Datagram {
+                from,
+                to: local.unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+                bytes: buf[..n].to_vec(),
+            },
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => match peer {
+                Some(p) => Incoming::Unreachable(p),
+                None => continue,
+            },
+            Err(e) => {
+                tracing::debug!("recv: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if tx.send(item).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A UDP socket on a random local port (RFC 6056; RFC 6887 §8.1), connected to the server.
+fn connected_socket(remote: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = Domain::for_address(remote);
+    let socket = Socket::new(domain, Type::DGRAM, Some(SockProtocol::UDP))?;
+    let any: SocketAddr = if remote.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    socket.bind(&SockAddr::from(any))?;
+    socket.connect(&SockAddr::from(remote))?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Listens for ANNOUNCE on 224.0.0.1:5350 (RFC 6887 §14.1.3; RFC 6886 advises binding the
+/// group address rather than 0.0.0.0), shared with other clients (SO_REUSEADDR/PORT).
+fn announce_listener_v4() -> io::Result<UdpSocket> {
+    let group = crate::natpmp::ANNOUNCE_ADDRESS;
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(SockProtocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&SockAddr::from(SocketAddr::from((group, CLIENT_PORT))))?;
+    socket.join_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED)?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Listens for ANNOUNCE on [ff02::1]:5350 (RFC 6887 §14.1.3).
+fn announce_listener_v6() -> io::Result<UdpSocket> {
+    let group = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(SockProtocol::UDP))?;
+    socket.set_only_v6(true)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&SockAddr::from(SocketAddr::from((
+        Ipv6Addr::UNSPECIFIED,
+        CLIENT_PORT,
+    ))))?;
+    socket.join_multicast_v6(&group, 0)?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}

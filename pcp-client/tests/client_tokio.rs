@@ -1,0 +1,560 @@
+//! The tokio `Client` and `pcpc` over 127.0.0.1 against a scripted PCP responder written here
+//! (cgn-sim does not answer yet), including a lossy-path shim that drops 30 % of datagrams.
+//! All traffic stays on loopback; every loop is bounded in count and time.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pcp_client::client::{Config, Event, MapRequest};
+use pcp_client::natpmp;
+use pcp_client::wire::{
+    MapData, Nonce, OpcodeData, Options, Protocol, RequestRepr, ResponseRepr, ResultCode,
+};
+use pcp_client::{Client, ClientConfig, ClientError};
+use rand::{Rng, SeedableRng};
+use tokio::net::UdpSocket;
+
+const EXTERNAL: &str = "198.51.100.7";
+
+/// What the scripted server saw and holds.
+#[derive(Debug, Default)]
+struct State {
+    /// (protocol, internal port) → (nonce, external port).
+    mappings: HashMap<(u8, u16), (Nonce, u16)>,
+    /// Every nonce seen per (protocol, internal port).
+    nonces: HashMap<(u8, u16), Vec<Nonce>>,
+    requests: usize,
+    deletes: usize,
+    /// Answer every MAP for this internal port with this error and lifetime.
+    force: HashMap<u16, (ResultCode, u32)>,
+    /// Answer PCP with a NAT-PMP UNSUPP_VERSION and serve NAT-PMP instead.
+    natpmp_only: bool,
+    epoch_base: u32,
+    last_client: Option<SocketAddr>,
+}
+
+#[derive(Clone)]
+struct Responder {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    socket: Arc<UdpSocket>,
+}
+
+impl Responder {
+    async fn start() -> Responder {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+        let addr = socket.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(State::default()));
+        let r = Responder {
+            addr,
+            state: state.clone(),
+            socket: socket.clone(),
+        };
+        let started = Instant::now();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1100];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                    return;
+                };
+                let reply = {
+                    let mut s = state.lock().expect("lock");
+                    s.last_client = Some(from);
+                    let epoch = s.epoch_base + started.elapsed().as_secs() as u32;
+                    answer(&mut s, &buf[..n], epoch)
+                };
+                if let Some(reply) = reply {
+                    let _ = socket.send_to(&reply, from).await;
+                }
+            }
+        });
+        r
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().expect("lock"))
+    }
+
+    /// Sends an unsolicited ANNOUNCE with this epoch to the last client.
+    async fn announce(&self, epoch: u32) {
+        let to = self.with(|s| s.last_client).expect("a client talked to us");
+        let mut buf = [0u8; 24];
+        let len = ResponseRepr {
+            result: ResultCode::Success,
+            lifetime: 0,
+            epoch,
+            data: OpcodeData::Announce,
+            options: Options::EMPTY,
+        }
+        .emit(&mut buf)
+        .expect("fits");
+        self.socket.send_to(&buf[..len], to).await.expect("send");
+    }
+}
+
+fn answer(s: &mut State, bytes: &[u8], epoch: u32) -> Option<Vec<u8>> {
+    let mut out = [0u8; 1100];
+    if bytes.first() == Some(&0) {
+        // NAT-PMP.
+        let reply = match natpmp::RequestRepr::parse(bytes).ok()? {
+            natpmp::RequestRepr::ExternalAddress => natpmp::ResponseRepr::ExternalAddress {
+                epoch,
+                external_address: EXTERNAL.parse().expect("literal"),
+            },
+            natpmp::RequestRepr::Map {
+                protocol,
+                internal_port,
+                lifetime,
+                ..
+            } => natpmp::ResponseRepr::Map {
+                protocol,
+                epoch,
+                internal_port,
+                external_port: internal_port + 10000,
+                lifetime: lifetime.get().min(3600),
+            },
+            _ => return None,
+        };
+        let n = reply.emit(&mut out).ok()?;
+        return Some(out[..n].to_vec());
+    }
+    if s.natpmp_only {
+        return Some(vec![0, 0x80 | bytes.get(1)? & 0x7f, 0, 1, 0, 0, 0, 9]);
+    }
+    let request = RequestRepr::parse(bytes).ok()?;
+    s.requests += 1;
+    let (result, lifetime, data) = match request.data {
+        OpcodeData::Announce => (ResultCode::Success, 0, OpcodeData::Announce),
+        OpcodeData::Map(m) => {
+            let key = (m.protocol.0, m.internal_port);
+            s.nonces.entry(key).or_default().push(m.nonce);
+            if let Some(&(code, life)) = s.force.get(&m.internal_port) {
+                (code, life, OpcodeData::Map(m))
+            } else if request.lifetime == 0 {
+                s.deletes += 1;
+                match s.mappings.get(&key) {
+                    Some((n, _)) if *n != m.nonce => {
+                        (ResultCode::NotAuthorized, 60, OpcodeData::Map(m))
+                    }
+                    _ => {
+                        s.mappings.remove(&key);
+                        (ResultCode::Success, 0, OpcodeData::Map(m))
+                    }
+                }
+            } else {
+                match s.mappings.get(&key).copied() {
+                    Some((n, _)) if n != m.nonce => {
+                        (ResultCode::NotAuthorized, 60, OpcodeData::Map(m))
+                    }
+                    existing => {
+                        let port = existing.map_or(m.internal_port.wrapping_add(10000), |e| e.1);
+                        s.mappings.insert(key, (m.nonce, port));
+                        let granted = MapData {
+                            external_port: port,
+                            external_address: EXTERNAL.parse().expect("literal"),
+                            ..m
+                        };
+                        (
+                            ResultCode::Success,
+                            request.lifetime.min(3600),
+                            OpcodeData::Map(granted),
+                        )
+                    }
+                }
+            }
+        }
+        OpcodeData::Peer(mut p) => {
+            p.map.external_port = p.map.internal_port + 20000;
+            p.map.external_address = EXTERNAL.parse().expect("literal");
+            (
+                ResultCode::Success,
+                request.lifetime.min(3600),
+                OpcodeData::Peer(p),
+            )
+        }
+        OpcodeData::Authentication(_) => return None,
+    };
+    let n = ResponseRepr {
+        result,
+        lifetime,
+        epoch,
+        data,
+        options: request.options,
+    }
+    .emit(&mut out)
+    .ok()?;
+    Some(out[..n].to_vec())
+}
+
+/// A UDP relay between one client and the responder that drops `loss` of the datagrams in
+/// each direction (seeded, so the run is reproducible). Returns the address clients use.
+async fn lossy_shim(
+    upstream: SocketAddr,
+    loss: f64,
+    seed: u64,
+) -> (SocketAddr, Arc<Mutex<(u64, u64)>>) {
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+    let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+    back.connect(upstream).await.expect("connect");
+    let addr = front.local_addr().expect("addr");
+    let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+    let counts: Arc<Mutex<(u64, u64)>> = Arc::default(); // (forwarded, dropped)
+    let rng = Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)));
+    let drop_it = {
+        let rng = rng.clone();
+        let counts = counts.clone();
+        move || {
+            let d = rng.lock().expect("lock").gen_bool(loss);
+            let mut c = counts.lock().expect("lock");
+            if d {
+                c.1 += 1
+            } else {
+                c.0 += 1
+            }
+            d
+        }
+    };
+    {
+        let (front, back, client, drop_it) =
+            (front.clone(), back.clone(), client.clone(), drop_it.clone());
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                *client.lock().expect("lock") = Some(from);
+                if !drop_it() {
+                    let _ = back.send(&buf[..n]).await;
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = back.recv(&mut buf).await {
+            let to = *client.lock().expect("lock");
+            if let Some(to) = to {
+                if !drop_it() {
+                    let _ = front.send_to(&buf[..n], to).await;
+                }
+            }
+        }
+    });
+    (addr, counts)
+}
+
+fn fast(servers: Vec<SocketAddr>) -> ClientConfig {
+    ClientConfig {
+        servers,
+        engine: Config {
+            irt: Duration::from_millis(50),
+            mrt: Duration::from_millis(800),
+            ..Config::default()
+        },
+        no_announce_listener: true,
+    }
+}
+
+// RFC 6887 §8.1.1 over a lossy path: with 30 % of datagrams dropped each way, 100 consecutive
+// MAPs all succeed and the server holds exactly one mapping each, because every
+// retransmission carries the same nonce.
+#[tokio::test]
+async fn lossy_path_100_maps_each_exactly_one_mapping_with_one_nonce() {
+    let responder = Responder::start().await;
+    let (shim, counts) = lossy_shim(responder.addr, 0.30, 6887).await;
+    let client = Client::new(fast(vec![shim])).await.expect("client");
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for port in 0..100u16 {
+        let req = MapRequest::new(Protocol::UDP, 20000 + port, 3600);
+        let m = tokio::time::timeout(Duration::from_secs(30), client.map(req))
+            .await
+            .expect("bounded")
+            .expect("granted");
+        assert_eq!(m.external().port(), 30000 + port);
+        held.push(m);
+    }
+    assert!(started.elapsed() < Duration::from_secs(120));
+    let (forwarded, dropped) = *counts.lock().expect("lock");
+    responder.with(|s| {
+        assert_eq!(s.mappings.len(), 100, "exactly one mapping per MAP");
+        let mut retransmitted = 0;
+        for (key, nonces) in &s.nonces {
+            assert!(nonces.iter().all(|n| *n == nonces[0]), "{key:?}: one nonce");
+            assert_eq!(s.mappings[key].0, nonces[0]);
+            if nonces.len() > 1 {
+                retransmitted += 1;
+            }
+        }
+        assert!(
+            retransmitted > 10,
+            "the loss really forced retransmissions: {retransmitted}"
+        );
+    });
+    assert!(
+        dropped * 100 / (forwarded + dropped) >= 20,
+        "about 30 % dropped: {dropped}/{forwarded}"
+    );
+}
+
+// RFC 6887 §11.2.1, §15: the client renews by itself and deletes with the same nonce.
+#[tokio::test]
+async fn client_maps_renews_and_deletes() {
+    let responder = Responder::start().await;
+    let client = Client::new(fast(vec![responder.addr]))
+        .await
+        .expect("client");
+    assert_eq!(client.paths()[0].local, IpAddr::from([127, 0, 0, 1]));
+    let mut m = client
+        .map(MapRequest::new(Protocol::TCP, 8080, 6))
+        .await
+        .expect("granted");
+    assert_eq!(
+        m.external(),
+        SocketAddr::new(EXTERNAL.parse().expect("ip"), 18080)
+    );
+    assert_eq!(m.lifetime(), 6);
+    // Renewal in [3, 3.75] s (4 s rule permitting).
+    let event = tokio::time::timeout(Duration::from_secs(6), m.next_event())
+        .await
+        .expect("renewed in time");
+    assert!(matches!(event, Some(Event::Renewed { .. })), "{event:?}");
+    let nonce = m.nonce();
+    m.delete().await.expect("deleted");
+    responder.with(|s| {
+        assert!(s.mappings.is_empty());
+        assert!(s.nonces[&(6, 8080)].iter().all(|n| *n == nonce));
+        assert_eq!(s.deletes, 1);
+    });
+}
+
+// The first result is the server's error, named by its result code.
+#[tokio::test]
+async fn client_reports_the_result_code_of_an_error() {
+    let responder = Responder::start().await;
+    responder.with(|s| s.force.insert(5000, (ResultCode::NoResources, 30)));
+    let client = Client::new(fast(vec![responder.addr]))
+        .await
+        .expect("client");
+    let err = client
+        .map(MapRequest::new(Protocol::UDP, 5000, 60))
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, ClientError::Server { lifetime: 30, .. }));
+    assert!(
+        err.to_string()
+            .starts_with("NO_RESOURCES (8): the server is out of resources")
+    );
+}
+
+// RFC 7488 §3 (MUST) on real sockets: the first address answers with ICMP port unreachable
+// (a closed loopback port), so the client moves to the second address at once instead of
+// after four retransmissions.
+#[tokio::test]
+async fn icmp_port_unreachable_moves_to_the_next_server_address() {
+    let responder = Responder::start().await;
+    let closed = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.local_addr().expect("addr")
+    };
+    let mut config = fast(vec![closed, responder.addr]);
+    config.engine.irt = Duration::from_secs(3);
+    let client = Client::new(config).await.expect("client");
+    let started = Instant::now();
+    let m = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.map(MapRequest::new(Protocol::UDP, 7000, 60)),
+    )
+    .await
+    .expect("bounded")
+    .expect("granted");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(m.external().port(), 17000);
+}
+
+// RFC 6887 §14.1.3 (MAY accept unicast ANNOUNCE on the request port): an ANNOUNCE with a
+// reset epoch makes the client re-send its mappings within 0 to 5 s, same nonce.
+#[tokio::test]
+async fn unicast_announce_with_reset_epoch_recreates_mappings() {
+    let responder = Responder::start().await;
+    responder.with(|s| s.epoch_base = 100_000);
+    let client = Client::new(fast(vec![responder.addr]))
+        .await
+        .expect("client");
+    let m = client
+        .map(MapRequest::new(Protocol::UDP, 9000, 3600))
+        .await
+        .expect("granted");
+    let mut events = client.events();
+    responder.with(|s| s.mappings.clear()); // the server "restarted"
+    responder.announce(1).await;
+    let deadline = Instant::now() + Duration::from_secs(7);
+    while responder.with(|s| s.mappings.is_empty()) {
+        assert!(Instant::now() < deadline, "not re-created within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    responder.with(|s| assert_eq!(s.mappings[&(17, 9000)].0, m.nonce()));
+    let lost = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
+    assert!(
+        matches!(
+            lost,
+            Ok(Ok(Event::ServerStateLost {
+                announced: true,
+                ..
+            }))
+        ),
+        "{lost:?}"
+    );
+}
+
+// RFC 6887 App. A: a NAT-PMP-only gateway; the client falls back and is granted.
+#[tokio::test]
+async fn client_falls_back_to_natpmp() {
+    let responder = Responder::start().await;
+    responder.with(|s| s.natpmp_only = true);
+    let client = Client::new(fast(vec![responder.addr]))
+        .await
+        .expect("client");
+    let m = client
+        .map(MapRequest::new(Protocol::UDP, 4500, 7200))
+        .await
+        .expect("granted");
+    assert_eq!(m.via(), pcp_client::client::Version::NatPmp);
+    assert_eq!(m.external().port(), 14500);
+}
+
+// Cancellation: dropping map() before an answer leaves nothing behind.
+#[tokio::test]
+async fn cancelled_map_is_not_retried_forever() {
+    let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let client = Client::new(fast(vec![silent.local_addr().expect("addr")]))
+        .await
+        .expect("client");
+    let r = tokio::time::timeout(
+        Duration::from_millis(200),
+        client.map(MapRequest::new(Protocol::UDP, 1, 60)),
+    )
+    .await;
+    assert!(r.is_err());
+    // Drain what was sent, then check nothing more arrives after the next timer.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut buf = [0u8; 1100];
+    while tokio::time::timeout(Duration::from_millis(10), silent.recv_from(&mut buf))
+        .await
+        .is_ok()
+    {}
+    let late = tokio::time::timeout(Duration::from_millis(1500), silent.recv_from(&mut buf)).await;
+    assert!(late.is_err(), "still retransmitting after cancellation");
+}
+
+fn pcpc(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pcpc"))
+        .args(args)
+        .output()
+        .expect("pcpc runs")
+}
+
+// design.md §5: `pcpc --json map` prints result, lifetime, epoch, external_address,
+// external_port, nonce; `delete --nonce` removes it; `announce` prints the epoch.
+#[tokio::test]
+async fn pcpc_json_map_delete_and_announce() {
+    let responder = Responder::start().await;
+    let server = responder.addr.to_string();
+    let out = tokio::task::spawn_blocking({
+        let server = server.clone();
+        move || {
+            pcpc(&[
+                "--server",
+                &server,
+                "--json",
+                "--irt-ms",
+                "100",
+                "map",
+                "--protocol",
+                "udp",
+                "--internal-port",
+                "5000",
+                "--lifetime",
+                "600",
+            ])
+        }
+    })
+    .await
+    .expect("joined");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["result"], "SUCCESS");
+    assert_eq!(v["lifetime"], 600);
+    assert_eq!(v["external_address"], EXTERNAL);
+    assert_eq!(v["external_port"], 15000);
+    assert!(v["epoch"].is_u64());
+    let nonce = v["nonce"].as_str().expect("nonce").to_string();
+    assert_eq!(nonce.len(), 26);
+    let out = tokio::task::spawn_blocking({
+        let (server, nonce) = (server.clone(), nonce.clone());
+        move || {
+            pcpc(&[
+                "--server",
+                &server,
+                "delete",
+                "--internal-port",
+                "5000",
+                "--nonce",
+                &nonce,
+            ])
+        }
+    })
+    .await
+    .expect("joined");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    responder.with(|s| assert!(s.mappings.is_empty()));
+    let out =
+        tokio::task::spawn_blocking(move || pcpc(&["--server", &server, "--json", "announce"]))
+            .await
+            .expect("joined");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["result"], "SUCCESS");
+}
+
+// pcpc errors are one line naming the result code and what it means.
+#[tokio::test]
+async fn pcpc_error_is_one_line_naming_the_result_code() {
+    let responder = Responder::start().await;
+    responder.with(|s| {
+        s.force
+            .insert(6000, (ResultCode::CannotProvideExternal, 30))
+    });
+    let server = responder.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        pcpc(&[
+            "--server",
+            &server,
+            "map",
+            "--internal-port",
+            "6000",
+            "--suggest",
+            "198.51.100.7:6000",
+            "--prefer-failure",
+        ])
+    })
+    .await
+    .expect("joined");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("CANNOT_PROVIDE_EXTERNAL (11)"), "{err}");
+    assert!(err.contains("cannot be provided"), "{err}");
+}

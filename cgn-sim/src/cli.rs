@@ -1,27 +1,81 @@
-//! Command-line contract of the `cgn-sim` daemon (design.md §5).
+//! Command-line contract of the `cgn-sim` daemon (design.md §5). Flags override the TOML
+//! file given with `--config` (whose keys are those of [`crate::config::EngineConfig`]).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Carrier-grade NAT simulator: PCP server (MAP, PEER, ANNOUNCE), NAT pool and a translating
-/// TUN dataplane.
+/// Default control socket.
+pub const DEFAULT_CTL: &str = "/tmp/cgn-sim.sock";
+
+/// Carrier-grade NAT simulator: PCP server (MAP, PEER, ANNOUNCE) with NAT-PMP on the same
+/// port, NAT pool, mapping table, and a translating TUN dataplane.
+///
+/// Examples:
+///   cgn-sim --dataplane none --inside 127.0.0.1 --port 15351 --pool 198.51.100.0/28
+///   cgn-sim --inside 100.64.0.1 --pool 198.51.100.0/28 --quota 64 --ctl /run/cgn.sock
+///   cgn-sim --ctl /run/cgn.sock ctl mappings --json
 #[derive(Debug, Parser)]
-#[command(name = "cgn-sim", version, about)]
+#[command(name = "cgn-sim", version, about, verbatim_doc_comment)]
 pub struct Cli {
-    /// Inside address the PCP server listens on (UDP 5351).
+    /// Inside address the PCP server listens on (UDP 5351). Default with `--dataplane none`:
+    /// 127.0.0.1.
     #[arg(long, value_name = "ADDR")]
     pub inside: Option<IpAddr>,
-    /// External address pool, e.g. 198.51.100.0/28 (repeatable).
+    /// External address pool, e.g. 198.51.100.0/28 or 198.51.100.9-198.51.100.12
+    /// (repeatable; pool ids 1, 2, … in the table).
     #[arg(long, value_name = "PREFIX")]
     pub pool: Vec<String>,
     /// Dataplane: `tun` translates packets, `none` runs the PCP server alone (unprivileged).
     #[arg(long, value_enum, default_value_t = Dataplane::Tun)]
     pub dataplane: Dataplane,
-    /// TOML configuration file; flags override it.
+    /// TOML configuration file (engine keys: quota_per_subscriber, min_lifetime, pools, …);
+    /// flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// UDP port of the PCP/NAT-PMP server (RFC 6887: 5351).
+    #[arg(long, default_value_t = 5351)]
+    pub port: u16,
+    /// Outside address: PCP requests arriving there are ignored silently (RFC 6887 §8.2).
+    #[arg(long, value_name = "ADDR")]
+    pub outside: Option<IpAddr>,
+    /// Control socket (Unix) for `cgn-sim ctl`.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CTL)]
+    pub ctl: PathBuf,
+    /// Serve OpenMetrics text over HTTP on this address (`GET /metrics`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+    /// Subscriber prefixes allowed to use PCP (repeatable; default 100.64.0.0/10, 127.0.0.0/8).
+    #[arg(long, value_name = "PREFIX")]
+    pub subscribers: Vec<String>,
+    /// External ports per subscriber (USER_EX_QUOTA beyond).
+    #[arg(long, value_name = "N")]
+    pub quota: Option<u32>,
+    /// Minimum mapping lifetime in seconds (RFC 6887 §15: 120).
+    #[arg(long, value_name = "SECS")]
+    pub min_lifetime: Option<u32>,
+    /// Maximum mapping lifetime in seconds (RFC 6887 §15: 86400).
+    #[arg(long, value_name = "SECS")]
+    pub max_lifetime: Option<u32>,
+    /// External port range handed out, `FIRST-LAST`.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub port_range: Option<String>,
+    /// Hosts allowed to send THIRD_PARTY (repeatable; default: none, THIRD_PARTY disabled).
+    #[arg(long, value_name = "PREFIX")]
+    pub third_party: Vec<String>,
+    /// Seconds a freed external port is held (RFC 6888 REQ-8: 120).
+    #[arg(long, value_name = "SECS")]
+    pub port_hold: Option<u32>,
+    /// Unsolicited ANNOUNCE copies after a restart (RFC 6887 §14.1.3: up to 10).
+    #[arg(long, value_name = "N")]
+    pub announce_count: Option<u32>,
+    /// Also multicast ANNOUNCE to 224.0.0.1:5350.
+    #[arg(long)]
+    pub announce_multicast: bool,
+    /// Mapping creations per second per subscriber (0 = unlimited).
+    #[arg(long, value_name = "N")]
+    pub rate_limit: Option<u32>,
     /// Talk to a running daemon instead of starting one.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -39,7 +93,7 @@ pub enum Dataplane {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Control a running daemon.
+    /// Control a running daemon (through `--ctl PATH`).
     Ctl {
         #[command(subcommand)]
         action: CtlAction,
@@ -55,12 +109,26 @@ pub enum CtlAction {
         #[arg(long)]
         json: bool,
     },
-    /// Simulate a reboot (state lost, epoch reset).
+    /// Simulate a reboot (state lost, epoch reset, unsolicited ANNOUNCE).
     Restart {
-        /// Engine restart that keeps the mapping table.
+        /// Engine restart that keeps the mapping table and the epoch.
         #[arg(long)]
         keep_state: bool,
     },
-    /// Print counters.
+    /// Print counters (OpenMetrics text).
     Stats,
+    /// Print the configuration in force (TOML).
+    Config,
+}
+
+impl CtlAction {
+    /// The control request for this action.
+    pub fn request(&self) -> crate::ctl::Request {
+        match *self {
+            CtlAction::Mappings { json } => crate::ctl::Request::Mappings { json },
+            CtlAction::Restart { keep_state } => crate::ctl::Request::Restart { keep_state },
+            CtlAction::Stats => crate::ctl::Request::Stats,
+            CtlAction::Config => crate::ctl::Request::Config,
+        }
+    }
 }

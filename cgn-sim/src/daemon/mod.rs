@@ -1,1 +1,161 @@
+//! The tokio driver around the sans-IO [`Server`]: one UDP socket on the inside address (and
+//! optionally one on the outside, whose requests are ignored), the control socket, an
+//! optional OpenMetrics HTTP endpoint, and the timers the engine asks for.
+//!
+//! The engine lives in one task; the control and metrics tasks talk to it over a channel, so
+//! no lock is taken on the request path. After each wake-up the socket is drained without
+//! waiting (up to [`BATCH`] datagrams) before timers are looked at again.
 
+mod control;
+mod http;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use rand::SeedableRng;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::EngineConfig;
+use crate::ctl::Request;
+use crate::server::{Interface, Server};
+
+/// Datagrams handled per wake-up before timers are checked again.
+pub const BATCH: usize = 64;
+
+/// How the daemon is set up.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Engine configuration.
+    pub engine: EngineConfig,
+    /// Inside address (PCP served here).
+    pub inside: IpAddr,
+    /// Server port (5351).
+    pub port: u16,
+    /// Outside address (requests ignored).
+    pub outside: Option<IpAddr>,
+    /// Control socket path.
+    pub ctl: PathBuf,
+    /// OpenMetrics HTTP address.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// A control request with its reply channel.
+pub(crate) type Call = (Request, oneshot::Sender<String>);
+
+/// Runs the daemon until Ctrl-C / SIGTERM.
+pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+    let inside = UdpSocket::bind((config.inside, config.port))
+        .await
+        .with_context(|| {
+            format!(
+                "binding the PCP server to {}:{}",
+                config.inside, config.port
+            )
+        })?;
+    let outside = match config.outside {
+        Some(a) => Some(
+            UdpSocket::bind((a, config.port))
+                .await
+                .with_context(|| format!("binding the outside socket to {a}:{}", config.port))?,
+        ),
+        None => None,
+    };
+    let local = inside.local_addr()?;
+    let mut server = Server::new(
+        config.engine.clone(),
+        Instant::now(),
+        Box::new(rand::rngs::StdRng::from_entropy()),
+    )?;
+    server.set_server_addresses(vec![local]);
+    let (tx, mut rx) = mpsc::channel::<Call>(64);
+    let _ = std::fs::remove_file(&config.ctl);
+    let listener = tokio::net::UnixListener::bind(&config.ctl)
+        .with_context(|| format!("binding the control socket {}", config.ctl.display()))?;
+    tokio::spawn(control::serve(listener, tx.clone()));
+    if let Some(addr) = config.metrics {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+        tokio::spawn(http::serve(l, tx.clone()));
+    }
+    tracing::info!(%local, outside = ?config.outside, ctl = %config.ctl.display(), "PCP server listening");
+    let mut buf = vec![0u8; 2048];
+    let mut obuf = vec![0u8; 2048];
+    let mut out = vec![0u8; 1100];
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        flush(&mut server, &inside).await;
+        let deadline = server.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = inside.recv_from(&mut buf) => {
+                let (n, from) = r?;
+                answer(&mut server, &inside, Interface::Inside, from, &buf[..n], &mut out).await;
+                // Drain what is already queued without going back to the scheduler.
+                for _ in 1..BATCH {
+                    match inside.try_recv_from(&mut buf) {
+                        Ok((n, from)) => answer(&mut server, &inside, Interface::Inside, from, &buf[..n], &mut out).await,
+                        Err(_) => break,
+                    }
+                }
+            }
+            r = recv_opt(outside.as_ref(), &mut obuf) => {
+                if let (Some(sock), Ok((n, from))) = (outside.as_ref(), r) {
+                    answer(&mut server, sock, Interface::Outside, from, &obuf[..n], &mut out).await;
+                }
+            }
+            _ = sleep => server.handle_timeout(Instant::now()),
+            Some((req, reply)) = rx.recv() => {
+                let _ = reply.send(control::execute(&mut server, &config, req));
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&config.ctl);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn recv_opt(
+    sock: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn answer(
+    server: &mut Server,
+    sock: &UdpSocket,
+    iface: Interface,
+    from: SocketAddr,
+    bytes: &[u8],
+    out: &mut [u8],
+) {
+    let span = tracing::debug_span!("pcp", %from, len = bytes.len());
+    let _g = span.enter();
+    if let Some(n) = server.handle(Instant::now(), from, iface, bytes, out) {
+        if let Err(e) = sock.send_to(&out[..n], from).await {
+            tracing::warn!(%from, error = %e, "send failed");
+        }
+    }
+}
+
+async fn flush(server: &mut Server, sock: &UdpSocket) {
+    while let Some(t) = server.poll_transmit() {
+        if let Err(e) = sock.send_to(&t.payload, t.destination).await {
+            tracing::debug!(to = %t.destination, error = %e, "unsolicited send failed");
+        }
+    }
+}

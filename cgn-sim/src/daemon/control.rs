@@ -1,0 +1,71 @@
+//! The control socket: `cgn-sim ctl mappings | restart | stats | config`.
+
+use std::time::Instant;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Call, DaemonConfig};
+use crate::ctl::Request;
+use crate::server::Server;
+
+pub(crate) async fn serve(listener: UnixListener, tx: mpsc::Sender<Call>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = BufReader::new(r);
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let answer = match Request::parse(&line) {
+                Some(req) => {
+                    let (otx, orx) = oneshot::channel();
+                    if tx.send((req, otx)).await.is_err() {
+                        return;
+                    }
+                    orx.await.unwrap_or_default()
+                }
+                None => format!("error: unknown request {:?}\n", line.trim()),
+            };
+            let _ = w.write_all(answer.as_bytes()).await;
+            let _ = w.shutdown().await;
+        });
+    }
+}
+
+pub(crate) fn execute(server: &mut Server, config: &DaemonConfig, req: Request) -> String {
+    let now = Instant::now();
+    match req {
+        Request::Mappings { json: false } => server.render_table(now),
+        Request::Mappings { json: true } => server.render_table_json(now) + "\n",
+        Request::Restart { keep_state } => {
+            server.restart(now, keep_state);
+            format!(
+                "restarted ({}), epoch {}\n",
+                if keep_state {
+                    "state kept"
+                } else {
+                    "state lost"
+                },
+                server.epoch(now)
+            )
+        }
+        Request::Stats => server.render_metrics(now),
+        Request::Config => {
+            let mut s = format!(
+                "# inside = {}:{}\n# ctl = {}\n",
+                config.inside,
+                config.port,
+                config.ctl.display()
+            );
+            s.push_str(&toml::to_string(server.config()).unwrap_or_default());
+            s
+        }
+    }
+}

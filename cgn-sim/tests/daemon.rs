@@ -1,0 +1,272 @@
+//! The daemon over loopback (unprivileged, `--dataplane none`): raw PCP datagrams built with
+//! `pcp_client::wire`, `cgn-sim ctl`, the 1 000-mapping restart with the ANNOUNCE schedule
+//! checked on the wire, and `natpmpc` against it.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pcp_client::wire::{PcpOption, Protocol, ResponseRepr, ResultCode};
+use support::{emit, map_req, nonce};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cgn-sim");
+const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+struct Daemon {
+    child: Child,
+    ctl: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Only the process this test started, by its handle.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.ctl);
+    }
+}
+
+fn free_port(ip: Ipv4Addr) -> u16 {
+    UdpSocket::bind((ip, 0))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn start(name: &str, ip: Ipv4Addr, port: u16, extra: &[&str]) -> Daemon {
+    let ctl = std::env::temp_dir().join(format!("cgn-sim-test-{name}-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&ctl);
+    let mut args = vec![
+        "--dataplane".to_string(),
+        "none".into(),
+        "--inside".into(),
+        ip.to_string(),
+        "--port".into(),
+        port.to_string(),
+        "--pool".into(),
+        "198.51.100.0/28".into(),
+        "--ctl".into(),
+        ctl.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let child = Command::new(BIN)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn cgn-sim");
+    let d = Daemon {
+        child,
+        ctl,
+        addr: SocketAddr::new(IpAddr::V4(ip), port),
+    };
+    let t = Instant::now();
+    while !d.ctl.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d
+}
+
+fn ctl(d: &Daemon, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("--ctl")
+        .arg(&d.ctl)
+        .arg("ctl")
+        .args(args)
+        .output()
+        .expect("cgn-sim ctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn client() -> UdpSocket {
+    let s = UdpSocket::bind((LO, 0)).expect("client socket");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s
+}
+
+fn recv(s: &UdpSocket) -> Vec<u8> {
+    let mut buf = [0u8; 1100];
+    let (n, _) = s.recv_from(&mut buf).expect("an answer");
+    buf[..n].to_vec()
+}
+
+// RFC 6887 §11.3 over real UDP; `ctl mappings` prints the design.md §1 lines, `--json` JSON,
+// `stats` OpenMetrics, `config` TOML.
+#[test]
+fn daemon_answers_map_over_loopback_and_ctl_shows_it() {
+    let d = start("map", LO, free_port(LO), &[]);
+    let s = client();
+    let req = emit(&map_req(LO, nonce(1), Protocol::UDP, 5000, 3600, None, &[]));
+    s.send_to(&req, d.addr).expect("send");
+    let a = recv(&s);
+    let r = ResponseRepr::parse(&a).expect("parses");
+    assert_eq!((r.result, r.lifetime), (ResultCode::Success, 3600));
+    let table = ctl(&d, &["mappings"]);
+    assert!(
+        table.starts_with("Type: MAP IN, Protocol: UDP, Zone: ---, Vpn: public ANY -> 198.51.100."),
+        "{table}"
+    );
+    assert!(table.contains("[127.0.0.1:5000] TTL: 3600"));
+    let json = ctl(&d, &["mappings", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v[1]["type"], "MAP OUT");
+    let stats = ctl(&d, &["stats"]);
+    assert!(
+        stats.contains("cgn_pcp_requests_total{opcode=\"map\",result=\"SUCCESS\"} 1"),
+        "{stats}"
+    );
+    assert!(ctl(&d, &["config"]).contains("min_lifetime = 120"));
+}
+
+// RFC 6887 §8.2 step 1: a request on the outside socket is ignored silently.
+#[test]
+fn daemon_ignores_requests_on_the_outside_address() {
+    let inside = Ipv4Addr::new(127, 0, 0, 1);
+    let outside = Ipv4Addr::new(127, 0, 0, 2);
+    let port = free_port(inside);
+    let d = start("outside", inside, port, &["--outside", "127.0.0.2"]);
+    let s = client();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let req = emit(&map_req(LO, nonce(1), Protocol::UDP, 5000, 3600, None, &[]));
+    s.send_to(&req, SocketAddr::new(IpAddr::V4(outside), port))
+        .expect("send");
+    let mut buf = [0u8; 64];
+    assert!(s.recv_from(&mut buf).is_err(), "no answer from the outside");
+    assert!(ctl(&d, &["stats"]).contains("cgn_pcp_dropped_total{reason=\"interface\"} 1"));
+}
+
+// Issue 4 "Done when": 1 000 mappings from one client, `ctl restart`, the client re-creates
+// all of them after the ANNOUNCE with the same nonces and gets the same external ports; the
+// ANNOUNCE schedule (RFC 6887 §14.1.3) is checked on the wire.
+#[test]
+fn thousand_mappings_survive_a_restart_via_announce() {
+    let d = start("restart", LO, free_port(LO), &["--announce-count", "5"]);
+    let s = client();
+    let mut external = Vec::new();
+    let request = |port: u16, suggest: Option<SocketAddrV4>| {
+        let opts: &[PcpOption<'_>] = if suggest.is_some() {
+            &[PcpOption::PreferFailure]
+        } else {
+            &[]
+        };
+        emit(&map_req(
+            LO,
+            nonce((port % 251) as u8),
+            Protocol::UDP,
+            port,
+            7200,
+            suggest,
+            opts,
+        ))
+    };
+    // Keep a window of requests in flight (bounded: 1 000 requests, 5 s timeouts).
+    let map_all = |suggest: &dyn Fn(usize) -> Option<SocketAddrV4>| -> Vec<SocketAddrV4> {
+        let mut got = vec![None; 1000];
+        for chunk in (0..1000usize).collect::<Vec<_>>().chunks(50) {
+            for &i in chunk {
+                s.send_to(&request(20_000 + i as u16, suggest(i)), d.addr)
+                    .expect("send");
+            }
+            let mut pending = chunk.len();
+            while pending > 0 {
+                let a = recv(&s);
+                if a[1] != 0x81 {
+                    continue; // an ANNOUNCE copy
+                }
+                let r = ResponseRepr::parse(&a).expect("parses");
+                assert_eq!(r.result, ResultCode::Success);
+                let m = r.data.map_fields().expect("map");
+                let IpAddr::V4(ip) = m.external_address else {
+                    panic!("v4")
+                };
+                let i = usize::from(m.internal_port - 20_000);
+                if got[i].is_none() {
+                    pending -= 1;
+                }
+                got[i] = Some(SocketAddrV4::new(ip, m.external_port));
+            }
+        }
+        got.into_iter().map(|g| g.expect("answered")).collect()
+    };
+    external.extend(map_all(&|_| None));
+    assert_eq!(ctl(&d, &["mappings"]).lines().count(), 2000);
+    let t0 = Instant::now();
+    assert!(ctl(&d, &["restart"]).contains("state lost"));
+    // The first copy arrives at once; the client re-creates on it.
+    let first = recv(&s);
+    let first_at = t0.elapsed();
+    assert_eq!(&first[..4], &[2, 0x80, 0, 0]);
+    assert_eq!(ctl(&d, &["mappings"]).lines().count(), 0);
+    let again = map_all(&|i| Some(external[i]));
+    assert_eq!(again, external, "every mapping back on its external port");
+    // The rest of the schedule: 250, 750, 1750, 3750 ms after the first.
+    let mut times = vec![first_at];
+    let mut epochs = vec![u32::from_be_bytes([
+        first[8], first[9], first[10], first[11],
+    ])];
+    s.set_read_timeout(Some(Duration::from_secs(6)))
+        .expect("timeout");
+    while times.len() < 5 {
+        let a = recv(&s);
+        if a[1] == 0x80 {
+            let r = ResponseRepr::parse(&a).expect("parses");
+            assert_eq!((r.result, r.lifetime), (ResultCode::Success, 0));
+            times.push(t0.elapsed());
+            epochs.push(r.epoch);
+        }
+    }
+    let gaps: Vec<u128> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
+    assert!(gaps[0] >= 240, "{gaps:?}");
+    for w in gaps.windows(2) {
+        assert!(w[1] * 10 >= w[0] * 19, "intervals double: {gaps:?}");
+    }
+    assert_eq!(epochs[0], 0);
+    assert!(
+        epochs.windows(2).all(|w| w[1] >= w[0]) && epochs[4] >= 3,
+        "{epochs:?}"
+    );
+    let stats = ctl(&d, &["stats"]);
+    assert!(stats.contains("cgn_epoch_resets_total 1"));
+}
+
+// `natpmpc -g` against the daemon (RFC 6886): external address and a UDP mapping.
+#[test]
+fn natpmpc_gets_the_external_address_and_a_mapping() {
+    if Command::new("natpmpc").arg("-h").output().is_err() {
+        eprintln!("natpmpc not installed: skipped");
+        return;
+    }
+    // natpmpc always talks to port 5351: use an address of our own in 127/8.
+    let ip = Ipv4Addr::new(127, 53, 51, 1);
+    let d = start("natpmpc", ip, 5351, &[]);
+    let out = Command::new("natpmpc")
+        .args(["-g", "127.53.51.1", "-a", "5000", "5000", "udp", "3600"])
+        .output()
+        .expect("natpmpc");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Public IP address : 198.51.100."), "{text}");
+    assert!(text.contains("Mapped public port"), "{text}");
+    assert!(
+        text.contains("protocol UDP to local port 5000 liftime 3600"),
+        "{text}"
+    );
+    assert!(ctl(&d, &["mappings"]).contains("[127.0.0.1:5000] TTL: 3600"));
+}

@@ -97,11 +97,7 @@ impl Server {
             };
         }
         // §15 anti-theft: outbound traffic keeps the binding; the answer says for how long.
-        let idle_left = if b.implicit_expires > now_s {
-            b.implicit_expires - now_s
-        } else {
-            0
-        };
+        let idle_left = b.implicit_expires.saturating_sub(now_s);
         if let Some(f) = self.table.remove_map(id) {
             self.on_freed(f, now_s);
         }

@@ -116,7 +116,7 @@ pub(crate) fn process<'a>(
                 if f.is_remove_all() {
                     p.clear_filters = true;
                     p.filters.clear();
-                } else if let IpAddr::V4(_) = f.remote_peer_address {
+                } else if f.remote_peer_address.is_ipv4() {
                     if !p.filters.contains(&f) {
                         p.filters.push(f);
                     }
@@ -196,7 +196,7 @@ pub(crate) fn unsupported_before_error(bytes: &[u8], error: &Error) -> bool {
     while pos + 4 <= offset.min(bytes.len()) {
         let code = OptionCode(bytes[pos]);
         let len = usize::from(u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]));
-        if !code.is_optional() && code.name().is_none_or(|_| !implemented(code)) {
+        if !code.is_optional() && !implemented(code) {
             return true;
         }
         pos += 4 + ((len + 3) & !3);

@@ -334,10 +334,7 @@ impl Server {
                 let result = if options::unsupported_before_error(bytes, &e) {
                     ResultCode::UnsuppOption
                 } else {
-                    match e.result_code() {
-                        Some(r) => r,
-                        None => return None,
-                    }
+                    e.result_code()?
                 };
                 return self.error(bytes, opcode, result, epoch, false, out);
             }

@@ -1,6 +1,8 @@
 //! A scripted PCP client against the sans-IO engine, in fake time.
 #![allow(dead_code)]
 
+pub mod pcap;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,110 @@
+//! `cgn-sim` in the lab's cgn namespace (control plane only, `--dataplane none`): `natpmpc`
+//! from the CPE gets the pool address and a mapping, `cgn-sim ctl mappings` shows it, and
+//! `ctl restart` empties the table. Needs root (CAP_NET_ADMIN); skipped otherwise unless
+//! NAT444_REQUIRE_PRIVILEGED=1.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nat444_tests::lab::{LabBuilder, Node};
+use nat444_tests::require_privileges;
+
+/// The `cgn-sim` binary of this workspace, built on demand in the same target directory.
+fn cgn_sim() -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target profile dir")
+        .to_path_buf();
+    let bin = dir.join("cgn-sim");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "cgn-sim", "--bin", "cgn-sim"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building cgn-sim");
+    }
+    bin
+}
+
+fn ctl(bin: &PathBuf, sock: &PathBuf, args: &[&str]) -> String {
+    let out = Command::new(bin)
+        .arg("--ctl")
+        .arg(sock)
+        .arg("ctl")
+        .args(args)
+        .output()
+        .expect("cgn-sim ctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// RFC 6886 against the CGN from the subscriber side, in the lab plan of design.md §4.
+#[test]
+fn natpmpc_in_the_cpe_maps_through_cgn_sim() {
+    require_privileges!();
+    if Command::new("natpmpc").arg("-h").output().is_err() {
+        eprintln!("natpmpc not installed: skipped");
+        return;
+    }
+    let bin = cgn_sim();
+    let lab = LabBuilder::new().build().expect("lab builds");
+    let sock = std::env::temp_dir().join(format!("{}-cgn.sock", lab.prefix()));
+    let sock_s = sock.display().to_string();
+    let bin_s = bin.display().to_string();
+    let _daemon = lab
+        .spawn(
+            Node::Cgn,
+            &[
+                &bin_s,
+                "--dataplane",
+                "none",
+                "--inside",
+                "100.64.0.1",
+                "--outside",
+                "203.0.113.1",
+                "--pool",
+                "198.51.100.0/28",
+                "--ctl",
+                &sock_s,
+            ],
+        )
+        .expect("spawn cgn-sim");
+    let t = Instant::now();
+    while !sock.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "cgn-sim did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = lab
+        .exec_ok(
+            Node::Cpe,
+            &[
+                "natpmpc",
+                "-g",
+                "100.64.0.1",
+                "-a",
+                "5000",
+                "5000",
+                "udp",
+                "3600",
+            ],
+        )
+        .expect("natpmpc");
+    assert!(out.contains("Public IP address : 198.51.100."), "{out}");
+    assert!(out.contains("Mapped public port"), "{out}");
+    let table = ctl(&bin, &sock, &["mappings"]);
+    assert!(table.contains("Type: MAP IN, Protocol: UDP"), "{table}");
+    assert!(table.contains("[100.64.0.2:5000] TTL: 3600"), "{table}");
+    assert!(ctl(&bin, &sock, &["restart"]).contains("state lost"));
+    assert_eq!(ctl(&bin, &sock, &["mappings"]), "");
+    let _ = std::fs::remove_file(&sock);
+}

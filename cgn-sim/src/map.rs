@@ -28,19 +28,19 @@ impl Server {
     pub(crate) fn process_map<'a>(
         &mut self,
         now_s: u32,
-        source: Ipv4Addr,
+        source: SocketAddrV4,
         repr: &RequestRepr<'a>,
         map: &MapData,
     ) -> Outcome<'a> {
-        let opts = match options::process(repr, source, self.policy()) {
+        let opts = match options::process(repr, *source.ip(), self.policy()) {
             Ok(o) => o,
             Err(result) => return self.err(result),
         };
-        let subscriber = opts.subscriber.unwrap_or(source);
+        let subscriber = opts.subscriber.unwrap_or(*source.ip());
         if repr.lifetime == 0 {
             self.map_delete(now_s, subscriber, map, opts)
         } else {
-            self.map_create(now_s, subscriber, repr.lifetime, map, opts)
+            self.map_create(now_s, subscriber, source, repr.lifetime, map, opts)
         }
     }
 
@@ -110,6 +110,7 @@ impl Server {
         &mut self,
         now_s: u32,
         subscriber: Ipv4Addr,
+        source: SocketAddrV4,
         requested: u32,
         map: &MapData,
         opts: Processed<'a>,
@@ -189,7 +190,12 @@ impl Server {
                 Ok(f) => f,
                 Err(o) => return o,
             };
-            let extra = build_extra(if has_map { old_extra } else { None }, filters, &opts);
+            let extra = build_extra(
+                if has_map { old_extra } else { None },
+                filters,
+                &opts,
+                source,
+            );
             let expires = now_s.saturating_add(lifetime);
             let pf = if opts.prefer_failure {
                 flags::PREFER_FAILURE
@@ -245,7 +251,7 @@ impl Server {
             pool_id,
             section,
         );
-        let extra = build_extra(None, filters, &opts);
+        let extra = build_extra(None, filters, &opts, source);
         let pf = if opts.prefer_failure {
             flags::PREFER_FAILURE
         } else {
@@ -402,6 +408,7 @@ fn build_extra(
     old: Option<Box<MapExtra>>,
     filters: Vec<pcp_client::wire::Filter>,
     opts: &Processed<'_>,
+    source: SocketAddrV4,
 ) -> Option<Box<MapExtra>> {
     let mut extra = old.map(|b| *b).unwrap_or_default();
     extra.filters = filters;
@@ -411,6 +418,8 @@ fn build_extra(
     }
     if opts.third_party {
         extra.third_party = opts.subscriber;
+        // Mapping Updates go to whoever asked (RFC 6887 §14.2), not to the third party.
+        extra.requester = Some(source);
     }
     if let Some(id) = opts.third_party_id {
         extra.third_party_id = Some(id.to_vec());

@@ -364,7 +364,7 @@ impl Server {
             },
             OpcodeData::Map(map) => {
                 if self.config.allow_map {
-                    self.process_map(now_s, *source.ip(), &repr, &map)
+                    self.process_map(now_s, source, &repr, &map)
                 } else {
                     self.err(ResultCode::NotAuthorized)
                 }

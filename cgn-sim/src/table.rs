@@ -73,6 +73,8 @@ pub struct MapExtra {
     pub third_party: Option<Ipv4Addr>,
     /// The THIRD_PARTY_ID bytes (RFC 7843).
     pub third_party_id: Option<Vec<u8>>,
+    /// The client endpoint of a THIRD_PARTY request (where Mapping Updates go).
+    pub requester: Option<SocketAddrV4>,
 }
 
 /// One binding (see the module docs).

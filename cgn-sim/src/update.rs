@@ -44,8 +44,8 @@ impl Server {
     }
 
     fn client_of(&self, b: &Binding) -> Option<SocketAddr> {
-        if b.extra.as_ref().is_some_and(|e| e.third_party.is_some()) {
-            return None;
+        if let Some(e) = b.extra.as_ref().filter(|e| e.third_party.is_some()) {
+            return e.requester.map(SocketAddr::V4);
         }
         self.clients
             .iter()

@@ -370,3 +370,70 @@ fn pool_change_sends_three_mapping_updates_and_resets_the_epoch() {
     assert!(h.server.render_table(h.now).contains("[192.0.2."));
     assert!(h.server.render_table(h.now).contains("Pool: 2, Section: 3"));
 }
+
+// RFC 6887 §14.2 (MUST, SHOULD): a Mapping Update carries THIRD_PARTY when the request had it
+// and the FILTERs, goes to the requesting client, and stops once the client refreshes.
+#[test]
+fn mapping_update_carries_third_party_and_filters_and_stops_on_refresh() {
+    let mut c = config();
+    c.third_party_hosts = vec!["100.64.0.2/32".into()];
+    let mut h = Harness::with(c);
+    let tp = PcpOption::ThirdParty(IpAddr::V4(CLIENT2));
+    let f = PcpOption::Filter(pcp_client::wire::Filter {
+        prefix_length: 128,
+        remote_peer_port: 0,
+        remote_peer_address: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)),
+    });
+    let a = h.request(
+        CLIENT,
+        &map_req(CLIENT, nonce(1), Protocol::UDP, 5000, 3600, None, &[tp, f]),
+    );
+    assert_eq!(a.result(), ResultCode::Success);
+    udp(&mut h, CLIENT, 2, 6000, 3600, None);
+    let t = h.now;
+    let pools = vec![PoolConfig {
+        id: 2,
+        sections: vec![SectionConfig {
+            id: 0,
+            ranges: vec!["192.0.2.0/30".into()],
+        }],
+    }];
+    h.server.replace_pools(t, pools).expect("pools");
+    let first = drain(&mut h);
+    assert_eq!(first.len(), 2);
+    let to_requester: Vec<_> = first
+        .iter()
+        .filter(|tx| tx.destination == SocketAddr::new(IpAddr::V4(CLIENT), 40000))
+        .collect();
+    assert_eq!(
+        to_requester.len(),
+        2,
+        "both updates go to the requesting endpoint"
+    );
+    let tp_update = to_requester
+        .iter()
+        .map(|tx| ResponseRepr::parse(&tx.payload).expect("parses"))
+        .find(|r| r.data.map_fields().is_some_and(|m| m.internal_port == 5000))
+        .expect("update of the THIRD_PARTY mapping");
+    let opts: Vec<_> = tp_update.options.iter().collect();
+    assert_eq!(opts, vec![tp, f]);
+    // The client refreshes mapping 6000 at once: its copies stop; the other keeps going.
+    h.now = t + Duration::from_millis(100);
+    udp(&mut h, CLIENT, 2, 6000, 3600, None);
+    let mut later = Vec::new();
+    for step in 1..20 {
+        let at = t + Duration::from_millis(100 * step);
+        h.now = at;
+        h.server.handle_timeout(at);
+        later.extend(drain(&mut h));
+    }
+    assert_eq!(
+        later.len(),
+        2,
+        "two more copies, only for the unrefreshed mapping"
+    );
+    for tx in later {
+        let r = ResponseRepr::parse(&tx.payload).expect("parses");
+        assert_eq!(r.data.map_fields().map(|m| m.internal_port), Some(5000));
+    }
+}

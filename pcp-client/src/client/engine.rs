@@ -273,6 +273,12 @@ impl Engine {
         self.servers.get(server.0)?.epoch.last_epoch()
     }
 
+    /// Sizes of the internal queues: (timer heap entries, queued transmissions, queued
+    /// events). For tests and fuzzing, which check that nothing grows without bound.
+    pub fn queue_lengths(&self) -> (usize, usize, usize) {
+        (self.timers.len(), self.transmits.len(), self.events.len())
+    }
+
     /// Number of mappings held (any state).
     pub fn mapping_count(&self) -> usize {
         self.mappings.len()

@@ -234,3 +234,34 @@ impl EngineConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The TOML file of `--config`: pools with ids and sections, as in the vendor table.
+    #[test]
+    fn toml_config_with_pools_and_sections_parses() {
+        let text = r#"
+            quota_per_subscriber = 32
+            min_lifetime = 300
+            third_party_hosts = ["100.64.0.2/32"]
+
+            [[pools]]
+            id = 30
+            [[pools.sections]]
+            id = 1
+            ranges = ["198.51.100.0/29", "198.51.100.9-198.51.100.12"]
+        "#;
+        let c: EngineConfig = toml::from_str(text).expect("parses");
+        assert_eq!(c.quota_per_subscriber, 32);
+        assert_eq!(c.pools[0].id, 30);
+        assert_eq!(c.pools[0].sections[0].id, 1);
+        assert_eq!(c.max_lifetime, 86_400, "defaults fill the rest");
+        assert_eq!(c.validate(), Ok(()));
+        assert!(toml::from_str::<EngineConfig>("no_such_key = 1").is_err());
+        let round: EngineConfig =
+            toml::from_str(&toml::to_string(&c).expect("emits")).expect("round trip");
+        assert_eq!(round, c);
+    }
+}

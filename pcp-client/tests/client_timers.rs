@@ -416,3 +416,23 @@ fn peer_is_renewed_like_map() {
     assert!((400.0..=500.0).contains(&h.elapsed(renewal.at)));
     let _ = MapRequest::new(Protocol::UDP, 1, 1);
 }
+
+// RFC 6887 §16.3.3 (SHOULD): SCTP, like TCP, suggests zeros first and echoes the assigned
+// address and port on renewal.
+#[test]
+fn sctp_suggests_zeros_first_and_renewals_echo_the_assignment() {
+    let mut h = Harness::new();
+    h.map(MapRequest::new(Protocol::SCTP, 7000, 100));
+    let first = h.take_sent().pop().expect("sent");
+    let m = first.map();
+    assert_eq!(
+        (m.external_address, m.external_port),
+        (ip("0.0.0.0"), 0),
+        "zeros first"
+    );
+    h.answer(&first, ResultCode::Success, 100, 1, 17000);
+    h.advance(secs(63.0));
+    let renewal = h.take_sent().pop().expect("renewed");
+    let m = renewal.map();
+    assert_eq!((m.external_address, m.external_port), (ip(EXTERNAL), 17000));
+}

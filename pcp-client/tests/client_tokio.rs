@@ -329,6 +329,26 @@ async fn client_maps_renews_and_deletes() {
     });
 }
 
+// RFC 6887 §8.1 (SHOULD, RFC 6056): the request source port is random, so two clients on
+// one host use different ports, and neither uses the ANNOUNCE port 5350.
+#[tokio::test]
+async fn clients_send_from_random_distinct_source_ports() {
+    let responder = Responder::start().await;
+    let mut ports = Vec::new();
+    for port in [1000, 1001] {
+        let client = Client::new(fast(vec![responder.addr]))
+            .await
+            .expect("client");
+        client
+            .map(MapRequest::new(Protocol::UDP, port, 60))
+            .await
+            .expect("granted");
+        ports.push(responder.with(|s| s.last_client).expect("seen").port());
+    }
+    assert_ne!(ports[0], ports[1]);
+    assert!(ports.iter().all(|&p| p != 5350 && p != 0));
+}
+
 // The first result is the server's error, named by its result code.
 #[tokio::test]
 async fn client_reports_the_result_code_of_an_error() {

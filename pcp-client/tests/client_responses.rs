@@ -581,3 +581,26 @@ fn natpmp_epoch_state_loss_renews_everything() {
     h.deliver(&buf[..n]);
     assert_eq!(h.take_sent().len(), 2, "both mappings re-sent");
 }
+
+// Bounded state (found by the client_engine fuzz target): forgetting mappings shrinks the
+// timer heap with them, and datagrams never add mappings.
+#[test]
+fn state_stays_bounded_when_mappings_come_and_go() {
+    let mut h = Harness::new();
+    let ids: Vec<_> = (0..100).map(|p| h.map(udp_map(3000 + p, 60))).collect();
+    for _ in 0..20 {
+        h.advance(secs(1.0));
+        h.engine.clear_hold_downs(h.now);
+    }
+    for id in &ids[1..] {
+        h.engine.forget(*id);
+    }
+    let (timers, transmits, events) = h.engine.queue_lengths();
+    assert!(timers <= 2 * h.engine.mapping_count() + 65, "{timers}");
+    assert_eq!((transmits, events), (0, 0));
+    for _ in 0..100 {
+        h.deliver(&announce(1));
+        h.deliver(&[2, 0x81, 0, 0, 1, 2, 3]);
+    }
+    assert_eq!(h.engine.mapping_count(), 1);
+}

@@ -447,6 +447,7 @@ impl Engine {
         match self.mappings.remove(&id.0) {
             Some(m) => {
                 self.index.remove(&m.key());
+                self.compact_timers();
                 true
             }
             None => false,

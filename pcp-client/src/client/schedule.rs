@@ -185,7 +185,12 @@ impl Engine {
         if let Some(at) = deadline {
             self.timers.push(Reverse((at, id, m.timer_gen)));
         }
-        // Lazy deletion leaves stale entries; rebuild before they outnumber live ones.
+        self.compact_timers();
+    }
+
+    /// Lazy deletion leaves stale heap entries; rebuild the heap before they outnumber the
+    /// live ones, so it stays within 2 × mappings + 64 entries (amortized O(1) per change).
+    pub(crate) fn compact_timers(&mut self) {
         if self.timers.len() > 2 * self.mappings.len() + 64 {
             self.timers = self
                 .mappings

@@ -143,10 +143,16 @@ async fn answer(
     bytes: &[u8],
     out: &mut [u8],
 ) {
-    let span = tracing::debug_span!("pcp", %from, len = bytes.len());
-    let _g = span.enter();
+    tracing::trace!(%from, len = bytes.len(), "datagram");
     if let Some(n) = server.handle(Instant::now(), from, iface, bytes, out) {
-        if let Err(e) = sock.send_to(&out[..n], from).await {
+        // Non-blocking first: the socket buffer almost always has room.
+        let sent = match sock.try_send_to(&out[..n], from) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                sock.send_to(&out[..n], from).await
+            }
+            other => other,
+        };
+        if let Err(e) = sent {
             tracing::warn!(%from, error = %e, "send failed");
         }
     }

@@ -578,3 +578,94 @@ async fn pcpc_error_is_one_line_naming_the_result_code() {
     assert!(err.contains("CANNOT_PROVIDE_EXTERNAL (11)"), "{err}");
     assert!(err.contains("cannot be provided"), "{err}");
 }
+
+/// Kills the spawned cgn-sim (by its own PID) when the test ends, however it ends.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// Interop with the team's PCP server: set PCP_CLIENT_CGN_SIM to a built `cgn-sim` binary to
+// run it (`cgn-sim --dataplane none` on 127.0.0.1, unprivileged). MAP, renewal, the server's
+// restart (state loss → unsolicited ANNOUNCE → re-created with the same nonce), and delete.
+// Without the variable the test only says it did not run.
+#[tokio::test]
+async fn against_cgn_sim_map_restart_and_delete() {
+    let Ok(bin) = std::env::var("PCP_CLIENT_CGN_SIM") else {
+        eprintln!("PCP_CLIENT_CGN_SIM not set: cgn-sim interop not run");
+        return;
+    };
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free port")
+        .port();
+    let ctl = std::env::temp_dir().join(format!("pcp-client-cgn-{}.sock", std::process::id()));
+    let _daemon = Daemon(
+        Command::new(&bin)
+            .args([
+                "--dataplane",
+                "none",
+                "--inside",
+                "127.0.0.1",
+                "--pool",
+                "198.51.100.0/28",
+            ])
+            .args(["--port", &port.to_string(), "--ctl"])
+            .arg(&ctl)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("cgn-sim starts"),
+    );
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut config = fast(vec![server]);
+    config.engine.irt = Duration::from_millis(200);
+    let client = Client::new(config).await.expect("client");
+    let mut m = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.map(MapRequest::new(Protocol::UDP, 5000, 130)),
+    )
+    .await
+    .expect("answered")
+    .expect("granted");
+    let first = m.external();
+    let mut events = client.events();
+    // A restart within ~2 s of the server's start is invisible to the §8.5 epoch check (the
+    // epoch is still 0 or 1); let some time pass first.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let restart = Command::new(&bin)
+        .arg("--ctl")
+        .arg(&ctl)
+        .args(["ctl", "restart"])
+        .output()
+        .expect("ctl runs");
+    assert!(restart.status.success());
+    // Re-created within 0 to 5 s of the ANNOUNCE, same nonce, suggesting the old endpoint.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Ok(Event::Renewed { .. } | Event::Changed { .. } | Event::Granted { .. })) => break,
+            Ok(Ok(_)) => continue,
+            other => panic!("no re-creation after the restart: {other:?}"),
+        }
+    }
+    let table = Command::new(&bin)
+        .arg("--ctl")
+        .arg(&ctl)
+        .args(["ctl", "mappings"])
+        .output()
+        .expect("ctl runs");
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.contains(&m.nonce().to_string()), "{table}");
+    let _ = tokio::time::timeout(Duration::from_millis(10), m.next_event()).await;
+    assert_eq!(m.external().ip(), first.ip());
+    tokio::time::timeout(Duration::from_secs(10), m.delete())
+        .await
+        .expect("answered")
+        .expect("deleted");
+}

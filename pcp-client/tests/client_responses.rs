@@ -604,3 +604,34 @@ fn state_stays_bounded_when_mappings_come_and_go() {
     }
     assert_eq!(h.engine.mapping_count(), 1);
 }
+
+// RFC 6887 §13.2 against a server that ignores PREFER_FAILURE (seen with miniupnpd 2.3.1):
+// one non-echoing success is a possible race and is ignored; a second one for the same
+// unanswered request is reported and what the server made is deleted with the same nonce.
+#[test]
+fn server_ignoring_prefer_failure_is_reported_and_its_offer_deleted() {
+    let mut h = Harness::new();
+    let id = h.map(
+        udp_map(6001, 300)
+            .suggest(sa("198.51.100.7:6000"))
+            .prefer_failure(),
+    );
+    let first = h.take_sent().pop().expect("sent");
+    h.answer(&first, ResultCode::Success, 300, 1, 6001);
+    assert!(h.take_events().is_empty());
+    h.advance(secs(3.5));
+    let retry = h.take_sent().pop().expect("retransmitted");
+    h.answer(&retry, ResultCode::Success, 300, 4, 6001);
+    assert_eq!(
+        h.take_events(),
+        vec![Event::PreferFailureIgnored {
+            id,
+            offered: sa("198.51.100.7:6001")
+        }]
+    );
+    let delete = h.take_sent().pop().expect("delete sent at once");
+    assert_eq!(delete.request().lifetime, 0);
+    assert_eq!(delete.map().nonce, first.map().nonce);
+    h.answer(&delete, ResultCode::Success, 0, 4, 0);
+    assert_eq!(h.take_events(), vec![Event::Deleted { id }]);
+}

@@ -55,6 +55,13 @@ pub enum ClientError {
         /// The error's lifetime in seconds.
         lifetime: u32,
     },
+    /// The server ignores PREFER_FAILURE: it offered another external endpoint (which the
+    /// client deletes again).
+    #[error("the server ignores PREFER_FAILURE: it offered {offered} instead (deleted again)")]
+    PreferFailureIgnored {
+        /// What the server offered.
+        offered: SocketAddr,
+    },
     /// The exchange ran out of retransmissions (MRC/MRD).
     #[error("no answer from the PCP server")]
     TimedOut,
@@ -532,6 +539,9 @@ impl Driver {
                     Err(ClientError::Server { code, lifetime })
                 }
                 Event::TimedOut { .. } => Err(ClientError::TimedOut),
+                Event::PreferFailureIgnored { offered, .. } => {
+                    Err(ClientError::PreferFailureIgnored { offered })
+                }
                 _ => {
                     self.pending.insert(id, reply);
                     return;

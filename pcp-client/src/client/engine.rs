@@ -66,6 +66,9 @@ pub(crate) struct Mapping {
     pub hold_until: Option<Instant>,
     /// The current exchange goes over NAT-PMP.
     pub natpmp: bool,
+    /// PREFER_FAILURE successes that did not echo the suggestion while this request was
+    /// unanswered (a server that ignores PREFER_FAILURE sends one per retransmission).
+    pub stale_offers: u8,
     /// The next renewal attempt goes over NAT-PMP (set by the fallback).
     pub natpmp_next: bool,
     pub next_send: Option<Instant>,
@@ -399,6 +402,7 @@ impl Engine {
             sent_path: s.active,
             hold_until: None,
             natpmp: false,
+            stale_offers: 0,
             natpmp_next: false,
             next_send: Some(now),
             deadline: None,

@@ -129,6 +129,15 @@ pub enum Event {
         /// How long the error is expected to last, in seconds (after defaults and the cap).
         lifetime: u32,
     },
+    /// The server answered a PREFER_FAILURE request twice with another external endpoint than
+    /// suggested (it ignores PREFER_FAILURE, RFC 6887 §13.2). The engine deletes what the
+    /// server made (same nonce) and reports [`Event::Deleted`] when that is done.
+    PreferFailureIgnored {
+        /// The mapping.
+        id: MappingId,
+        /// What the server offered instead.
+        offered: SocketAddr,
+    },
     /// The exchange ran out of transmissions (MRC) or time (MRD); the mapping is forgotten.
     TimedOut {
         /// The mapping.
@@ -173,6 +182,7 @@ impl Event {
             | Event::Changed { id, .. }
             | Event::Expired { id }
             | Event::Failed { id, .. }
+            | Event::PreferFailureIgnored { id, .. }
             | Event::TimedOut { id }
             | Event::Deleted { id } => Some(id),
             _ => None,

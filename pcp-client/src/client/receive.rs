@@ -208,6 +208,7 @@ impl Engine {
                     || (!address.is_unspecified() && map.external_address != address)
                 {
                     self.stats.stale_updates += 1;
+                    self.stale_offer(now, id, map);
                     return;
                 }
             }
@@ -234,6 +235,27 @@ impl Engine {
             lifetime,
             code == ResultCode::NoResources,
         );
+    }
+
+    /// A second non-echoing PREFER_FAILURE success for a request still unanswered is not a race
+    /// any more: the server ignores PREFER_FAILURE (some miniupnpd versions substitute another
+    /// port). Report it and delete what the server made with our nonce, so it does not linger.
+    fn stale_offer(&mut self, now: Instant, id: u64, map: &crate::wire::MapData) {
+        let Some(m) = self.mappings.get_mut(&id) else {
+            return;
+        };
+        if !m.awaiting || m.grant.is_some() {
+            return;
+        }
+        m.stale_offers = m.stale_offers.saturating_add(1);
+        if m.stale_offers < 2 {
+            return;
+        }
+        self.push_event(Event::PreferFailureIgnored {
+            id: MappingId(id),
+            offered: SocketAddr::new(map.external_address, map.external_port),
+        });
+        let _ = self.delete(now, MappingId(id));
     }
 
     /// NO_RESOURCES hold-downs (RFC 6887 §11.4, §12.4): after a create or renew no new-mapping

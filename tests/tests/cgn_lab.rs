@@ -104,6 +104,28 @@ fn natpmpc_in_the_cpe_maps_through_cgn_sim() {
     let table = ctl(&bin, &sock, &["mappings"]);
     assert!(table.contains("Type: MAP IN, Protocol: UDP"), "{table}");
     assert!(table.contains("[100.64.0.2:5000] TTL: 3600"), "{table}");
+    // RFC 6887 §8.2: a request from the Internet side is ignored silently (natpmpc keeps
+    // retrying; it is stopped after 3 s).
+    let _ = lab.exec_timeout(
+        Node::Inet,
+        &[
+            "natpmpc",
+            "-g",
+            "203.0.113.1",
+            "-a",
+            "6000",
+            "6000",
+            "udp",
+            "60",
+        ],
+        Duration::from_secs(3),
+    );
+    let stats = ctl(&bin, &sock, &["stats"]);
+    assert!(
+        !stats.contains("cgn_pcp_dropped_total{reason=\"interface\"} 0"),
+        "{stats}"
+    );
+    assert!(!ctl(&bin, &sock, &["mappings"]).contains(":6000]"));
     assert!(ctl(&bin, &sock, &["restart"]).contains("state lost"));
     assert_eq!(ctl(&bin, &sock, &["mappings"]), "");
     let _ = std::fs::remove_file(&sock);

@@ -19,6 +19,7 @@ use super::event::{Event, MappingId, Path, ServerId, Version};
 use super::request::{MapRequest, PeerRequest, RequestError, Spec};
 use super::retransmit::Retransmit;
 use super::rng::{BoxRng, default_rng, seeded_rng};
+use super::slab::Slab;
 
 /// What a response is matched on (RFC 6887 §11.4, §12.4): never the fields the server fills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -178,9 +179,8 @@ pub struct Engine {
     pub(crate) config: Config,
     pub(crate) rng: BoxRng,
     pub(crate) servers: Vec<Server>,
-    pub(crate) mappings: HashMap<u64, Mapping>,
+    pub(crate) mappings: Slab<Mapping>,
     pub(crate) index: HashMap<Key, u64>,
-    next_id: u64,
     pub(crate) timers: BinaryHeap<Reverse<(Instant, u64, u32)>>,
     pub(crate) transmits: VecDeque<Job>,
     pub(crate) events: VecDeque<Event>,
@@ -221,9 +221,8 @@ impl Engine {
             config,
             rng,
             servers: Vec::new(),
-            mappings: HashMap::new(),
+            mappings: Slab::default(),
             index: HashMap::new(),
-            next_id: 1,
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -387,7 +386,7 @@ impl Engine {
                 Nonce(n)
             }
         };
-        let id = self.next_id;
+        let id = self.mappings.next_id();
         let mapping = Mapping {
             server: server.0,
             spec,
@@ -413,9 +412,8 @@ impl Engine {
         if self.index.contains_key(&key) {
             return Err(RequestError::Duplicate);
         }
-        self.next_id += 1;
         self.index.insert(key, id);
-        self.mappings.insert(id, mapping);
+        self.mappings.insert(mapping);
         self.fire(now, id);
         Ok(MappingId(id))
     }
@@ -627,5 +625,17 @@ impl Engine {
                 .position(|p| p.remote == remote)
                 .map(|path| (i, path))
         })
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    // Memory per mapping (BENCHMARKS: bytes per mapping): keep the per-mapping state compact.
+    #[test]
+    fn mapping_state_stays_compact() {
+        let mapping = std::mem::size_of::<super::Mapping>();
+        let key = std::mem::size_of::<super::Key>();
+        assert!(mapping <= 432, "Mapping is {mapping} bytes");
+        assert!(key <= 64, "Key is {key} bytes");
     }
 }

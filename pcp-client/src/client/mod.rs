@@ -66,6 +66,7 @@ mod request;
 pub mod retransmit;
 pub mod rng;
 mod schedule;
+mod slab;
 mod transmit;
 
 pub use config::Config;

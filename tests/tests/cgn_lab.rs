@@ -10,23 +10,65 @@ use std::time::{Duration, Instant};
 use nat444_tests::lab::{LabBuilder, Node};
 use nat444_tests::require_privileges;
 
-/// The `cgn-sim` binary of this workspace, built on demand in the same target directory.
-fn cgn_sim() -> PathBuf {
+/// A binary of this workspace (`package`, `name`), built on demand in the same target
+/// directory as this test.
+fn workspace_bin(package: &str, name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test path");
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target profile dir")
         .to_path_buf();
-    let bin = dir.join("cgn-sim");
+    let bin = dir.join(name);
     if !bin.exists() {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "cgn-sim", "--bin", "cgn-sim"])
+            .args(["build", "-p", package, "--bin", name])
             .status()
             .expect("cargo build");
-        assert!(status.success(), "building cgn-sim");
+        assert!(status.success(), "building {name}");
     }
     bin
+}
+
+fn cgn_sim() -> PathBuf {
+    workspace_bin("cgn-sim", "cgn-sim")
+}
+
+/// Starts cgn-sim in the lab's cgn namespace and waits for its control socket.
+fn start_cgn(
+    lab: &nat444_tests::lab::Lab,
+    bin: &PathBuf,
+) -> (nat444_tests::lab::LabChild, PathBuf) {
+    let sock = std::env::temp_dir().join(format!("{}-cgn.sock", lab.prefix()));
+    let sock_s = sock.display().to_string();
+    let bin_s = bin.display().to_string();
+    let child = lab
+        .spawn(
+            Node::Cgn,
+            &[
+                &bin_s,
+                "--dataplane",
+                "none",
+                "--inside",
+                "100.64.0.1",
+                "--outside",
+                "203.0.113.1",
+                "--pool",
+                "198.51.100.0/28",
+                "--ctl",
+                &sock_s,
+            ],
+        )
+        .expect("spawn cgn-sim");
+    let t = Instant::now();
+    while !sock.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "cgn-sim did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, sock)
 }
 
 fn ctl(bin: &PathBuf, sock: &PathBuf, args: &[&str]) -> String {
@@ -128,5 +170,108 @@ fn natpmpc_in_the_cpe_maps_through_cgn_sim() {
     assert!(!ctl(&bin, &sock, &["mappings"]).contains(":6000]"));
     assert!(ctl(&bin, &sock, &["restart"]).contains("state lost"));
     assert_eq!(ctl(&bin, &sock, &["mappings"]), "");
+    let _ = std::fs::remove_file(&sock);
+}
+
+fn pcpc(lab: &nat444_tests::lab::Lab, pcpc: &str, args: &[&str]) -> String {
+    let mut argv = vec![pcpc, "--server", "100.64.0.1", "--json", "--timeout", "5"];
+    argv.extend_from_slice(args);
+    let out = lab.exec(Node::Cpe, &argv).expect("pcpc runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// The project's own client against the CGN in the lab: MAP with PREFER_FAILURE, FILTER and
+// DESCRIPTION gets exactly the suggested endpoint; another nonce is refused (the rule
+// miniupnpd skips); PEER shares the EIM binding; delete needs the nonce; ANNOUNCE answers.
+#[test]
+fn pcpc_in_the_cpe_maps_peers_and_deletes_through_cgn_sim() {
+    require_privileges!();
+    let bin = cgn_sim();
+    let pcpc_bin = workspace_bin("pcp-client", "pcpc").display().to_string();
+    let lab = LabBuilder::new().build().expect("lab builds");
+    let (_daemon, sock) = start_cgn(&lab, &bin);
+    let nonce = "353137383539353136000000";
+    let map = pcpc(
+        &lab,
+        &pcpc_bin,
+        &[
+            "map",
+            "--internal-port",
+            "5000",
+            "--suggest",
+            "198.51.100.5:41000",
+            "--prefer-failure",
+            "--filter",
+            "203.0.113.0/24",
+            "--description",
+            "cam",
+            "--nonce",
+            nonce,
+        ],
+    );
+    assert!(map.contains(r#""result":"SUCCESS""#), "{map}");
+    assert!(
+        map.contains(r#""external_address":"198.51.100.5","external_port":41000"#),
+        "{map}"
+    );
+    let thief = pcpc(
+        &lab,
+        &pcpc_bin,
+        &[
+            "map",
+            "--internal-port",
+            "5000",
+            "--nonce",
+            "111111111111111111111111",
+        ],
+    );
+    assert!(thief.contains(r#""result":"NOT_AUTHORIZED""#), "{thief}");
+    let peer = pcpc(
+        &lab,
+        &pcpc_bin,
+        &[
+            "peer",
+            "--internal-port",
+            "5000",
+            "--remote",
+            "203.0.113.50:9000",
+        ],
+    );
+    assert!(peer.contains(r#""external_port":41000"#), "{peer}");
+    let table = ctl(&bin, &sock, &["mappings"]);
+    assert!(
+        table.contains("ANY -> 198.51.100.5:41000[100.64.0.2:5000]"),
+        "{table}"
+    );
+    assert!(
+        table.contains("Mapping Nonce: 0x353137383539353136000000, Filter(s): 1"),
+        "{table}"
+    );
+    assert!(table.contains("Type: PEER, Protocol: UDP, Zone: ---, Vpn: public 100.64.0.2:5000[198.51.100.5:41000] -> 203.0.113.50:9000"), "{table}");
+    let bad = pcpc(
+        &lab,
+        &pcpc_bin,
+        &[
+            "delete",
+            "--internal-port",
+            "5000",
+            "--nonce",
+            "222222222222222222222222",
+        ],
+    );
+    assert!(bad.contains(r#""result":"NOT_AUTHORIZED""#), "{bad}");
+    let del = pcpc(
+        &lab,
+        &pcpc_bin,
+        &["delete", "--internal-port", "5000", "--nonce", nonce],
+    );
+    assert!(del.contains(r#""result":"SUCCESS""#), "{del}");
+    let table = ctl(&bin, &sock, &["mappings"]);
+    assert!(
+        !table.contains("MAP IN") && table.contains("Type: PEER"),
+        "{table}"
+    );
+    let ann = pcpc(&lab, &pcpc_bin, &["announce"]);
+    assert!(ann.contains(r#""result":"SUCCESS""#), "{ann}");
     let _ = std::fs::remove_file(&sock);
 }

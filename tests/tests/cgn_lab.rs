@@ -3,7 +3,7 @@
 //! `ctl restart` empties the table. Needs root (CAP_NET_ADMIN); skipped otherwise unless
 //! NAT444_REQUIRE_PRIVILEGED=1.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -35,10 +35,7 @@ fn cgn_sim() -> PathBuf {
 }
 
 /// Starts cgn-sim in the lab's cgn namespace and waits for its control socket.
-fn start_cgn(
-    lab: &nat444_tests::lab::Lab,
-    bin: &PathBuf,
-) -> (nat444_tests::lab::LabChild, PathBuf) {
+fn start_cgn(lab: &nat444_tests::lab::Lab, bin: &Path) -> (nat444_tests::lab::LabChild, PathBuf) {
     let sock = std::env::temp_dir().join(format!("{}-cgn.sock", lab.prefix()));
     let sock_s = sock.display().to_string();
     let bin_s = bin.display().to_string();
@@ -71,7 +68,7 @@ fn start_cgn(
     (child, sock)
 }
 
-fn ctl(bin: &PathBuf, sock: &PathBuf, args: &[&str]) -> String {
+fn ctl(bin: &Path, sock: &Path, args: &[&str]) -> String {
     let out = Command::new(bin)
         .arg("--ctl")
         .arg(sock)

@@ -35,6 +35,9 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// Most concurrent connections; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Most concurrent connections from one LAN host, so one slow or hostile host cannot take
+/// every slot.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 16;
 /// hyper's read buffer cap (bounds header size).
 pub const MAX_BUF: usize = 16 * 1024;
 
@@ -131,6 +134,10 @@ pub fn host_is_ip_literal(host: &str) -> bool {
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, StatusCode> {
+    // A declared length over the cap is refused before reading anything.
+    if hyper::body::Body::size_hint(&body).lower() > MAX_BODY as u64 {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
     let limited = Limited::new(body, MAX_BODY);
     match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
         Err(_) => Err(StatusCode::REQUEST_TIMEOUT),
@@ -337,6 +344,38 @@ fn gena<B: PortMappingBackend>(
     }
 }
 
+/// Open connections per peer address.
+#[derive(Debug, Default)]
+struct PeerSlots(Mutex<std::collections::HashMap<Ipv4Addr, usize>>);
+
+/// One connection's claim on its peer's slots; released on drop.
+#[derive(Debug)]
+struct PeerSlot(Arc<PeerSlots>, Ipv4Addr);
+
+impl PeerSlots {
+    fn take(self: &Arc<Self>, peer: Ipv4Addr) -> Option<PeerSlot> {
+        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = m.entry(peer).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot(self.clone(), peer))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown` turns true.
 pub async fn serve<B: PortMappingBackend>(
     listener: TcpListener,
@@ -344,6 +383,7 @@ pub async fn serve<B: PortMappingBackend>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let peers = Arc::new(PeerSlots::default());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -360,6 +400,10 @@ pub async fn serve<B: PortMappingBackend>(
                 continue;
             }
         };
+        let Some(slot) = peers.take(peer_v4) else {
+            srv.metrics.inc("upnp_iwf_http_refused", "reason=\"peer_busy\"".into());
+            continue;
+        };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             srv.metrics.inc("upnp_iwf_http_refused", "reason=\"busy\"".into());
             continue;
@@ -368,6 +412,7 @@ pub async fn serve<B: PortMappingBackend>(
         let srv = srv.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             let svc = hyper::service::service_fn(move |req| handle(srv.clone(), local, peer_v4, req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .half_close(true)

@@ -270,3 +270,42 @@ fn natpmpc_gets_the_external_address_and_a_mapping() {
     );
     assert!(ctl(&d, &["mappings"]).contains("[127.0.0.1:5000] TTL: 3600"));
 }
+
+// OpenMetrics over HTTP (`--metrics ADDR`): requests by opcode and result, mappings by type.
+#[test]
+fn daemon_serves_openmetrics_over_http() {
+    use std::io::{Read, Write};
+    let mport = {
+        let l = std::net::TcpListener::bind((LO, 0)).expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let maddr = format!("127.0.0.1:{mport}");
+    let d = start("metrics", LO, free_port(LO), &["--metrics", &maddr]);
+    let s = client();
+    s.send_to(
+        &emit(&map_req(LO, nonce(1), Protocol::TCP, 80, 3600, None, &[])),
+        d.addr,
+    )
+    .expect("send");
+    recv(&s);
+    let t = Instant::now();
+    let body = loop {
+        if let Ok(mut c) = std::net::TcpStream::connect(&maddr) {
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("write");
+            let mut text = String::new();
+            c.read_to_string(&mut text).expect("read");
+            break text;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "metrics endpoint");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("application/openmetrics-text"));
+    assert!(
+        body.contains("cgn_pcp_requests_total{opcode=\"map\",result=\"SUCCESS\"} 1"),
+        "{body}"
+    );
+    assert!(body.contains("cgn_mappings{type=\"map\"} 1"));
+    assert!(body.trim_end().ends_with("# EOF"));
+}

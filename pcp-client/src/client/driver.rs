@@ -116,6 +116,24 @@ type CreateReply = oneshot::Sender<Result<(MappingId, GrantInfo, Subscription), 
 
 /// A PCP client over tokio. Cheap to clone; the driver task stops when the last `Client` and
 /// the last [`Mapping`] are dropped.
+///
+/// ```no_run
+/// use pcp_client::client::MapRequest;
+/// use pcp_client::wire::Protocol;
+/// use pcp_client::{Client, ClientConfig};
+///
+/// # async fn demo() -> Result<(), pcp_client::ClientError> {
+/// // No server configured: the default gateway is the PCP server.
+/// let client = Client::new(ClientConfig::default()).await?;
+/// let mut mapping = client.map(MapRequest::new(Protocol::UDP, 5000, 3600)).await?;
+/// println!("reachable at {} (nonce {})", mapping.external(), mapping.nonce());
+/// // Renewed in the background; watch for changes until done, then delete.
+/// if let Some(event) = mapping.next_event().await {
+///     println!("{event:?}");
+/// }
+/// mapping.delete().await
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,

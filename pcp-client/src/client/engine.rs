@@ -611,6 +611,15 @@ impl Engine {
     }
 
     pub(crate) fn push_event(&mut self, event: Event) {
+        match event {
+            Event::Failed { .. }
+            | Event::TimedOut { .. }
+            | Event::ServerStateLost { .. }
+            | Event::ServerUnreachable { .. }
+            | Event::PreferFailureIgnored { .. }
+            | Event::Expired { .. } => tracing::info!(?event, "PCP client"),
+            _ => tracing::debug!(?event, "PCP client"),
+        }
         if self.events.len() >= config::MAX_QUEUED_EVENTS {
             self.events.pop_front();
             self.stats.events_dropped += 1;

@@ -17,6 +17,7 @@ impl Engine {
         while let Some(job) = self.transmits.pop_front() {
             if let Some(t) = self.build(job, buf) {
                 self.stats.transmissions += 1;
+                tracing::trace!(?job, to = %t.destination, len = t.len, "PCP client send");
                 return Some(t);
             }
         }

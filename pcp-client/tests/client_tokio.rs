@@ -472,6 +472,39 @@ async fn cancelled_map_is_not_retried_forever() {
     assert!(late.is_err(), "still retransmitting after cancellation");
 }
 
+// No task leaks: once the last Client and Mapping are dropped, the driver and its socket
+// readers end.
+#[tokio::test]
+async fn dropping_the_client_and_its_mappings_ends_every_task() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let responder = Responder::start().await;
+    let baseline = metrics.num_alive_tasks();
+    let client = Client::new(fast(vec![responder.addr]))
+        .await
+        .expect("client");
+    let m = client
+        .map(MapRequest::new(Protocol::UDP, 4000, 60))
+        .await
+        .expect("granted");
+    assert!(metrics.num_alive_tasks() > baseline);
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        metrics.num_alive_tasks() > baseline,
+        "a live Mapping keeps the driver"
+    );
+    drop(m);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metrics.num_alive_tasks() > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "tasks left: {}",
+            metrics.num_alive_tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn pcpc(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pcpc"))
         .args(args)

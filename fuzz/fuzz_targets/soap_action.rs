@@ -44,7 +44,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let now = Instant::now();
     let igd = Igd {
-        backend: Arc::new(MemoryBackend::new(now, Some(Ipv4Addr::new(198, 51, 100, 1)), Some(8))),
+        backend: Arc::new(MemoryBackend::new(
+            now,
+            Some(Ipv4Addr::new(198, 51, 100, 1)),
+            Some(8),
+        )),
         policy: Policy {
             lan: vec![Ipv4Prefix::new(Ipv4Addr::new(192, 168, 0, 0), 24)],
             ..Policy::default()
@@ -53,12 +57,19 @@ fuzz_target!(|data: &[u8]| {
         link: LinkInfo::default(),
     };
     for version in [IgdVersion::V1, IgdVersion::V2] {
-        let ctx = Context { caller: Ipv4Addr::new(192, 168, 0, 10), version, now };
+        let ctx = Context {
+            caller: Ipv4Addr::new(192, 168, 0, 10),
+            version,
+            now,
+        };
         for name in [action.as_str(), req.action.as_str()] {
             match ready(igd.handle(&ctx, name, &req)) {
                 Some(Ok(outs)) => {
                     let xml = soap::response("urn:x", name, &outs);
-                    assert!(soap::parse_request(xml.as_bytes()).is_ok(), "own response parses");
+                    assert!(
+                        soap::parse_request(xml.as_bytes()).is_ok(),
+                        "own response parses"
+                    );
                 }
                 Some(Err(e)) => assert!(e.code() >= 401),
                 None => panic!("in-memory backend never waits"),

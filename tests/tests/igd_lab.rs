@@ -85,18 +85,52 @@ fn upnpc_and_python_miniupnpc_discover_and_map_from_the_lan() {
     // reserved, so it truthfully reports a "(not connected?)" IGD (upnp-igd.md §6.1); `-i`
     // makes upnpc use it anyway.
     let out = run(&lab, Node::Lan, &["upnpc", "-i", "-s"], 20);
-    assert!(out.contains(&format!("desc: {LOCATION}")), "{out}\n{}", iwf.log());
-    assert!(out.contains("st: urn:schemas-upnp-org:device:InternetGatewayDevice:1"), "{out}");
-    assert!(out.contains("Found a (not connected?) IGD : http://192.168.0.1:5000/ctl/IPConn"), "{out}");
+    assert!(
+        out.contains(&format!("desc: {LOCATION}")),
+        "{out}\n{}",
+        iwf.log()
+    );
+    assert!(
+        out.contains("st: urn:schemas-upnp-org:device:InternetGatewayDevice:1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Found a (not connected?) IGD : http://192.168.0.1:5000/ctl/IPConn"),
+        "{out}"
+    );
     assert!(out.contains("Local LAN ip address : 192.168.0.10"), "{out}");
     assert!(out.contains("Status : Connected"), "{out}");
     assert!(out.contains("ExternalIPAddress = 198.51.100.1"), "{out}");
-    let out = run(&lab, Node::Lan, &["upnpc", "-i", "-e", "lab game", "-a", "192.168.0.10", "5000", "5000", "UDP", "3600"], 20);
+    let out = run(
+        &lab,
+        Node::Lan,
+        &[
+            "upnpc",
+            "-i",
+            "-e",
+            "lab game",
+            "-a",
+            "192.168.0.10",
+            "5000",
+            "5000",
+            "UDP",
+            "3600",
+        ],
+        20,
+    );
     assert!(out.contains("external 198.51.100.1:5000 UDP is redirected to internal 192.168.0.10:5000 (duration=3600)"), "{out}");
-    let out = run(&lab, Node::Lan, &["upnpc", "-i", "-a", "192.168.0.99", "5001", "5001", "UDP"], 20);
+    let out = run(
+        &lab,
+        Node::Lan,
+        &["upnpc", "-i", "-a", "192.168.0.99", "5001", "5001", "UDP"],
+        20,
+    );
     assert!(out.contains("606"), "secure mode: {out}");
     let out = run(&lab, Node::Lan, &["upnpc", "-i", "-l"], 20);
-    assert!(out.contains(" 0 UDP  5000->192.168.0.10:5000  'lab game' '' "), "{out}");
+    assert!(
+        out.contains(" 0 UDP  5000->192.168.0.10:5000  'lab game' '' "),
+        "{out}"
+    );
     let script = "import miniupnpc\nu=miniupnpc.UPnP()\nu.discoverdelay=2000\nprint('found', u.discover())\n\
                   u.selectigd()\nprint('lan', u.lanaddr)\nprint('ext', u.externalipaddress())\n\
                   print('add', u.addportmapping(6000, 'TCP', u.lanaddr, 6000, 'py', ''))\n\
@@ -107,7 +141,10 @@ fn upnpc_and_python_miniupnpc_discover_and_map_from_the_lan() {
     assert!(out.contains("add True"), "{out}");
     assert!(out.contains("n 2"), "{out}");
     let out = run(&lab, Node::Lan, &["upnpc", "-i", "-d", "5000", "UDP"], 20);
-    assert!(out.contains("UPNP_DeletePortMapping() returned : 0"), "{out}");
+    assert!(
+        out.contains("UPNP_DeletePortMapping() returned : 0"),
+        "{out}"
+    );
     drop(iwf);
 }
 
@@ -146,9 +183,24 @@ print('SOURCES', sorted(srcs))
 fn announcements_at_start_and_byebye_on_sigterm_reach_the_lan() {
     require_privileges!();
     let lab = LabBuilder::new().build().expect("lab");
-    let listener = lab.spawn(Node::Lan, &[PY, "-c", LISTEN, "4"]).expect("listener");
+    let listener = lab
+        .spawn(Node::Lan, &[PY, "-c", LISTEN, "4"])
+        .expect("listener");
     let gssdp = lab
-        .spawn(Node::Lan, &["gssdp-discover", "-i", "eth0", "-n", "4", "-m", "all", "-t", "urn:schemas-upnp-org:device:InternetGatewayDevice:1"])
+        .spawn(
+            Node::Lan,
+            &[
+                "gssdp-discover",
+                "-i",
+                "eth0",
+                "-n",
+                "4",
+                "-m",
+                "all",
+                "-t",
+                "urn:schemas-upnp-org:device:InternetGatewayDevice:1",
+            ],
+        )
         .expect("gssdp-discover");
     std::thread::sleep(Duration::from_millis(500));
     let iwf = start_iwf(&lab, &[]);
@@ -159,12 +211,23 @@ fn announcements_at_start_and_byebye_on_sigterm_reach_the_lan() {
         .expect("kill -TERM <pid>");
     assert!(status.success());
     let exit = iwf.wait_timeout(Duration::from_secs(5)).expect("wait");
-    assert!(exit.is_some_and(|s| s.success()), "clean exit:\n{}", iwf.log());
-    listener.wait_timeout(Duration::from_secs(6)).expect("listener ends");
-    gssdp.wait_timeout(Duration::from_secs(6)).expect("gssdp ends");
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "clean exit:\n{}",
+        iwf.log()
+    );
+    listener
+        .wait_timeout(Duration::from_secs(6))
+        .expect("listener ends");
+    gssdp
+        .wait_timeout(Duration::from_secs(6))
+        .expect("gssdp ends");
     let out = listener.log();
     assert!(out.contains(&format!("LOCATION {LOCATION}")), "{out}");
-    assert!(out.contains("ALIVE_NT 10 ALIVE_MSGS 20"), "alive set twice:\n{out}");
+    assert!(
+        out.contains("ALIVE_NT 10 ALIVE_MSGS 20"),
+        "alive set twice:\n{out}"
+    );
     assert!(out.contains("BYE_NT 10 BYE_MSGS 10"), "byebye set:\n{out}");
     assert!(out.contains("SOURCES ['192.168.0.1:1900']"), "{out}");
     let max: usize = out
@@ -176,7 +239,10 @@ fn announcements_at_start_and_byebye_on_sigterm_reach_the_lan() {
     let g = gssdp.log();
     assert!(g.contains("resource available"), "{g}");
     assert!(g.contains(LOCATION), "{g}");
-    assert!(g.contains("resource unavailable"), "byebye seen by gssdp:\n{g}");
+    assert!(
+        g.contains("resource unavailable"),
+        "byebye seen by gssdp:\n{g}"
+    );
 }
 
 const PROBE: &str = r#"
@@ -210,16 +276,62 @@ fn lan_unicast_search_is_answered_and_the_wan_side_sees_nothing() {
     require_privileges!();
     let lab = LabBuilder::new().build().expect("lab");
     let iwf = start_iwf(&lab, &[]);
-    let out = run(&lab, Node::Lan, &[PY, "-c", PROBE, "192.168.0.1", "upnp:rootdevice"], 10);
-    assert!(out.contains("REPLY from 192.168.0.1:1900"), "{out}\n{}", iwf.log());
+    let out = run(
+        &lab,
+        Node::Lan,
+        &[PY, "-c", PROBE, "192.168.0.1", "upnp:rootdevice"],
+        10,
+    );
+    assert!(
+        out.contains("REPLY from 192.168.0.1:1900"),
+        "{out}\n{}",
+        iwf.log()
+    );
     assert!(out.contains(&format!("LOCATION: {LOCATION}")), "{out}");
-    let out = run(&lab, Node::Lan, &[PY, "-c", PROBE, "239.255.255.250", "ssdp:all", "192.168.0.10"], 10);
-    assert_eq!(out.matches("REPLY from 192.168.0.1:1900").count(), 10, "{out}");
-    let out = run(&lab, Node::Cgn, &[PY, "-c", PROBE, "239.255.255.250", "ssdp:all", "100.64.0.1"], 10);
-    assert!(!out.contains("REPLY"), "WAN multicast search answered:\n{out}");
-    let out = run(&lab, Node::Cgn, &[PY, "-c", PROBE, "100.64.0.2", "ssdp:all"], 10);
-    assert!(!out.contains("REPLY"), "WAN unicast search answered:\n{out}");
-    let out = run(&lab, Node::Cgn, &["upnpc", "-u", "http://100.64.0.2:5000/rootDesc.xml", "-s"], 15);
+    let out = run(
+        &lab,
+        Node::Lan,
+        &[
+            PY,
+            "-c",
+            PROBE,
+            "239.255.255.250",
+            "ssdp:all",
+            "192.168.0.10",
+        ],
+        10,
+    );
+    assert_eq!(
+        out.matches("REPLY from 192.168.0.1:1900").count(),
+        10,
+        "{out}"
+    );
+    let out = run(
+        &lab,
+        Node::Cgn,
+        &[PY, "-c", PROBE, "239.255.255.250", "ssdp:all", "100.64.0.1"],
+        10,
+    );
+    assert!(
+        !out.contains("REPLY"),
+        "WAN multicast search answered:\n{out}"
+    );
+    let out = run(
+        &lab,
+        Node::Cgn,
+        &[PY, "-c", PROBE, "100.64.0.2", "ssdp:all"],
+        10,
+    );
+    assert!(
+        !out.contains("REPLY"),
+        "WAN unicast search answered:\n{out}"
+    );
+    let out = run(
+        &lab,
+        Node::Cgn,
+        &["upnpc", "-u", "http://100.64.0.2:5000/rootDesc.xml", "-s"],
+        15,
+    );
     assert!(!out.contains("Found valid IGD"), "{out}");
     drop(iwf);
 }
@@ -236,10 +348,23 @@ fn igd_next_and_rupnp_work_from_the_lan_including_gena_events() {
     let out = run(
         &lab,
         Node::Lan,
-        &["env", "IGD_LAB_HELPER=1", &exe, "--exact", "lan_rust_clients_helper", "--ignored", "--nocapture", "--test-threads=1"],
+        &[
+            "env",
+            "IGD_LAB_HELPER=1",
+            &exe,
+            "--exact",
+            "lan_rust_clients_helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ],
         60,
     );
-    assert!(out.contains("HELPER OK"), "{out}\n--- upnp-iwf log ---\n{}", iwf.log());
+    assert!(
+        out.contains("HELPER OK"),
+        "{out}\n--- upnp-iwf log ---\n{}",
+        iwf.log()
+    );
     assert!(out.contains("1 passed"), "{out}");
 }
 

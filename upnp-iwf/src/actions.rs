@@ -7,9 +7,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::description::{
-    self, DeviceIdentity, IgdVersion, Service, default_connection_service,
-};
+use crate::description::{self, DeviceIdentity, IgdVersion, Service, default_connection_service};
 use crate::mapping::{
     AddRequest, Lease, MappingError, MappingKey, PortChoice, PortMapping, PortMappingBackend,
     Protocol,
@@ -166,7 +164,10 @@ fn add_args(req: &SoapRequest, ctx: &Context, any: bool) -> Result<AddArgs, Upnp
         }
     };
     let enabled = bool_arg(req.arg("NewEnabled"), true)?;
-    let description = req.arg("NewPortMappingDescription").unwrap_or("").to_owned();
+    let description = req
+        .arg("NewPortMappingDescription")
+        .unwrap_or("")
+        .to_owned();
     if description.len() > MAX_DESCRIPTION {
         return Err(UpnpError::StringArgumentTooLong);
     }
@@ -389,7 +390,12 @@ impl<B: PortMappingBackend> Igd<B> {
     pub fn state_variable(&self, name: &str, now: Instant) -> Option<String> {
         let wan = self.backend.wan_status(now);
         Some(match name {
-            "ConnectionStatus" => if wan.connected { "Connected" } else { "Disconnected" }.into(),
+            "ConnectionStatus" => if wan.connected {
+                "Connected"
+            } else {
+                "Disconnected"
+            }
+            .into(),
             "ExternalIPAddress" => wan
                 .external_address
                 .map(|a| a.to_string())
@@ -443,7 +449,9 @@ impl<B: PortMappingBackend> Igd<B> {
             .check_quota(self.held_by(a.internal_client, &a.key, ctx.now))
             .map_err(|d| denied(d, v))?;
         let choice = if any {
-            let ranges = self.policy.permitted_ports(a.internal_client, a.internal_port);
+            let ranges = self
+                .policy
+                .permitted_ports(a.internal_client, a.internal_port);
             if ranges.is_empty() {
                 return Err(denied(Denied::Rule, v));
             }

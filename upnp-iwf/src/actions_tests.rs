@@ -134,8 +134,13 @@ fn lease_zero_is_604800_on_igd2_and_permanent_on_igd1() {
     let now = Instant::now();
     let g = igd(now);
     let c2 = ctx(now, ME, IgdVersion::V2);
-    call(&g, &c2, "AddPortMapping", &add_req("5000", "UDP", "5000", "192.168.0.10", "0"))
-        .expect("lease 0 accepted");
+    call(
+        &g,
+        &c2,
+        "AddPortMapping",
+        &add_req("5000", "UDP", "5000", "192.168.0.10", "0"),
+    )
+    .expect("lease 0 accepted");
     let key = req(&[
         ("NewRemoteHost", ""),
         ("NewExternalPort", "5000"),
@@ -144,7 +149,13 @@ fn lease_zero_is_604800_on_igd2_and_permanent_on_igd1() {
     let o = call(&g, &c2, "GetSpecificPortMappingEntry", &key).expect("present");
     assert_eq!(out(&o, "NewLeaseDuration"), "604800");
     let c1 = ctx(now, ME, IgdVersion::V1);
-    call(&g, &c1, "AddPortMapping", &add_req("5001", "UDP", "5001", "", "0")).expect("v1");
+    call(
+        &g,
+        &c1,
+        "AddPortMapping",
+        &add_req("5001", "UDP", "5001", "", "0"),
+    )
+    .expect("v1");
     let key1 = req(&[("NewExternalPort", "5001"), ("NewProtocol", "UDP")]);
     let o = call(&g, &c1, "GetSpecificPortMappingEntry", &key1).expect("present");
     assert_eq!(out(&o, "NewLeaseDuration"), "0");
@@ -155,8 +166,13 @@ fn lease_above_604800_is_clamped_on_igd2() {
     let now = Instant::now();
     let g = igd(now);
     let c = ctx(now, ME, IgdVersion::V2);
-    call(&g, &c, "AddPortMapping", &add_req("5000", "TCP", "5000", "", "9999999"))
-        .expect("clamped, not rejected");
+    call(
+        &g,
+        &c,
+        "AddPortMapping",
+        &add_req("5000", "TCP", "5000", "", "9999999"),
+    )
+    .expect("clamped, not rejected");
     let m = g.backend.list(now);
     assert_eq!(m[0].lease.remaining_secs(now), MAX_LEASE_V2);
 }
@@ -172,7 +188,10 @@ fn identical_add_refreshes_and_other_host_conflicts() {
     call(&g, &c, "AddPortMapping", &r).expect("first");
     let later = ctx(now + Duration::from_secs(100), ME, IgdVersion::V2);
     call(&g, &later, "AddPortMapping", &r).expect("refresh");
-    assert_eq!(g.backend.list(later.now)[0].lease.remaining_secs(later.now), 3600);
+    assert_eq!(
+        g.backend.list(later.now)[0].lease.remaining_secs(later.now),
+        3600
+    );
     let c_other = ctx(now, OTHER, IgdVersion::V2);
     assert_eq!(
         call(
@@ -192,15 +211,30 @@ fn external_port_zero_is_716_internal_port_zero_is_402_or_732() {
     let c2 = ctx(now, ME, IgdVersion::V2);
     let c1 = ctx(now, ME, IgdVersion::V1);
     assert_eq!(
-        call(&g, &c2, "AddPortMapping", &add_req("0", "TCP", "80", "", "0")),
+        call(
+            &g,
+            &c2,
+            "AddPortMapping",
+            &add_req("0", "TCP", "80", "", "0")
+        ),
         Err(UpnpError::WildCardNotPermittedInExtPort)
     );
     assert_eq!(
-        call(&g, &c2, "AddPortMapping", &add_req("80", "TCP", "0", "", "0")),
+        call(
+            &g,
+            &c2,
+            "AddPortMapping",
+            &add_req("80", "TCP", "0", "", "0")
+        ),
         Err(UpnpError::WildCardNotPermittedInIntPort)
     );
     assert_eq!(
-        call(&g, &c1, "AddPortMapping", &add_req("80", "TCP", "0", "", "0")),
+        call(
+            &g,
+            &c1,
+            "AddPortMapping",
+            &add_req("80", "TCP", "0", "", "0")
+        ),
         Err(UpnpError::InvalidArgs)
     );
 }
@@ -218,7 +252,10 @@ fn ill_typed_or_missing_arguments_are_402() {
         add_req("80", "TCP", "80", "", "-1"),
         req(&[("NewExternalPort", "80"), ("NewProtocol", "TCP")]),
     ] {
-        assert_eq!(call(&g, &c, "AddPortMapping", &r), Err(UpnpError::InvalidArgs));
+        assert_eq!(
+            call(&g, &c, "AddPortMapping", &r),
+            Err(UpnpError::InvalidArgs)
+        );
     }
     let long = "x".repeat(MAX_DESCRIPTION + 1);
     let mut r = add_req("80", "TCP", "80", "", "0");
@@ -235,7 +272,13 @@ fn empty_internal_client_means_the_caller() {
     let now = Instant::now();
     let g = igd(now);
     let c = ctx(now, ME, IgdVersion::V2);
-    call(&g, &c, "AddPortMapping", &add_req("7000", "TCP", "7000", " ", "0")).expect("ok");
+    call(
+        &g,
+        &c,
+        "AddPortMapping",
+        &add_req("7000", "TCP", "7000", " ", "0"),
+    )
+    .expect("ok");
     assert_eq!(g.backend.list(now)[0].internal_client, ME);
 }
 
@@ -261,9 +304,20 @@ fn lower_case_protocol_is_accepted_and_reported_upper_case() {
     let now = Instant::now();
     let g = igd(now);
     let c = ctx(now, ME, IgdVersion::V2);
-    call(&g, &c, "AddPortMapping", &add_req("8000", "tcp", "8000", "", "0")).expect("ok");
-    let o = call(&g, &c, "GetGenericPortMappingEntry", &req(&[("NewPortMappingIndex", "0")]))
-        .expect("entry");
+    call(
+        &g,
+        &c,
+        "AddPortMapping",
+        &add_req("8000", "tcp", "8000", "", "0"),
+    )
+    .expect("ok");
+    let o = call(
+        &g,
+        &c,
+        "GetGenericPortMappingEntry",
+        &req(&[("NewPortMappingIndex", "0")]),
+    )
+    .expect("entry");
     assert_eq!(out(&o, "NewProtocol"), "TCP");
     assert_eq!(o.len(), 8, "all eight out arguments (igd-next needs them)");
     assert_eq!(out(&o, "NewRemoteHost"), "");
@@ -276,13 +330,29 @@ fn generic_entry_past_the_end_is_713_and_non_numeric_is_402() {
     let now = Instant::now();
     let g = igd(now);
     let c = ctx(now, ME, IgdVersion::V2);
-    call(&g, &c, "AddPortMapping", &add_req("8000", "UDP", "8000", "", "0")).expect("ok");
+    call(
+        &g,
+        &c,
+        "AddPortMapping",
+        &add_req("8000", "UDP", "8000", "", "0"),
+    )
+    .expect("ok");
     assert_eq!(
-        call(&g, &c, "GetGenericPortMappingEntry", &req(&[("NewPortMappingIndex", "1")])),
+        call(
+            &g,
+            &c,
+            "GetGenericPortMappingEntry",
+            &req(&[("NewPortMappingIndex", "1")])
+        ),
         Err(UpnpError::SpecifiedArrayIndexInvalid)
     );
     assert_eq!(
-        call(&g, &c, "GetGenericPortMappingEntry", &req(&[("NewPortMappingIndex", "one")])),
+        call(
+            &g,
+            &c,
+            "GetGenericPortMappingEntry",
+            &req(&[("NewPortMappingIndex", "one")])
+        ),
         Err(UpnpError::InvalidArgs)
     );
 }
@@ -298,7 +368,13 @@ fn specific_entry_absent_is_714_present_reports_remaining_lease() {
         call(&g, &c, "GetSpecificPortMappingEntry", &key),
         Err(UpnpError::NoSuchEntryInArray)
     );
-    call(&g, &c, "AddPortMapping", &add_req("9000", "TCP", "9001", "", "100")).expect("ok");
+    call(
+        &g,
+        &c,
+        "AddPortMapping",
+        &add_req("9000", "TCP", "9001", "", "100"),
+    )
+    .expect("ok");
     let later = ctx(now + Duration::from_secs(40), ME, IgdVersion::V2);
     let o = call(&g, &later, "GetSpecificPortMappingEntry", &key).expect("present");
     assert_eq!(out(&o, "NewLeaseDuration"), "60");
@@ -322,13 +398,29 @@ fn delete_absent_is_714_and_foreign_is_606() {
         call(&g, &me, "DeletePortMapping", &key),
         Err(UpnpError::NoSuchEntryInArray)
     );
-    call(&g, &me, "AddPortMapping", &add_req("9100", "UDP", "9100", "", "0")).expect("ok");
+    call(
+        &g,
+        &me,
+        "AddPortMapping",
+        &add_req("9100", "UDP", "9100", "", "0"),
+    )
+    .expect("ok");
     assert_eq!(
-        call(&g, &ctx(now, OTHER, IgdVersion::V2), "DeletePortMapping", &key),
+        call(
+            &g,
+            &ctx(now, OTHER, IgdVersion::V2),
+            "DeletePortMapping",
+            &key
+        ),
         Err(UpnpError::ActionNotAuthorized)
     );
     assert_eq!(
-        call(&g, &ctx(now, OTHER, IgdVersion::V1), "DeletePortMapping", &key),
+        call(
+            &g,
+            &ctx(now, OTHER, IgdVersion::V1),
+            "DeletePortMapping",
+            &key
+        ),
         Err(UpnpError::NoSuchEntryInArray)
     );
     call(&g, &me, "DeletePortMapping", &key).expect("own mapping deleted");
@@ -349,11 +441,21 @@ fn add_any_returns_the_reserved_port() {
     )
     .expect("taken by other");
     let c = ctx(now, ME, IgdVersion::V2);
-    let o = call(&g, &c, "AddAnyPortMapping", &add_req("10000", "TCP", "10000", "", "0"))
-        .expect("any");
+    let o = call(
+        &g,
+        &c,
+        "AddAnyPortMapping",
+        &add_req("10000", "TCP", "10000", "", "0"),
+    )
+    .expect("any");
     assert_eq!(out(&o, "NewReservedPort"), "10001");
-    let o = call(&g, &c, "AddAnyPortMapping", &add_req("0", "TCP", "10000", "", "0"))
-        .expect("any port");
+    let o = call(
+        &g,
+        &c,
+        "AddAnyPortMapping",
+        &add_req("0", "TCP", "10000", "", "0"),
+    )
+    .expect("any port");
     let p: u16 = out(&o, "NewReservedPort").parse().expect("number");
     assert!(p >= 1);
 }
@@ -383,7 +485,13 @@ fn delete_range_inconsistent_is_733_and_empty_is_730() {
     for p in ["150", "160"] {
         call(&g, &c, "AddPortMapping", &add_req(p, "TCP", p, "", "0")).expect("ok");
     }
-    call(&g, &c, "AddPortMapping", &add_req("150", "UDP", "150", "", "0")).expect("ok");
+    call(
+        &g,
+        &c,
+        "AddPortMapping",
+        &add_req("150", "UDP", "150", "", "0"),
+    )
+    .expect("ok");
     call(&g, &c, "DeletePortMappingRange", &range("100", "200")).expect("deleted");
     assert_eq!(g.backend.count(now), 1, "UDP one kept");
     let manage = req(&[
@@ -444,18 +552,38 @@ fn deny_rule_is_606_and_quota_is_728() {
     g.policy.max_per_client = Some(1);
     let c = ctx(now, ME, IgdVersion::V2);
     assert_eq!(
-        call(&g, &c, "AddPortMapping", &add_req("80", "TCP", "80", "", "0")),
+        call(
+            &g,
+            &c,
+            "AddPortMapping",
+            &add_req("80", "TCP", "80", "", "0")
+        ),
         Err(UpnpError::ActionNotAuthorized)
     );
-    let o = call(&g, &c, "AddAnyPortMapping", &add_req("80", "TCP", "80", "", "0"))
-        .expect("any port skips denied ports");
+    let o = call(
+        &g,
+        &c,
+        "AddAnyPortMapping",
+        &add_req("80", "TCP", "80", "", "0"),
+    )
+    .expect("any port skips denied ports");
     assert_eq!(out(&o, "NewReservedPort"), "1024");
     assert_eq!(
-        call(&g, &c, "AddPortMapping", &add_req("2000", "TCP", "80", "", "0")),
+        call(
+            &g,
+            &c,
+            "AddPortMapping",
+            &add_req("2000", "TCP", "80", "", "0")
+        ),
         Err(UpnpError::NoPortMapsAvailable)
     );
     assert_eq!(
-        call(&g, &ctx(now, ME, IgdVersion::V1), "AddPortMapping", &add_req("2000", "TCP", "80", "", "0")),
+        call(
+            &g,
+            &ctx(now, ME, IgdVersion::V1),
+            "AddPortMapping",
+            &add_req("2000", "TCP", "80", "", "0")
+        ),
         Err(UpnpError::ActionFailed)
     );
 }
@@ -465,11 +593,21 @@ fn query_state_variable_answers_known_vars_and_404_otherwise() {
     let now = Instant::now();
     let g = igd(now);
     let c = ctx(now, ME, IgdVersion::V1);
-    let o = call(&g, &c, "QueryStateVariable", &req(&[("varName", "ConnectionStatus")]))
-        .expect("known");
+    let o = call(
+        &g,
+        &c,
+        "QueryStateVariable",
+        &req(&[("varName", "ConnectionStatus")]),
+    )
+    .expect("known");
     assert_eq!(o, vec![("return", OutValue::Text("Connected".into()))]);
     assert_eq!(
-        call(&g, &c, "QueryStateVariable", &req(&[("varName", "Password")])),
+        call(
+            &g,
+            &c,
+            "QueryStateVariable",
+            &req(&[("varName", "Password")])
+        ),
         Err(UpnpError::InvalidVar)
     );
 }
@@ -480,7 +618,12 @@ fn connection_control_actions_are_refused_with_their_codes() {
     let g = igd(now);
     let c = ctx(now, ME, IgdVersion::V2);
     assert_eq!(
-        call(&g, &c, "SetConnectionType", &req(&[("NewConnectionType", "IP_Bridged")])),
+        call(
+            &g,
+            &c,
+            "SetConnectionType",
+            &req(&[("NewConnectionType", "IP_Bridged")])
+        ),
         Err(UpnpError::ReadOnly)
     );
     assert_eq!(
@@ -492,14 +635,22 @@ fn connection_control_actions_are_refused_with_their_codes() {
     let o = call(&g, &c, "GetDefaultConnectionService", &req(&[])).expect("ok");
     let v = out(&o, "NewDefaultConnectionService").to_owned();
     assert!(v.ends_with(",urn:upnp-org:serviceId:WANIPConn1"));
-    call(&g, &c, "SetDefaultConnectionService", &req(&[("NewDefaultConnectionService", &v)]))
-        .expect("own service accepted");
+    call(
+        &g,
+        &c,
+        "SetDefaultConnectionService",
+        &req(&[("NewDefaultConnectionService", &v)]),
+    )
+    .expect("own service accepted");
     assert_eq!(
         call(
             &g,
             &c,
             "SetDefaultConnectionService",
-            &req(&[("NewDefaultConnectionService", "uuid:x:WANConnectionDevice:1,y")])
+            &req(&[(
+                "NewDefaultConnectionService",
+                "uuid:x:WANConnectionDevice:1,y"
+            )])
         ),
         Err(UpnpError::InvalidDeviceUuid)
     );

@@ -158,7 +158,10 @@ pub fn config_from_cli(cli: &Cli) -> anyhow::Result<DaemonConfig> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let boot_id = next_boot_id(unix, read_state(state, "igd-bootid").and_then(|s| s.parse().ok()));
+    let boot_id = next_boot_id(
+        unix,
+        read_state(state, "igd-bootid").and_then(|s| s.parse().ok()),
+    );
     write_state(state, "igd-bootid", &boot_id.to_string())?;
     let mut identity = DeviceIdentity::new(uuid);
     if let Some(n) = &file.friendly_name {
@@ -166,11 +169,17 @@ pub fn config_from_cli(cli: &Cli) -> anyhow::Result<DaemonConfig> {
     }
     let mut rules = Vec::new();
     for r in file.rules.iter().chain(cli.rule.iter()) {
-        rules.push(r.parse().with_context(|| format!("permission rule {r:?}"))?);
+        rules.push(
+            r.parse()
+                .with_context(|| format!("permission rule {r:?}"))?,
+        );
     }
     let mut extra = Vec::new();
     for p in &file.lan_prefixes {
-        extra.push(p.parse::<Ipv4Prefix>().with_context(|| format!("LAN prefix {p:?}"))?);
+        extra.push(
+            p.parse::<Ipv4Prefix>()
+                .with_context(|| format!("LAN prefix {p:?}"))?,
+        );
     }
     let quota = cli.quota.or(file.max_mappings_per_client).unwrap_or(128);
     let policy = Policy {
@@ -287,7 +296,11 @@ pub async fn start_with<B: PortMappingBackend>(
             .with_context(|| format!("binding HTTP on {}:{}", l.addr, cfg.http_port))?;
         let http_addr = listener.local_addr()?;
         http_addrs.push(http_addr);
-        other_tasks.push(tokio::spawn(http::serve(listener, server.clone(), shutdown_rx.clone())));
+        other_tasks.push(tokio::spawn(http::serve(
+            listener,
+            server.clone(),
+            shutdown_rx.clone(),
+        )));
         let sockets = ssdp_socket::open(&l.name, l.addr, cfg.ssdp_port, cfg.multicast)
             .with_context(|| format!("opening SSDP sockets on {}", l.name))?;
         let ssdp_addr = sockets.unicast.local_addr()?;
@@ -302,7 +315,11 @@ pub async fn start_with<B: PortMappingBackend>(
                     boot_id: cfg.boot_id,
                     config_id: server.config_id,
                     max_age: (cfg.notify_interval.as_secs() * 2).max(1800) as u32,
-                    port: if cfg.ssdp_port == 0 { 1900 } else { cfg.ssdp_port },
+                    port: if cfg.ssdp_port == 0 {
+                        1900
+                    } else {
+                        cfg.ssdp_port
+                    },
                 },
                 lan: policy.lan.clone(),
                 notify_interval: cfg.notify_interval,

@@ -174,10 +174,7 @@ pub struct ActionDef {
 impl ActionDef {
     /// Out argument names in SCPD order.
     pub fn out_args(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.args
-            .iter()
-            .filter(|a| a.1 == Dir::Out)
-            .map(|a| a.0)
+        self.args.iter().filter(|a| a.1 == Dir::Out).map(|a| a.0)
     }
 }
 
@@ -200,10 +197,7 @@ const ADD_ARGS: [(&str, Dir, &str); 8] = [
     ("NewLeaseDuration", In, "PortMappingLeaseDuration"),
 ];
 
-const fn a(
-    name: &'static str,
-    args: &'static [(&'static str, Dir, &'static str)],
-) -> ActionDef {
+const fn a(name: &'static str, args: &'static [(&'static str, Dir, &'static str)]) -> ActionDef {
     ActionDef {
         name,
         args,
@@ -214,7 +208,10 @@ const fn a(
 /// WANIPConnection actions; the three IGD:2-only ones come last so the IGD:1 SCPD is a prefix
 /// (as miniupnpd does for Microsoft clients).
 pub const WANIP_ACTIONS: &[ActionDef] = &[
-    a("SetConnectionType", &[("NewConnectionType", In, "ConnectionType")]),
+    a(
+        "SetConnectionType",
+        &[("NewConnectionType", In, "ConnectionType")],
+    ),
     a(
         "GetConnectionTypeInfo",
         &[
@@ -317,7 +314,11 @@ pub const WANCFG_ACTIONS: &[ActionDef] = &[
         "GetCommonLinkProperties",
         &[
             ("NewWANAccessType", Out, "WANAccessType"),
-            ("NewLayer1UpstreamMaxBitRate", Out, "Layer1UpstreamMaxBitRate"),
+            (
+                "NewLayer1UpstreamMaxBitRate",
+                Out,
+                "Layer1UpstreamMaxBitRate",
+            ),
             (
                 "NewLayer1DownstreamMaxBitRate",
                 Out,
@@ -467,7 +468,8 @@ impl Service {
             Service::WanCommonInterfaceConfig => WANCFG_ACTIONS,
             Service::WanIpConnection => WANIP_ACTIONS,
         };
-        all.iter().filter(move |d| v == IgdVersion::V2 || !d.v2_only)
+        all.iter()
+            .filter(move |d| v == IgdVersion::V2 || !d.v2_only)
     }
 
     fn vars(self) -> &'static [VarDef] {
@@ -632,13 +634,7 @@ pub fn root_description(
         "<?xml version=\"1.0\"?>\r\n<root xmlns=\"urn:schemas-upnp-org:device-1-0\" \
          configId=\"{config_id}\"><specVersion><major>1</major><minor>1</minor></specVersion>"
     );
-    device_head(
-        &mut s,
-        id,
-        "InternetGatewayDevice",
-        v,
-        &id.root_udn(),
-    );
+    device_head(&mut s, id, "InternetGatewayDevice", v, &id.root_udn());
     service_xml(&mut s, Service::Layer3Forwarding, v);
     s.push_str("<deviceList>");
     device_head(&mut s, id, "WANDevice", v, &id.wan_udn());
@@ -764,7 +760,9 @@ mod tests {
                     "<deviceType>urn:schemas-upnp-org:device:{ty}:{n}</deviceType>"
                 )));
             }
-            assert!(d.contains(&format!("urn:schemas-upnp-org:service:WANIPConnection:{n}<")));
+            assert!(d.contains(&format!(
+                "urn:schemas-upnp-org:service:WANIPConnection:{n}<"
+            )));
             assert!(d.contains("urn:schemas-upnp-org:service:WANCommonInterfaceConfig:1<"));
             assert!(d.contains("urn:schemas-upnp-org:service:Layer3Forwarding:1<"));
             assert_eq!(d.matches("<service>").count(), 3);

@@ -148,7 +148,11 @@ pub fn property_set(vars: &[(&str, String)]) -> String {
         "<?xml version=\"1.0\"?>\r\n<e:propertyset xmlns:e=\"urn:schemas-upnp-org:event-1-0\">",
     );
     for (name, value) in vars {
-        let _ = write!(s, "<e:property><{name}>{}</{name}></e:property>", escape(value));
+        let _ = write!(
+            s,
+            "<e:property><{name}>{}</{name}></e:property>",
+            escape(value)
+        );
     }
     s.push_str("</e:propertyset>\r\n");
     s
@@ -325,7 +329,12 @@ mod tests {
         ]
     }
 
-    fn sub(s: &mut Subscriptions, now: Instant, cb: &str, timeout: Option<&str>) -> Result<Subscribed, GenaError> {
+    fn sub(
+        s: &mut Subscriptions,
+        now: Instant,
+        cb: &str,
+        timeout: Option<&str>,
+    ) -> Result<Subscribed, GenaError> {
         s.subscribe(
             now,
             CP,
@@ -344,13 +353,25 @@ mod tests {
     fn subscribe_grants_sid_timeout_and_an_initial_event() {
         let mut s = Subscriptions::new();
         let now = Instant::now();
-        let r = sub(&mut s, now, "<http://192.168.0.10:4000/evt>", Some("Second-1800")).expect("ok");
+        let r = sub(
+            &mut s,
+            now,
+            "<http://192.168.0.10:4000/evt>",
+            Some("Second-1800"),
+        )
+        .expect("ok");
         assert_eq!(r.sid, "uuid:sub-1");
         assert_eq!(r.timeout, 1800);
         let init = r.initial.expect("initial event");
         assert_eq!(init.seq, 0);
-        assert!(init.body.contains("<ConnectionStatus>Connected</ConnectionStatus>"));
-        assert!(init.body.contains("<PortMappingNumberOfEntries>0</PortMappingNumberOfEntries>"));
+        assert!(
+            init.body
+                .contains("<ConnectionStatus>Connected</ConnectionStatus>")
+        );
+        assert!(
+            init.body
+                .contains("<PortMappingNumberOfEntries>0</PortMappingNumberOfEntries>")
+        );
         assert!(init.body.contains("\n<e:propertyset"));
         assert_eq!(init.callbacks[0].path, "/evt");
     }
@@ -376,11 +397,22 @@ mod tests {
             Err(GenaError::PreconditionFailed)
         );
         assert_eq!(
-            sub(&mut s, now, "<http://192.168.0.10:80/a><http://192.168.0.99/b>", None),
+            sub(
+                &mut s,
+                now,
+                "<http://192.168.0.10:80/a><http://192.168.0.99/b>",
+                None
+            ),
             Err(GenaError::PreconditionFailed)
         );
-        assert_eq!(sub(&mut s, now, "<ftp://192.168.0.10/>", None), Err(GenaError::PreconditionFailed));
-        assert_eq!(sub(&mut s, now, "http://192.168.0.10/", None), Err(GenaError::PreconditionFailed));
+        assert_eq!(
+            sub(&mut s, now, "<ftp://192.168.0.10/>", None),
+            Err(GenaError::PreconditionFailed)
+        );
+        assert_eq!(
+            sub(&mut s, now, "http://192.168.0.10/", None),
+            Err(GenaError::PreconditionFailed)
+        );
         assert!(s.is_empty());
     }
 
@@ -392,10 +424,26 @@ mod tests {
         let now = Instant::now();
         let r = sub(&mut s, now, "<http://192.168.0.10:4000/>", None).expect("ok");
         let renew = |s: &mut Subscriptions, sid: &str, cb: Option<&str>, at: Instant| {
-            s.subscribe(at, CP, Service::WanIpConnection, cb, None, Some(sid), Some("Second-1800"), &[], || unreachable!())
+            s.subscribe(
+                at,
+                CP,
+                Service::WanIpConnection,
+                cb,
+                None,
+                Some(sid),
+                Some("Second-1800"),
+                &[],
+                || unreachable!(),
+            )
         };
-        assert_eq!(renew(&mut s, &r.sid, None, now).expect("renewed").timeout, 1800);
-        assert_eq!(renew(&mut s, "uuid:nope", None, now), Err(GenaError::PreconditionFailed));
+        assert_eq!(
+            renew(&mut s, &r.sid, None, now).expect("renewed").timeout,
+            1800
+        );
+        assert_eq!(
+            renew(&mut s, "uuid:nope", None, now),
+            Err(GenaError::PreconditionFailed)
+        );
         assert_eq!(
             renew(&mut s, &r.sid, Some("<http://192.168.0.10:1/>"), now),
             Err(GenaError::Incompatible)
@@ -407,8 +455,14 @@ mod tests {
         assert!(s.is_empty());
         let r = sub(&mut s, now, "<http://192.168.0.10:4000/>", None).expect("ok");
         assert_eq!(s.unsubscribe(Some(&r.sid), None, None), Ok(()));
-        assert_eq!(s.unsubscribe(Some(&r.sid), None, None), Err(GenaError::PreconditionFailed));
-        assert!(s.on_state(now, Service::WanIpConnection, state(3)).is_empty());
+        assert_eq!(
+            s.unsubscribe(Some(&r.sid), None, None),
+            Err(GenaError::PreconditionFailed)
+        );
+        assert!(
+            s.on_state(now, Service::WanIpConnection, state(3))
+                .is_empty()
+        );
     }
 
     // Checklist: a mapping change sends PortMappingNumberOfEntries with SEQ+1.
@@ -417,15 +471,24 @@ mod tests {
         let mut s = Subscriptions::new();
         let now = Instant::now();
         sub(&mut s, now, "<http://192.168.0.10:4000/>", None).expect("ok");
-        assert!(s.on_state(now, Service::WanIpConnection, state(0)).is_empty());
+        assert!(
+            s.on_state(now, Service::WanIpConnection, state(0))
+                .is_empty()
+        );
         let n = s.on_state(now, Service::WanIpConnection, state(1));
         assert_eq!(n.len(), 1);
         assert_eq!(n[0].seq, 1);
-        assert!(n[0].body.contains("<PortMappingNumberOfEntries>1</PortMappingNumberOfEntries>"));
+        assert!(
+            n[0].body
+                .contains("<PortMappingNumberOfEntries>1</PortMappingNumberOfEntries>")
+        );
         assert!(!n[0].body.contains("ConnectionStatus"));
         let n = s.on_state(now, Service::WanIpConnection, state(2));
         assert_eq!(n[0].seq, 2);
-        assert!(s.on_state(now, Service::WanCommonInterfaceConfig, vec![]).is_empty());
+        assert!(
+            s.on_state(now, Service::WanCommonInterfaceConfig, vec![])
+                .is_empty()
+        );
     }
 
     #[test]
@@ -433,11 +496,31 @@ mod tests {
         let mut s = Subscriptions::new();
         let now = Instant::now();
         for i in 0..MAX_SUBSCRIPTIONS {
-            s.subscribe(now, CP, Service::WanIpConnection, Some("<http://192.168.0.10:1/>"), Some("upnp:event"), None, None, &[], || format!("uuid:{i}"))
-                .expect("room");
+            s.subscribe(
+                now,
+                CP,
+                Service::WanIpConnection,
+                Some("<http://192.168.0.10:1/>"),
+                Some("upnp:event"),
+                None,
+                None,
+                &[],
+                || format!("uuid:{i}"),
+            )
+            .expect("room");
         }
         assert_eq!(
-            s.subscribe(now, CP, Service::WanIpConnection, Some("<http://192.168.0.10:1/>"), Some("upnp:event"), None, None, &[], || "uuid:x".into()),
+            s.subscribe(
+                now,
+                CP,
+                Service::WanIpConnection,
+                Some("<http://192.168.0.10:1/>"),
+                Some("upnp:event"),
+                None,
+                None,
+                &[],
+                || "uuid:x".into()
+            ),
             Err(GenaError::Full)
         );
     }

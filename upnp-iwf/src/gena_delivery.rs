@@ -76,10 +76,12 @@ async fn worker<B: PortMappingBackend>(srv: Arc<IgdServer<B>>, mut rx: mpsc::Rec
     while let Ok(Some(n)) = tokio::time::timeout(IDLE_EXIT, rx.recv()).await {
         if deliver(&n).await {
             failures = 0;
-            srv.metrics.inc("upnp_iwf_gena_notify", "result=\"ok\"".into());
+            srv.metrics
+                .inc("upnp_iwf_gena_notify", "result=\"ok\"".into());
         } else {
             failures += 1;
-            srv.metrics.inc("upnp_iwf_gena_notify", "result=\"failed\"".into());
+            srv.metrics
+                .inc("upnp_iwf_gena_notify", "result=\"failed\"".into());
             if failures >= MAX_FAILURES {
                 tracing::info!(sid = %n.sid, "dropping subscription after failed deliveries");
                 srv.subs().drop_subscription(&n.sid);

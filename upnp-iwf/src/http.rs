@@ -79,7 +79,11 @@ impl<B: PortMappingBackend> IgdServer<B> {
     pub fn publish_changes(&self, now: Instant) {
         let expired = self.igd.backend.expire(now);
         for m in &expired {
-            tracing::info!(port = m.key.external_port, proto = m.key.protocol.as_str(), "lease expired");
+            tracing::info!(
+                port = m.key.external_port,
+                proto = m.key.protocol.as_str(),
+                "lease expired"
+            );
         }
         let v = self.version_policy.highest();
         let mut out = Vec::new();
@@ -129,7 +133,13 @@ pub fn host_is_ip_literal(host: &str) -> bool {
             .split_once(']')
             .is_some_and(|(a, _)| a.parse::<std::net::Ipv6Addr>().is_ok());
     }
-    let h = host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let h = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
     h.parse::<Ipv4Addr>().is_ok()
 }
 
@@ -147,7 +157,9 @@ async fn read_body(body: Incoming) -> Result<Bytes, StatusCode> {
 }
 
 fn service_for(path: &str, f: fn(Service) -> &'static str) -> Option<Service> {
-    Service::ALL.into_iter().find(|s| f(*s).eq_ignore_ascii_case(path))
+    Service::ALL
+        .into_iter()
+        .find(|s| f(*s).eq_ignore_ascii_case(path))
 }
 
 /// Handles one request from `peer` that arrived on `local`.
@@ -163,7 +175,8 @@ pub async fn handle<B: PortMappingBackend>(
     let _g = span.enter();
     if let Some(host) = header(&req, "host") {
         if !host_is_ip_literal(host) {
-            srv.metrics.inc("upnp_iwf_http_refused", "reason=\"host\"".into());
+            srv.metrics
+                .inc("upnp_iwf_http_refused", "reason=\"host\"".into());
             return Ok(reply(StatusCode::FORBIDDEN, None, ""));
         }
     }
@@ -189,7 +202,12 @@ pub async fn handle<B: PortMappingBackend>(
     Ok(resp)
 }
 
-fn get<B: PortMappingBackend>(srv: &IgdServer<B>, local: SocketAddr, v: IgdVersion, lower: &str) -> Resp {
+fn get<B: PortMappingBackend>(
+    srv: &IgdServer<B>,
+    local: SocketAddr,
+    v: IgdVersion,
+    lower: &str,
+) -> Resp {
     if lower == ROOT_DESC_PATH.to_ascii_lowercase() {
         let pres = format!("http://{local}/");
         let xml = description::root_description(&srv.igd.identity, v, &pres, srv.config_id);
@@ -199,7 +217,11 @@ fn get<B: PortMappingBackend>(srv: &IgdServer<B>, local: SocketAddr, v: IgdVersi
         return reply(StatusCode::OK, Some(XML), description::scpd(s, v));
     }
     if service_for(lower, Service::control_path).is_some() {
-        return with(reply(StatusCode::METHOD_NOT_ALLOWED, None, ""), "allow", "POST");
+        return with(
+            reply(StatusCode::METHOD_NOT_ALLOWED, None, ""),
+            "allow",
+            "POST",
+        );
     }
     if service_for(lower, Service::event_path).is_some() {
         return with(
@@ -253,7 +275,8 @@ async fn post<B: PortMappingBackend>(
     req: Request<Incoming>,
 ) -> Resp {
     let Some(action) = header(&req, "soapaction").map(str::to_owned) else {
-        srv.metrics.inc("upnp_iwf_http_refused", "reason=\"no_soapaction\"".into());
+        srv.metrics
+            .inc("upnp_iwf_http_refused", "reason=\"no_soapaction\"".into());
         return reply(StatusCode::BAD_REQUEST, None, "");
     };
     let body = match read_body(req.into_body()).await {
@@ -287,12 +310,18 @@ async fn post<B: PortMappingBackend>(
             );
             if matches!(
                 sa.action.as_str(),
-                "AddPortMapping" | "AddAnyPortMapping" | "DeletePortMapping" | "DeletePortMappingRange"
+                "AddPortMapping"
+                    | "AddAnyPortMapping"
+                    | "DeletePortMapping"
+                    | "DeletePortMappingRange"
             ) {
                 tracing::info!(action = %sa.action, "mapping table changed");
                 srv.changed.notify_one();
             }
-            soap_reply(StatusCode::OK, soap::response(&sa.namespace, &sa.action, &outs))
+            soap_reply(
+                StatusCode::OK,
+                soap::response(&sa.namespace, &sa.action, &outs),
+            )
         }
         Err(e) => fault(srv, &sa.action, e),
     }
@@ -300,7 +329,11 @@ async fn post<B: PortMappingBackend>(
 
 fn fault<B>(srv: &IgdServer<B>, action: &str, e: UpnpError) -> Resp {
     tracing::info!(code = e.code(), "UPnP fault");
-    let label = if action.bytes().all(|b| b.is_ascii_alphanumeric()) { action } else { "?" };
+    let label = if action.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        action
+    } else {
+        "?"
+    };
     srv.metrics.inc(
         "upnp_iwf_soap_actions",
         format!("action=\"{label}\",result=\"{}\"", e.code()),
@@ -325,13 +358,21 @@ fn gena<B: PortMappingBackend>(
     if method == "UNSUBSCRIBE" {
         return match srv.subs().unsubscribe(sid, cb, nt) {
             Ok(()) => reply(StatusCode::OK, None, ""),
-            Err(e) => reply(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), None, ""),
+            Err(e) => reply(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                None,
+                "",
+            ),
         };
     }
-    let state = srv.igd.evented_state(service, srv.version_policy.highest(), now);
-    let result = srv.subs().subscribe(now, peer, service, cb, nt, sid, timeout, &state, || {
-        format!("uuid:{}", description::DeviceIdentity::random_uuid())
-    });
+    let state = srv
+        .igd
+        .evented_state(service, srv.version_policy.highest(), now);
+    let result = srv
+        .subs()
+        .subscribe(now, peer, service, cb, nt, sid, timeout, &state, || {
+            format!("uuid:{}", description::DeviceIdentity::random_uuid())
+        });
     match result {
         Ok(s) => {
             if let Some(initial) = s.initial {
@@ -340,7 +381,11 @@ fn gena<B: PortMappingBackend>(
             let r = with(reply(StatusCode::OK, None, ""), "sid", &s.sid);
             with(r, "timeout", &format!("Second-{}", s.timeout))
         }
-        Err(e) => reply(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), None, ""),
+        Err(e) => reply(
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            None,
+            "",
+        ),
     }
 }
 
@@ -396,16 +441,19 @@ pub async fn serve<B: PortMappingBackend>(
         let peer_v4 = match peer.ip().to_canonical() {
             IpAddr::V4(v4) if srv.igd.policy.is_lan(IpAddr::V4(v4)) => v4,
             _ => {
-                srv.metrics.inc("upnp_iwf_http_refused", "reason=\"not_lan\"".into());
+                srv.metrics
+                    .inc("upnp_iwf_http_refused", "reason=\"not_lan\"".into());
                 continue;
             }
         };
         let Some(slot) = peers.take(peer_v4) else {
-            srv.metrics.inc("upnp_iwf_http_refused", "reason=\"peer_busy\"".into());
+            srv.metrics
+                .inc("upnp_iwf_http_refused", "reason=\"peer_busy\"".into());
             continue;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            srv.metrics.inc("upnp_iwf_http_refused", "reason=\"busy\"".into());
+            srv.metrics
+                .inc("upnp_iwf_http_refused", "reason=\"busy\"".into());
             continue;
         };
         let local = stream.local_addr().unwrap_or(peer);
@@ -413,7 +461,8 @@ pub async fn serve<B: PortMappingBackend>(
         tokio::spawn(async move {
             let _permit = permit;
             let _slot = slot;
-            let svc = hyper::service::service_fn(move |req| handle(srv.clone(), local, peer_v4, req));
+            let svc =
+                hyper::service::service_fn(move |req| handle(srv.clone(), local, peer_v4, req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .half_close(true)
                 .title_case_headers(true)

@@ -4,11 +4,15 @@ use tracing_subscriber::EnvFilter;
 fn main() -> anyhow::Result<()> {
     let cli = upnp_iwf::cli::Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let cfg = upnp_iwf::daemon::config_from_cli(&cli)?;
     if cli.nat == upnp_iwf::cli::Nat::Nftables {
-        tracing::warn!("--nat nftables: the local NAT backend is not implemented yet; no rules are installed");
+        tracing::warn!(
+            "--nat nftables: the local NAT backend is not implemented yet; no rules are installed"
+        );
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -278,7 +278,10 @@ impl MappingTable {
     /// choosing a free port for [`PortChoice::Any`]. Expired entries are dropped first.
     pub fn add(&mut self, now: Instant, request: AddRequest) -> Result<PortMapping, MappingError> {
         self.expire(now);
-        let AddRequest { mut mapping, choice } = request;
+        let AddRequest {
+            mut mapping,
+            choice,
+        } = request;
         let client = mapping.internal_client;
         let first = match choice {
             PortChoice::Exact => {
@@ -373,10 +376,8 @@ impl MappingTable {
             .filter(|(_, m)| m.lease.expired(now))
             .map(|(k, _)| *k)
             .collect();
-        let removed: Vec<PortMapping> = dead
-            .iter()
-            .filter_map(|k| self.entries.remove(k))
-            .collect();
+        let removed: Vec<PortMapping> =
+            dead.iter().filter_map(|k| self.entries.remove(k)).collect();
         if !removed.is_empty() {
             self.bump();
         }
@@ -563,7 +564,8 @@ mod tests {
         t.add(now, exact(m)).expect("specific");
         let mut other = mapping(6000, B, Lease::Permanent);
         other.key.remote_host = Some(Ipv4Addr::new(203, 0, 113, 6));
-        t.add(now, exact(other)).expect("another specific host does not overlap");
+        t.add(now, exact(other))
+            .expect("another specific host does not overlap");
         assert_eq!(
             t.add(now, exact(mapping(6000, B, Lease::Permanent))),
             Err(MappingError::Conflict)
@@ -598,7 +600,10 @@ mod tests {
             mapping: mapping(0, A, Lease::Permanent),
             choice: PortChoice::Any(vec![2000..=2000]),
         };
-        assert_eq!(t.add(now, req.clone()).expect("any").key.external_port, 2000);
+        assert_eq!(
+            t.add(now, req.clone()).expect("any").key.external_port,
+            2000
+        );
         let mut req2 = req;
         req2.mapping.internal_client = B;
         assert_eq!(t.add(now, req2), Err(MappingError::NoPortsAvailable));

@@ -50,10 +50,18 @@ mod tests {
     #[test]
     fn counters_render_as_openmetrics() {
         let m = Metrics::default();
-        m.inc("upnp_iwf_soap_actions", "action=\"AddPortMapping\",result=\"ok\"".into());
-        m.inc("upnp_iwf_soap_actions", "action=\"AddPortMapping\",result=\"ok\"".into());
+        m.inc(
+            "upnp_iwf_soap_actions",
+            "action=\"AddPortMapping\",result=\"ok\"".into(),
+        );
+        m.inc(
+            "upnp_iwf_soap_actions",
+            "action=\"AddPortMapping\",result=\"ok\"".into(),
+        );
         let text = m.render(&[("upnp_iwf_mappings", 3)]);
-        assert!(text.contains("upnp_iwf_soap_actions_total{action=\"AddPortMapping\",result=\"ok\"} 2"));
+        assert!(
+            text.contains("upnp_iwf_soap_actions_total{action=\"AddPortMapping\",result=\"ok\"} 2")
+        );
         assert!(text.contains("upnp_iwf_mappings 3"));
         assert!(text.ends_with("# EOF\n"));
     }

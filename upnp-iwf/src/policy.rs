@@ -291,8 +291,16 @@ mod tests {
 
     #[test]
     fn malformed_rules_and_prefixes_are_rejected() {
-        assert!("allow 1-2 192.168.0.0/24".parse::<PermissionRule>().is_err());
-        assert!("permit 1-2 0.0.0.0/0 1-2".parse::<PermissionRule>().is_err());
+        assert!(
+            "allow 1-2 192.168.0.0/24"
+                .parse::<PermissionRule>()
+                .is_err()
+        );
+        assert!(
+            "permit 1-2 0.0.0.0/0 1-2"
+                .parse::<PermissionRule>()
+                .is_err()
+        );
         assert!("allow 9-2 0.0.0.0/0 1-2".parse::<PermissionRule>().is_err());
         assert!("10.0.0.0/33".parse::<Ipv4Prefix>().is_err());
         assert_eq!(

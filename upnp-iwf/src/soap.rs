@@ -134,7 +134,9 @@ impl SoapAction {
         let action = action.trim();
         if action.is_empty()
             || action.len() > 63
-            || !action.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || !action
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
             || ns.len() > 256
         {
             return None;
@@ -219,9 +221,15 @@ fn decode_lenient(raw: &str) -> String {
     while let Some(i) = rest.find('&') {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
-        let known = [("&amp;", '&'), ("&lt;", '<'), ("&gt;", '>'), ("&quot;", '"'), ("&apos;", '\'')]
-            .iter()
-            .find(|(e, _)| tail.starts_with(e));
+        let known = [
+            ("&amp;", '&'),
+            ("&lt;", '<'),
+            ("&gt;", '>'),
+            ("&quot;", '"'),
+            ("&apos;", '\''),
+        ]
+        .iter()
+        .find(|(e, _)| tail.starts_with(e));
         match known {
             Some((e, c)) => {
                 out.push(*c);
@@ -303,7 +311,12 @@ pub fn parse_lenient(text: &str) -> Option<SoapRequest> {
         let after = &r[gt + 1..];
         let close = format!("</{q}>");
         let end = after.find(&close)?;
-        push_arg(&mut req, name, decode_lenient(&after[..end]).trim().to_owned()).ok()?;
+        push_arg(
+            &mut req,
+            name,
+            decode_lenient(&after[..end]).trim().to_owned(),
+        )
+        .ok()?;
         rest = &after[end + close.len()..];
     }
 }
@@ -350,7 +363,9 @@ fn parse_strict(text: &str) -> Result<SoapRequest, SoapParseError> {
             }
             Event::Text(t) => {
                 if let Some((_, v)) = arg.as_mut() {
-                    let s = t.unescape().map_err(|e| SoapParseError::Xml(e.to_string()))?;
+                    let s = t
+                        .unescape()
+                        .map_err(|e| SoapParseError::Xml(e.to_string()))?;
                     v.push_str(&s);
                 }
             }
@@ -413,7 +428,11 @@ pub fn response(namespace: &str, action: &str, outs: &[(&str, OutValue)]) -> Str
                 let _ = write!(s, "<{name}>{}</{name}>", escape(t));
             }
             OutValue::CData(t) => {
-                let _ = write!(s, "<{name}><![CDATA[{}]]></{name}>", t.replace("]]>", "]]]]><![CDATA[>"));
+                let _ = write!(
+                    s,
+                    "<{name}><![CDATA[{}]]></{name}>",
+                    t.replace("]]>", "]]]]><![CDATA[>")
+                );
             }
         }
     }
@@ -449,7 +468,10 @@ mod tests {
         ] {
             let a = SoapAction::parse(v).expect("parses");
             assert_eq!(a.action, "AddPortMapping");
-            assert_eq!(a.namespace, "urn:schemas-upnp-org:service:WANIPConnection:1");
+            assert_eq!(
+                a.namespace,
+                "urn:schemas-upnp-org:service:WANIPConnection:1"
+            );
         }
         assert_eq!(SoapAction::parse("no-hash"), None);
         assert_eq!(SoapAction::parse("\"ns#\""), None);
@@ -487,9 +509,7 @@ mod tests {
         );
         let unprefixed = "<Envelope><Body><GetExternalIPAddress/></Body></Envelope>";
         assert_eq!(
-            parse_request(unprefixed.as_bytes())
-                .expect("parses")
-                .action,
+            parse_request(unprefixed.as_bytes()).expect("parses").action,
             "GetExternalIPAddress"
         );
     }
@@ -504,12 +524,18 @@ mod tests {
         assert!(parse_request(b"<a><Body><X><Y>1</Z></X></Body></a>").is_err());
         assert!(parse_request(b"<a><Body><X><Y>1</Y").is_err());
         let deep = "<a>".repeat(40);
-        assert_eq!(parse_request(deep.as_bytes()), Err(SoapParseError::TooComplex));
+        assert_eq!(
+            parse_request(deep.as_bytes()),
+            Err(SoapParseError::TooComplex)
+        );
         let many = format!(
             "<E><Body><X>{}</X></Body></E>",
             "<A>1</A>".repeat(MAX_ARGS + 1)
         );
-        assert_eq!(parse_request(many.as_bytes()), Err(SoapParseError::TooComplex));
+        assert_eq!(
+            parse_request(many.as_bytes()),
+            Err(SoapParseError::TooComplex)
+        );
     }
 
     // upnpc, Syncthing and igd-next ≤ 0.17 send descriptions unescaped.
@@ -520,7 +546,10 @@ mod tests {
             <NewLeaseDuration>0</NewLeaseDuration><NewEnabled/></u:AddPortMapping></s:Body></s:Envelope>";
         let r = parse_request(body.as_bytes()).expect("lenient parse");
         assert_eq!(r.action, "AddPortMapping");
-        assert_eq!(r.arg("NewPortMappingDescription"), Some("game & <voice> & A&bogus;"));
+        assert_eq!(
+            r.arg("NewPortMappingDescription"),
+            Some("game & <voice> & A&bogus;")
+        );
         assert_eq!(r.arg("NewLeaseDuration"), Some("0"));
         assert_eq!(r.arg("NewEnabled"), Some(""));
         assert_eq!(r.arg("NewRemoteHost"), Some(""));
@@ -546,7 +575,9 @@ mod tests {
         assert!(r.contains(
             "<u:GetListOfPortMappingsResponse xmlns:u=\"urn:schemas-upnp-org:service:WANIPConnection:1\">"
         ));
-        assert!(r.contains("<NewPortListing><![CDATA[<p>a]]]]><![CDATA[>b</p>]]></NewPortListing>"));
+        assert!(
+            r.contains("<NewPortListing><![CDATA[<p>a]]]]><![CDATA[>b</p>]]></NewPortListing>")
+        );
         let back = parse_request(r.as_bytes()).expect("own output parses");
         assert_eq!(back.arg("NewPortListing"), Some("<p>a]]>b</p>"));
     }

@@ -111,7 +111,9 @@ pub fn parse(datagram: &[u8]) -> Result<SsdpMessage, SsdpError> {
                 user_agent: headers.get("USER-AGENT").map(str::to_owned),
             }))
         }
-        (Some(m), Some("*"), Some(_)) if m.eq_ignore_ascii_case("NOTIFY") => Ok(SsdpMessage::Notify),
+        (Some(m), Some("*"), Some(_)) if m.eq_ignore_ascii_case("NOTIFY") => {
+            Ok(SsdpMessage::Notify)
+        }
         (Some(v), Some("200"), _) if v.starts_with("HTTP/1.") => Ok(SsdpMessage::Response),
         _ => Err(SsdpError::BadStartLine),
     }
@@ -229,7 +231,10 @@ mod tests {
             Ok(SsdpMessage::Notify)
         );
         assert_eq!(parse(b"HTTP/1.1 200 OK\r\n\r\n"), Ok(SsdpMessage::Response));
-        assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), Err(SsdpError::BadStartLine));
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\n\r\n"),
+            Err(SsdpError::BadStartLine)
+        );
         assert_eq!(
             parse(b"M-SEARCH * HTTP/1.1\r\nMX: 1\r\n\r\n"),
             Err(SsdpError::MissingSt)

@@ -131,20 +131,32 @@ impl SsdpEngine {
 
     fn reannounce_delay(&mut self) -> Duration {
         let jitter = Duration::from_secs(self.rng.gen_range(1..=64));
-        self.cfg.notify_interval.saturating_sub(jitter).max(Duration::from_secs(1))
+        self.cfg
+            .notify_interval
+            .saturating_sub(jitter)
+            .max(Duration::from_secs(1))
     }
 
     /// Schedules the start-up announcements: the alive set after a random 0–100 ms, again
     /// 250 ms later, then every notify interval minus 1–64 s of jitter.
     pub fn start(&mut self, now: Instant) {
-        let d = Duration::from_millis(self.rng.gen_range(0..=ANNOUNCE_DELAY_MAX.as_millis() as u64));
+        let d = Duration::from_millis(
+            self.rng
+                .gen_range(0..=ANNOUNCE_DELAY_MAX.as_millis() as u64),
+        );
         self.queue_alive_set(now + d);
         self.queue_alive_set(now + d + ANNOUNCE_REPEAT);
         self.next_announce = Some(now + self.reannounce_delay());
     }
 
     /// Handles one received datagram; `multicast` tells whether it came to the group.
-    pub fn handle(&mut self, now: Instant, from: SocketAddr, multicast: bool, data: &[u8]) -> Outcome {
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        multicast: bool,
+        data: &[u8],
+    ) -> Outcome {
         let lan = match from.ip().to_canonical() {
             IpAddr::V4(v4) => self.cfg.lan.iter().any(|p| p.contains(v4)),
             IpAddr::V6(_) => false,
@@ -302,11 +314,19 @@ mod tests {
     fn unicast_search_is_answered_immediately_to_the_sender() {
         let mut e = engine();
         let now = Instant::now();
-        e.handle(now, CP.parse().expect("addr"), false, &search("upnp:rootdevice", ""));
+        e.handle(
+            now,
+            CP.parse().expect("addr"),
+            false,
+            &search("upnp:rootdevice", ""),
+        );
         let t = e.poll_transmit(now).expect("due now");
         let (start, h) = split(&t.payload).expect("parses");
         assert_eq!(start, "HTTP/1.1 200 OK");
-        assert_eq!(h.get("LOCATION"), Some("http://192.168.0.1:5000/rootDesc.xml"));
+        assert_eq!(
+            h.get("LOCATION"),
+            Some("http://192.168.0.1:5000/rootDesc.xml")
+        );
     }
 
     #[test]
@@ -314,7 +334,12 @@ mod tests {
         let mut e = engine();
         let now = Instant::now();
         assert_eq!(
-            e.handle(now, CP.parse().expect("addr"), true, &search("ssdp:all", "MX: 3\r\n")),
+            e.handle(
+                now,
+                CP.parse().expect("addr"),
+                true,
+                &search("ssdp:all", "MX: 3\r\n")
+            ),
             Outcome::Answered(10)
         );
         let sent = drain(&mut e, now + Duration::from_secs(1));
@@ -328,12 +353,26 @@ mod tests {
         let mut e = engine();
         let now = Instant::now();
         let wan: SocketAddr = "100.64.0.1:1900".parse().expect("addr");
-        assert_eq!(e.handle(now, wan, true, &search("ssdp:all", "")), Outcome::NotLan);
-        let notify = b"NOTIFY * HTTP/1.1\r\nNT: upnp:rootdevice\r\nNTS: ssdp:alive\r\n\r\n";
-        assert_eq!(e.handle(now, CP.parse().expect("addr"), true, notify), Outcome::NotASearch);
-        assert_eq!(e.handle(now, CP.parse().expect("addr"), true, b"\x00\x01"), Outcome::Malformed);
         assert_eq!(
-            e.handle(now, CP.parse().expect("addr"), true, &search("urn:schemas-upnp-org:device:InternetGatewayDevice:3", "")),
+            e.handle(now, wan, true, &search("ssdp:all", "")),
+            Outcome::NotLan
+        );
+        let notify = b"NOTIFY * HTTP/1.1\r\nNT: upnp:rootdevice\r\nNTS: ssdp:alive\r\n\r\n";
+        assert_eq!(
+            e.handle(now, CP.parse().expect("addr"), true, notify),
+            Outcome::NotASearch
+        );
+        assert_eq!(
+            e.handle(now, CP.parse().expect("addr"), true, b"\x00\x01"),
+            Outcome::Malformed
+        );
+        assert_eq!(
+            e.handle(
+                now,
+                CP.parse().expect("addr"),
+                true,
+                &search("urn:schemas-upnp-org:device:InternetGatewayDevice:3", "")
+            ),
             Outcome::NoMatch
         );
         assert_eq!(e.poll_timeout(), None);
@@ -351,7 +390,10 @@ mod tests {
         assert!(first[0].0 - now <= ANNOUNCE_DELAY_MAX);
         assert_eq!(first[10].0 - first[0].0, ANNOUNCE_REPEAT);
         for (_, t) in &first {
-            assert_eq!(t.to, "239.255.255.250:1900".parse::<SocketAddr>().expect("addr"));
+            assert_eq!(
+                t.to,
+                "239.255.255.250:1900".parse::<SocketAddr>().expect("addr")
+            );
             assert!(String::from_utf8_lossy(&t.payload).contains("NTS: ssdp:alive"));
         }
         let again = drain(&mut e, now + Duration::from_secs(900));
@@ -360,7 +402,10 @@ mod tests {
         assert!(again[0].0 - now >= Duration::from_secs(900 - 64));
         let bye = e.shutdown();
         assert_eq!(bye.len(), 10);
-        assert!(bye.iter().all(|t| String::from_utf8_lossy(&t.payload).contains("NTS: ssdp:byebye")));
+        assert!(
+            bye.iter()
+                .all(|t| String::from_utf8_lossy(&t.payload).contains("NTS: ssdp:byebye"))
+        );
         assert_eq!(e.poll_timeout(), None);
     }
 
@@ -370,7 +415,13 @@ mod tests {
         let now = Instant::now();
         let mut overloaded = 0;
         for _ in 0..(MAX_QUEUE / 10 + 10) {
-            if e.handle(now, CP.parse().expect("addr"), true, &search("ssdp:all", "")) == Outcome::Overloaded {
+            if e.handle(
+                now,
+                CP.parse().expect("addr"),
+                true,
+                &search("ssdp:all", ""),
+            ) == Outcome::Overloaded
+            {
                 overloaded += 1;
             }
         }

@@ -191,7 +191,13 @@ mod tests {
     fn uuid_search_for_embedded_device_yields_its_usn() {
         let w = id().wan_udn();
         let r = search_answers(&id(), IgdVersion::V2, &w);
-        assert_eq!(r, vec![Advert { nt: w.clone(), usn: w }]);
+        assert_eq!(
+            r,
+            vec![Advert {
+                nt: w.clone(),
+                usn: w
+            }]
+        );
         assert!(search_answers(&id(), IgdVersion::V2, "uuid:nobody").is_empty());
     }
 
@@ -209,16 +215,28 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert!(r[0].usn.starts_with(&format!("{}::", id().conn_udn())));
         assert!(
-            search_answers(&id(), IgdVersion::V2, "urn:schemas-upnp-org:device:InternetGatewayDevice:3")
-                .is_empty()
+            search_answers(
+                &id(),
+                IgdVersion::V2,
+                "urn:schemas-upnp-org:device:InternetGatewayDevice:3"
+            )
+            .is_empty()
         );
         assert!(
-            search_answers(&id(), IgdVersion::V1, "urn:schemas-upnp-org:service:WANIPConnection:2")
-                .is_empty()
+            search_answers(
+                &id(),
+                IgdVersion::V1,
+                "urn:schemas-upnp-org:service:WANIPConnection:2"
+            )
+            .is_empty()
         );
         assert!(
-            search_answers(&id(), IgdVersion::V2, "urn:schemas-upnp-org:service:WANPPPConnection:1")
-                .is_empty()
+            search_answers(
+                &id(),
+                IgdVersion::V2,
+                "urn:schemas-upnp-org:service:WANPPPConnection:1"
+            )
+            .is_empty()
         );
     }
 
@@ -245,7 +263,10 @@ mod tests {
             let msg = search_response(&ctx(), &a);
             assert!(msg.starts_with("HTTP/1.1 200 OK\r\n"));
             assert!(msg.contains("\r\nEXT:\r\n"));
-            assert!(msg.contains("\r\nLOCATION: http://"), "upper-case LOCATION (Natter)");
+            assert!(
+                msg.contains("\r\nLOCATION: http://"),
+                "upper-case LOCATION (Natter)"
+            );
             let (_, h) = headers(&msg);
             assert_eq!(h.get("CACHE-CONTROL"), Some("max-age=1800"));
             assert_eq!(h.get("ST"), Some(a.nt.as_str()));

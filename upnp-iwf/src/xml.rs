@@ -37,9 +37,6 @@ mod tests {
     #[test]
     fn markup_characters_are_escaped_and_control_characters_dropped() {
         assert_eq!(escape("plain"), "plain");
-        assert_eq!(
-            escape("a&b<c>\"d'\u{1}"),
-            "a&amp;b&lt;c&gt;&quot;d&apos;"
-        );
+        assert_eq!(escape("a&b<c>\"d'\u{1}"), "a&amp;b&lt;c&gt;&quot;d&apos;");
     }
 }

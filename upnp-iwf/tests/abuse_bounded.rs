@@ -23,11 +23,17 @@ impl Drop for Daemon {
 }
 
 fn free_port_tcp() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
 }
 
 fn free_port_udp() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -73,7 +79,9 @@ fn request(addr: SocketAddr, bytes: &[u8]) -> String {
 
 fn good(addr: SocketAddr) -> (String, Duration) {
     let ns = "urn:schemas-upnp-org:service:WANIPConnection:1";
-    let body = format!("<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><u:GetExternalIPAddress xmlns:u=\"{ns}\"/></s:Body></s:Envelope>");
+    let body = format!(
+        "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><u:GetExternalIPAddress xmlns:u=\"{ns}\"/></s:Body></s:Envelope>"
+    );
     let req = format!(
         "POST /ctl/IPConn HTTP/1.1\r\nHost: {addr}\r\nSOAPAction: \"{ns}#GetExternalIPAddress\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -102,8 +110,23 @@ fn daemon_survives_malformed_floods_and_slow_connections() {
     let http_port = free_port_tcp();
     let ssdp_port = free_port_udp();
     let child = Command::new(env!("CARGO_BIN_EXE_upnp-iwf"))
-        .args(["--lan", "lo", "--upstream", "none", "--nat", "none", "--no-announce", "--external-address", "198.51.100.1"])
-        .args(["--http-port", &http_port.to_string(), "--ssdp-port", &ssdp_port.to_string()])
+        .args([
+            "--lan",
+            "lo",
+            "--upstream",
+            "none",
+            "--nat",
+            "none",
+            "--no-announce",
+            "--external-address",
+            "198.51.100.1",
+        ])
+        .args([
+            "--http-port",
+            &http_port.to_string(),
+            "--ssdp-port",
+            &ssdp_port.to_string(),
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -125,11 +148,18 @@ fn daemon_survives_malformed_floods_and_slow_connections() {
     // Slow connections from 127.0.0.2: a request line, then nothing.
     let mut slow = Vec::new();
     for _ in 0..SLOW_CONNECTIONS {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-        if sock.bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into()).is_err() {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        if sock
+            .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+            .is_err()
+        {
             break;
         }
-        if sock.connect_timeout(&addr.into(), Duration::from_secs(1)).is_ok() {
+        if sock
+            .connect_timeout(&addr.into(), Duration::from_secs(1))
+            .is_ok()
+        {
             let mut s: TcpStream = sock.into();
             let _ = s.write_all(b"POST /ctl/IPConn HTTP/1.1\r\nHost: 127.0.0.1\r\n");
             slow.push(s);
@@ -149,7 +179,11 @@ fn daemon_survives_malformed_floods_and_slow_connections() {
     for i in 0..MALFORMED_SSDP {
         let msg: Vec<u8> = match i % 4 {
             0 => vec![0xff; 3000],
-            1 => format!("M-SEARCH * HTTP/1.1\r\nST: {}\r\n\r\n", "x".repeat(i % 1400)).into_bytes(),
+            1 => format!(
+                "M-SEARCH * HTTP/1.1\r\nST: {}\r\n\r\n",
+                "x".repeat(i % 1400)
+            )
+            .into_bytes(),
             2 => b"M-SEARCH * HTTP/1.1\r\nno colon\r\n\r\n".to_vec(),
             _ => b"M-SEARCH * HTTP/1.1\r\nMX: 99999999999\r\nST: ssdp:all\r\n\r\n".to_vec(),
         };
@@ -158,10 +192,17 @@ fn daemon_survives_malformed_floods_and_slow_connections() {
 
     // While the slow connections are still open, a good request is answered quickly.
     let (r, took) = good(addr);
-    assert!(r.contains("<NewExternalIPAddress>198.51.100.1</NewExternalIPAddress>"), "{r}");
-    assert!(took < Duration::from_millis(500), "good request took {took:?}");
+    assert!(
+        r.contains("<NewExternalIPAddress>198.51.100.1</NewExternalIPAddress>"),
+        "{r}"
+    );
+    assert!(
+        took < Duration::from_millis(500),
+        "good request took {took:?}"
+    );
     // And SSDP still answers.
-    u.set_read_timeout(Some(Duration::from_millis(500))).expect("t");
+    u.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("t");
     let mut buf = [0u8; 2048];
     while u.recv_from(&mut buf).is_ok() {}
     u.send_to(b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nST: upnp:rootdevice\r\n\r\n", to).expect("send");
@@ -176,7 +217,10 @@ fn daemon_survives_malformed_floods_and_slow_connections() {
         slow.len(),
         started.elapsed()
     );
-    assert!(rss_after < rss_before + 32 * 1024, "RSS grew from {rss_before} to {rss_after} KiB");
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
     drop(slow);
     assert!(daemon_alive(pid));
 }

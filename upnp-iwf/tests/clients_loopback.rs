@@ -11,11 +11,14 @@ use std::time::Duration;
 
 use common::*;
 use std::time::Instant;
-use upnp_iwf::mapping::{AddRequest, Lease, MappingKey, PortChoice, PortMapping, PortMappingBackend, Protocol};
+use upnp_iwf::mapping::{
+    AddRequest, Lease, MappingKey, PortChoice, PortMapping, PortMappingBackend, Protocol,
+};
 
 fn have(program: &str) -> bool {
     let found = Path::new(program).exists()
-        || std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()));
+        || std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()));
     if !found {
         println!("SKIPPED: {program} is not installed");
     }
@@ -64,7 +67,20 @@ async fn upnpc_add_list_delete_and_range_operations() {
     }
     let d = daemon(|_| {}).await;
     let url = d.location();
-    let out = upnpc(&url, &["-e", "game & <voice>", "-a", "127.0.0.1", "5000", "5000", "UDP", "3600"]).await;
+    let out = upnpc(
+        &url,
+        &[
+            "-e",
+            "game & <voice>",
+            "-a",
+            "127.0.0.1",
+            "5000",
+            "5000",
+            "UDP",
+            "3600",
+        ],
+    )
+    .await;
     assert!(
         out.contains("external 198.51.100.1:5000 UDP is redirected to internal 127.0.0.1:5000 (duration=3600)"),
         "{out}"
@@ -74,15 +90,31 @@ async fn upnpc_add_list_delete_and_range_operations() {
     let out = upnpc(&url, &["-l"]).await;
     // upnpc sent the description unescaped; we answer well-formed XML, and miniupnpc (which
     // decodes no entities, upnp-igd.md §6.1) prints the escaped text.
-    assert!(out.contains(" 0 UDP  5000->127.0.0.1:5000  'game &amp; &lt;voice&gt;' '' "), "{out}");
-    assert!(out.contains(" 1 TCP  6001->127.0.0.1:6000  'libminiupnpc' '' 604800"), "{out}");
-    assert!(out.contains("GetGenericPortMappingEntry() returned 713 (SpecifiedArrayIndexInvalid)"), "{out}");
+    assert!(
+        out.contains(" 0 UDP  5000->127.0.0.1:5000  'game &amp; &lt;voice&gt;' '' "),
+        "{out}"
+    );
+    assert!(
+        out.contains(" 1 TCP  6001->127.0.0.1:6000  'libminiupnpc' '' 604800"),
+        "{out}"
+    );
+    assert!(
+        out.contains("GetGenericPortMappingEntry() returned 713 (SpecifiedArrayIndexInvalid)"),
+        "{out}"
+    );
     let out = upnpc(&url, &["-L"]).await;
-    assert!(out.contains("5000->127.0.0.1:5000 UDP") || out.contains("UDP  5000->127.0.0.1:5000"), "-L lists the UDP mapping:\n{out}");
+    assert!(
+        out.contains("5000->127.0.0.1:5000 UDP") || out.contains("UDP  5000->127.0.0.1:5000"),
+        "-L lists the UDP mapping:\n{out}"
+    );
     assert!(out.contains("6001"), "-L lists the TCP mapping:\n{out}");
     // AddAnyPortMapping on a port held by another LAN host gets the next free port.
     let other = PortMapping {
-        key: MappingKey { external_port: 6500, protocol: Protocol::Tcp, remote_host: None },
+        key: MappingKey {
+            external_port: 6500,
+            protocol: Protocol::Tcp,
+            remote_host: None,
+        },
         internal_client: Ipv4Addr::new(127, 0, 0, 2),
         internal_port: 6500,
         enabled: true,
@@ -90,25 +122,58 @@ async fn upnpc_add_list_delete_and_range_operations() {
         lease: Lease::Permanent,
         owner: Ipv4Addr::new(127, 0, 0, 2),
     };
-    d.server.igd.backend
-        .add(Instant::now(), AddRequest { mapping: other, choice: PortChoice::Exact })
+    d.server
+        .igd
+        .backend
+        .add(
+            Instant::now(),
+            AddRequest {
+                mapping: other,
+                choice: PortChoice::Exact,
+            },
+        )
         .await
         .expect("other host's mapping");
     let out = upnpc(&url, &["-n", "127.0.0.1", "7000", "6500", "TCP"]).await;
-    assert!(out.contains("external 198.51.100.1:6501 TCP is redirected to internal 127.0.0.1:7000"), "AddAny picks the next free port:\n{out}");
+    assert!(
+        out.contains("external 198.51.100.1:6501 TCP is redirected to internal 127.0.0.1:7000"),
+        "AddAny picks the next free port:\n{out}"
+    );
     let out = upnpc(&url, &["-a", "127.0.0.1", "7000", "6500", "TCP"]).await;
-    assert!(out.contains("failed with code 718 (ConflictInMappingEntry)"), "{out}");
+    assert!(
+        out.contains("failed with code 718 (ConflictInMappingEntry)"),
+        "{out}"
+    );
     let out = upnpc(&url, &["-d", "5000", "UDP"]).await;
-    assert!(out.contains("UPNP_DeletePortMapping() returned : 0"), "{out}");
+    assert!(
+        out.contains("UPNP_DeletePortMapping() returned : 0"),
+        "{out}"
+    );
     let out = upnpc(&url, &["-d", "5000", "UDP"]).await;
-    assert!(out.contains("714"), "second delete is NoSuchEntryInArray:\n{out}");
+    assert!(
+        out.contains("714"),
+        "second delete is NoSuchEntryInArray:\n{out}"
+    );
     let out = upnpc(&url, &["-N", "6000", "6600", "TCP"]).await;
-    assert!(out.contains("UPNP_DeletePortMappingRange() returned : 0"), "{out}");
+    assert!(
+        out.contains("UPNP_DeletePortMappingRange() returned : 0"),
+        "{out}"
+    );
     let left = d.server.igd.backend.list(Instant::now());
-    assert_eq!(left.len(), 1, "only the other host's mapping is left: {left:?}");
+    assert_eq!(
+        left.len(),
+        1,
+        "only the other host's mapping is left: {left:?}"
+    );
     let out = upnpc(&url, &["-r", "8000", "UDP", "8001", "9001", "TCP"]).await;
-    assert!(out.contains("external 198.51.100.1:8000 UDP is redirected to internal 127.0.0.1:8000"), "{out}");
-    assert!(out.contains("external 198.51.100.1:9001 TCP is redirected to internal 127.0.0.1:8001"), "{out}");
+    assert!(
+        out.contains("external 198.51.100.1:8000 UDP is redirected to internal 127.0.0.1:8000"),
+        "{out}"
+    );
+    assert!(
+        out.contains("external 198.51.100.1:9001 TCP is redirected to internal 127.0.0.1:8001"),
+        "{out}"
+    );
     d.stop().await;
 }
 
@@ -116,7 +181,12 @@ async fn upnpc_add_list_delete_and_range_operations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_miniupnpc_module_adds_lists_and_deletes() {
     let py = "/usr/bin/python3";
-    let probe = run_async(py, vec!["-c".into(), "import miniupnpc".into()], Duration::from_secs(10)).await;
+    let probe = run_async(
+        py,
+        vec!["-c".into(), "import miniupnpc".into()],
+        Duration::from_secs(10),
+    )
+    .await;
     if !probe.status.success() {
         println!("SKIPPED: python3-miniupnpc is not installed");
         return;
@@ -133,13 +203,27 @@ async fn python_miniupnpc_module_adds_lists_and_deletes() {
         d.location()
     );
     let out = run_async(py, vec!["-c".into(), script], Duration::from_secs(20)).await;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("ext 198.51.100.1"), "{text}");
-    assert!(text.contains("status ('Connected', 0, 'ERROR_NONE')") || text.contains("status ('Connected'"), "{text}");
+    assert!(
+        text.contains("status ('Connected', 0, 'ERROR_NONE')")
+            || text.contains("status ('Connected'"),
+        "{text}"
+    );
     assert!(text.contains("add True"), "{text}");
-    assert!(text.contains("get ('127.0.0.1', 4445, 'py', True, 604800)"), "{text}");
-    assert!(text.contains("gen (4444, 'TCP', ('127.0.0.1', 4445), 'py', '1', '', 604800)"), "{text}");
+    assert!(
+        text.contains("get ('127.0.0.1', 4445, 'py', True, 604800)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gen (4444, 'TCP', ('127.0.0.1', 4445), 'py', '1', '', 604800)"),
+        "{text}"
+    );
     assert!(text.contains("gen1 None"), "{text}");
     assert!(text.contains("del True"), "{text}");
     assert!(text.contains("err NoSuchEntryInArray"), "{text}");
@@ -178,10 +262,20 @@ async fn igd_next_discovers_maps_lists_and_removes() {
     assert_eq!(e.internal_client, "127.0.0.1");
     assert_eq!(e.port_mapping_description, "igd-next & co");
     assert_eq!(e.lease_duration, 3600);
-    assert!(gw.get_generic_port_mapping_entry(2).await.is_err(), "713 past the end");
-    gw.remove_port(PortMappingProtocol::UDP, 7777).await.expect("remove");
-    gw.remove_port(PortMappingProtocol::TCP, any).await.expect("remove any");
-    assert!(gw.remove_port(PortMappingProtocol::TCP, any).await.is_err(), "714");
+    assert!(
+        gw.get_generic_port_mapping_entry(2).await.is_err(),
+        "713 past the end"
+    );
+    gw.remove_port(PortMappingProtocol::UDP, 7777)
+        .await
+        .expect("remove");
+    gw.remove_port(PortMappingProtocol::TCP, any)
+        .await
+        .expect("remove any");
+    assert!(
+        gw.remove_port(PortMappingProtocol::TCP, any).await.is_err(),
+        "714"
+    );
     assert_eq!(d.server.igd.backend.count(std::time::Instant::now()), 0);
     d.stop().await;
 }

@@ -24,18 +24,29 @@ fn body(resp: &str) -> &str {
 async fn root_description_is_served_with_exact_headers() {
     let d = daemon(|_| {}).await;
     let a = d.http_addrs[0];
-    let r = raw_http(a, format!("GET /rootDesc.xml HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n").as_bytes());
+    let r = raw_http(
+        a,
+        format!("GET /rootDesc.xml HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
     assert_eq!(status(&r), "HTTP/1.1 200 OK");
-    assert!(r.contains("\r\nContent-Type: text/xml; charset=\"utf-8\"\r\n"), "{r}");
+    assert!(
+        r.contains("\r\nContent-Type: text/xml; charset=\"utf-8\"\r\n"),
+        "{r}"
+    );
     assert!(r.contains("\r\nContent-Length: "), "{r}");
     assert!(r.contains("\r\nServer: Linux/"), "{r}");
     assert!(body(&r).starts_with("<?xml version=\"1.0\"?>"));
     assert!(body(&r).contains("urn:schemas-upnp-org:device:InternetGatewayDevice:2"));
     assert!(body(&r).contains(&format!("<presentationURL>http://{a}/</presentationURL>")));
-    let len: usize = header(&r, "content-length").and_then(|v| v.parse().ok()).expect("length");
+    let len: usize = header(&r, "content-length")
+        .and_then(|v| v.parse().ok())
+        .expect("length");
     assert_eq!(len, body(&r).len());
     // Paths are matched case-insensitively (buggy clients changed the case).
-    let r = raw_http(a, format!("GET /ROOTDESC.XML HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes());
+    let r = raw_http(
+        a,
+        format!("GET /ROOTDESC.XML HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes(),
+    );
     assert_eq!(status(&r), "HTTP/1.1 200 OK");
     d.stop().await;
 }
@@ -46,10 +57,18 @@ async fn microsoft_user_agent_gets_igd1_descriptions() {
     let d = daemon(|_| {}).await;
     let a = d.http_addrs[0];
     for ua in ["Microsoft-Windows/10.0 UPnP/1.0", "FDSSDP"] {
-        let r = raw_http(a, format!("GET /rootDesc.xml HTTP/1.1\r\nHost: {a}\r\nUser-Agent: {ua}\r\n\r\n").as_bytes());
+        let r = raw_http(
+            a,
+            format!("GET /rootDesc.xml HTTP/1.1\r\nHost: {a}\r\nUser-Agent: {ua}\r\n\r\n")
+                .as_bytes(),
+        );
         assert!(body(&r).contains("InternetGatewayDevice:1<"), "{r}");
         assert!(!body(&r).contains(":2<"), "{r}");
-        let r = raw_http(a, format!("GET /WANIPCn.xml HTTP/1.1\r\nHost: {a}\r\nUser-Agent: {ua}\r\n\r\n").as_bytes());
+        let r = raw_http(
+            a,
+            format!("GET /WANIPCn.xml HTTP/1.1\r\nHost: {a}\r\nUser-Agent: {ua}\r\n\r\n")
+                .as_bytes(),
+        );
         assert!(body(&r).contains("<name>AddPortMapping</name>"));
         assert!(!body(&r).contains("AddAnyPortMapping"));
     }
@@ -62,16 +81,33 @@ async fn microsoft_user_agent_gets_igd1_descriptions() {
 async fn wrong_paths_methods_and_hosts_are_refused() {
     let d = daemon(|_| {}).await;
     let a = d.http_addrs[0];
-    let get = |path: &str, host: &str| raw_http(a, format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
-    assert_eq!(status(&get("/nothing", &a.to_string())), "HTTP/1.1 404 Not Found");
+    let get = |path: &str, host: &str| {
+        raw_http(
+            a,
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+        )
+    };
+    assert_eq!(
+        status(&get("/nothing", &a.to_string())),
+        "HTTP/1.1 404 Not Found"
+    );
     let r = get("/ctl/IPConn", &a.to_string());
     assert_eq!(status(&r), "HTTP/1.1 405 Method Not Allowed");
     assert_eq!(header(&r, "allow"), Some("POST"));
     let r = get("/evt/IPConn", &a.to_string());
     assert_eq!(header(&r, "allow"), Some("SUBSCRIBE, UNSUBSCRIBE"));
-    assert_eq!(status(&get("/rootDesc.xml", "evil.example")), "HTTP/1.1 403 Forbidden");
-    assert_eq!(status(&get("/rootDesc.xml", "evil.example:5000")), "HTTP/1.1 403 Forbidden");
-    let r = raw_http(a, format!("DELETE /rootDesc.xml HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes());
+    assert_eq!(
+        status(&get("/rootDesc.xml", "evil.example")),
+        "HTTP/1.1 403 Forbidden"
+    );
+    assert_eq!(
+        status(&get("/rootDesc.xml", "evil.example:5000")),
+        "HTTP/1.1 403 Forbidden"
+    );
+    let r = raw_http(
+        a,
+        format!("DELETE /rootDesc.xml HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes(),
+    );
     assert_eq!(status(&r), "HTTP/1.1 501 Not Implemented");
     d.stop().await;
 }
@@ -84,11 +120,18 @@ async fn soapaction_spellings_and_quoting_are_accepted() {
     let ns = "urn:schemas-upnp-org:service:WANIPConnection:2";
     let body_xml = envelope(ns, "GetExternalIPAddress", &[]);
     for h in ["SOAPAction", "Soapaction", "SOAPACTION"] {
-        for v in [format!("\"{ns}#GetExternalIPAddress\""), format!("'{ns}#GetExternalIPAddress'"), format!("{ns}#GetExternalIPAddress")] {
+        for v in [
+            format!("\"{ns}#GetExternalIPAddress\""),
+            format!("'{ns}#GetExternalIPAddress'"),
+            format!("{ns}#GetExternalIPAddress"),
+        ] {
             let r = raw_http(a, &soap_request(a, "/ctl/IPConn", h, &v, &body_xml));
             assert_eq!(status(&r), "HTTP/1.1 200 OK", "{h}: {v}\n{r}");
             assert!(r.contains("<NewExternalIPAddress>198.51.100.1</NewExternalIPAddress>"));
-            assert!(r.contains("\r\nExt: \r\n") || r.contains("\r\nExt:\r\n"), "{r}");
+            assert!(
+                r.contains("\r\nExt: \r\n") || r.contains("\r\nExt:\r\n"),
+                "{r}"
+            );
         }
     }
     d.stop().await;
@@ -102,12 +145,36 @@ async fn v1_namespace_is_echoed_and_any_control_url_works() {
     let a = d.http_addrs[0];
     let ns1 = "urn:schemas-upnp-org:service:WANIPConnection:1";
     let body_xml = envelope(ns1, "AddPortMapping", &add_args("5555", "UDP", "60"));
-    let r = raw_http(a, &soap_request(a, "/ctl/IPConn", "SOAPAction", &format!("\"{ns1}#AddPortMapping\""), &body_xml));
+    let r = raw_http(
+        a,
+        &soap_request(
+            a,
+            "/ctl/IPConn",
+            "SOAPAction",
+            &format!("\"{ns1}#AddPortMapping\""),
+            &body_xml,
+        ),
+    );
     assert_eq!(status(&r), "HTTP/1.1 200 OK", "{r}");
-    assert!(r.contains(&format!("<u:AddPortMappingResponse xmlns:u=\"{ns1}\">")), "{r}");
+    assert!(
+        r.contains(&format!("<u:AddPortMappingResponse xmlns:u=\"{ns1}\">")),
+        "{r}"
+    );
     let cfg = "urn:schemas-upnp-org:service:WANCommonInterfaceConfig:1";
-    let r = raw_http(a, &soap_request(a, "/ctl/IPConn", "SOAPAction", &format!("\"{cfg}#GetCommonLinkProperties\""), &envelope(cfg, "GetCommonLinkProperties", &[])));
-    assert!(r.contains("<NewWANAccessType>Ethernet</NewWANAccessType>"), "{r}");
+    let r = raw_http(
+        a,
+        &soap_request(
+            a,
+            "/ctl/IPConn",
+            "SOAPAction",
+            &format!("\"{cfg}#GetCommonLinkProperties\""),
+            &envelope(cfg, "GetCommonLinkProperties", &[]),
+        ),
+    );
+    assert!(
+        r.contains("<NewWANAccessType>Ethernet</NewWANAccessType>"),
+        "{r}"
+    );
     d.stop().await;
 }
 
@@ -117,14 +184,27 @@ async fn missing_soapaction_is_400_and_unknown_action_is_fault_401() {
     let d = daemon(|_| {}).await;
     let a = d.http_addrs[0];
     let b = envelope("x", "GetExternalIPAddress", &[]);
-    let req = format!("POST /ctl/IPConn HTTP/1.1\r\nHost: {a}\r\nContent-Length: {}\r\n\r\n{b}", b.len());
-    assert_eq!(status(&raw_http(a, req.as_bytes())), "HTTP/1.1 400 Bad Request");
+    let req = format!(
+        "POST /ctl/IPConn HTTP/1.1\r\nHost: {a}\r\nContent-Length: {}\r\n\r\n{b}",
+        b.len()
+    );
+    assert_eq!(
+        status(&raw_http(a, req.as_bytes())),
+        "HTTP/1.1 400 Bad Request"
+    );
     let r = call(a, "Reboot", &[]);
     assert_eq!(status(&r), "HTTP/1.1 500 Internal Server Error");
     assert!(r.contains("\r\nContent-Type: text/xml; charset=\"utf-8\"\r\n"));
     assert!(r.contains("<faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring>"));
-    assert!(r.contains("<errorCode>401</errorCode><errorDescription>Invalid Action</errorDescription>"), "{r}");
-    let r = call(a, "GetGenericPortMappingEntry", &[("NewPortMappingIndex", "0")]);
+    assert!(
+        r.contains("<errorCode>401</errorCode><errorDescription>Invalid Action</errorDescription>"),
+        "{r}"
+    );
+    let r = call(
+        a,
+        "GetGenericPortMappingEntry",
+        &[("NewPortMappingIndex", "0")],
+    );
     assert!(r.contains("<errorCode>713</errorCode>"), "{r}");
     d.stop().await;
 }
@@ -161,7 +241,11 @@ async fn expect_100_continue_completes() {
     .await
     .expect("join");
     assert!(r.0.starts_with("HTTP/1.1 100 Continue"), "{}", r.0);
-    assert!(r.1.contains("<NewConnectionStatus>Connected</NewConnectionStatus>"), "{}", r.1);
+    assert!(
+        r.1.contains("<NewConnectionStatus>Connected</NewConnectionStatus>"),
+        "{}",
+        r.1
+    );
     d.stop().await;
 }
 
@@ -170,7 +254,17 @@ async fn expect_100_continue_completes() {
 async fn half_closed_client_still_receives_the_response() {
     let d = daemon(|_| {}).await;
     let a = d.http_addrs[0];
-    let req = soap_request(a, "/ctl/IPConn", "SOAPAction", "\"urn:schemas-upnp-org:service:WANIPConnection:2#GetExternalIPAddress\"", &envelope("urn:schemas-upnp-org:service:WANIPConnection:2", "GetExternalIPAddress", &[]));
+    let req = soap_request(
+        a,
+        "/ctl/IPConn",
+        "SOAPAction",
+        "\"urn:schemas-upnp-org:service:WANIPConnection:2#GetExternalIPAddress\"",
+        &envelope(
+            "urn:schemas-upnp-org:service:WANIPConnection:2",
+            "GetExternalIPAddress",
+            &[],
+        ),
+    );
     let r = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(a).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(5))).expect("t");
@@ -180,7 +274,10 @@ async fn half_closed_client_still_receives_the_response() {
     })
     .await
     .expect("join");
-    assert!(r.contains("<NewExternalIPAddress>198.51.100.1</NewExternalIPAddress>"), "{r}");
+    assert!(
+        r.contains("<NewExternalIPAddress>198.51.100.1</NewExternalIPAddress>"),
+        "{r}"
+    );
     d.stop().await;
 }
 
@@ -190,8 +287,15 @@ async fn non_lan_peer_gets_no_answer() {
     let d = daemon(|c| c.lan[0].prefix_len = 32).await;
     let a = d.http_addrs[0];
     let r = tokio::task::spawn_blocking(move || {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-        sock.bind(&"127.0.0.2:0".parse::<std::net::SocketAddr>().expect("addr").into()).expect("bind 127.0.0.2");
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        sock.bind(
+            &"127.0.0.2:0"
+                .parse::<std::net::SocketAddr>()
+                .expect("addr")
+                .into(),
+        )
+        .expect("bind 127.0.0.2");
         sock.connect(&a.into()).expect("connect");
         let mut s: TcpStream = sock.into();
         s.set_read_timeout(Some(Duration::from_secs(3))).expect("t");
@@ -201,9 +305,17 @@ async fn non_lan_peer_gets_no_answer() {
     .await
     .expect("join");
     assert_eq!(r, "", "no answer for a non-LAN peer");
-    assert!(d.server.metrics.get("upnp_iwf_http_refused", "reason=\"not_lan\"") >= 1);
+    assert!(
+        d.server
+            .metrics
+            .get("upnp_iwf_http_refused", "reason=\"not_lan\"")
+            >= 1
+    );
     // And the LAN prefix really is what is served: 127.0.0.1 still works.
-    let ok = raw_http(a, format!("GET /rootDesc.xml HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes());
+    let ok = raw_http(
+        a,
+        format!("GET /rootDesc.xml HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes(),
+    );
     assert_eq!(status(&ok), "HTTP/1.1 200 OK");
     let _ = Ipv4Prefix::new(std::net::Ipv4Addr::LOCALHOST, 32);
     d.stop().await;
@@ -214,13 +326,22 @@ async fn oversized_body_is_413_and_status_and_metrics_pages_answer() {
     let d = daemon(|_| {}).await;
     let a = d.http_addrs[0];
     let big = "x".repeat(upnp_iwf::http::MAX_BODY + 10);
-    let r = raw_http(a, &soap_request(a, "/ctl/IPConn", "SOAPAction", "\"x#GetStatusInfo\"", &big));
+    let r = raw_http(
+        a,
+        &soap_request(a, "/ctl/IPConn", "SOAPAction", "\"x#GetStatusInfo\"", &big),
+    );
     assert_eq!(status(&r), "HTTP/1.1 413 Payload Too Large");
     call(a, "AddPortMapping", &add_args("4321", "TCP", "0"));
     let r = raw_http(a, format!("GET / HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes());
     assert!(body(&r).contains("TCP 4321 -> 127.0.0.1:4321"), "{r}");
-    let r = raw_http(a, format!("GET /metrics HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes());
-    assert!(body(&r).contains("upnp_iwf_soap_actions_total{action=\"AddPortMapping\",result=\"ok\"} 1"), "{r}");
+    let r = raw_http(
+        a,
+        format!("GET /metrics HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes(),
+    );
+    assert!(
+        body(&r).contains("upnp_iwf_soap_actions_total{action=\"AddPortMapping\",result=\"ok\"} 1"),
+        "{r}"
+    );
     assert!(body(&r).contains("upnp_iwf_mappings 1"));
     d.stop().await;
 }

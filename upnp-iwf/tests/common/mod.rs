@@ -21,7 +21,8 @@ pub async fn daemon(tweak: impl FnOnce(&mut DaemonConfig)) -> Daemon<MemoryBacke
 /// Sends `request` bytes on a fresh connection and reads until close or `limit`.
 pub fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     s.write_all(request).expect("write");
     read_all(&mut s)
 }
@@ -54,7 +55,13 @@ pub fn read_all(s: &mut TcpStream) -> String {
 }
 
 /// A SOAP POST with the given header spelling and SOAPAction value.
-pub fn soap_request(addr: SocketAddr, path: &str, header: &str, action_value: &str, body: &str) -> Vec<u8> {
+pub fn soap_request(
+    addr: SocketAddr,
+    path: &str,
+    header: &str,
+    action_value: &str,
+    body: &str,
+) -> Vec<u8> {
     format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml; charset=\"utf-8\"\r\n\
          Content-Length: {}\r\n{header}: {action_value}\r\nConnection: close\r\n\r\n{body}",
@@ -79,7 +86,16 @@ pub fn envelope(ns: &str, action: &str, args: &[(&str, &str)]) -> String {
 pub fn call(addr: SocketAddr, action: &str, args: &[(&str, &str)]) -> String {
     let ns = "urn:schemas-upnp-org:service:WANIPConnection:2";
     let body = envelope(ns, action, args);
-    raw_http(addr, &soap_request(addr, "/ctl/IPConn", "SOAPAction", &format!("\"{ns}#{action}\""), &body))
+    raw_http(
+        addr,
+        &soap_request(
+            addr,
+            "/ctl/IPConn",
+            "SOAPAction",
+            &format!("\"{ns}#{action}\""),
+            &body,
+        ),
+    )
 }
 
 /// AddPortMapping arguments for a UDP/TCP mapping to 127.0.0.1.
@@ -130,16 +146,25 @@ pub async fn run_async(program: &'static str, args: Vec<String>, limit: Duration
 }
 
 /// Sends one SSDP datagram to `to` and collects answers for `wait`.
-pub fn ssdp_exchange(to: SocketAddr, msg: &str, wait: Duration) -> Vec<(SocketAddr, String, Duration)> {
+pub fn ssdp_exchange(
+    to: SocketAddr,
+    msg: &str,
+    wait: Duration,
+) -> Vec<(SocketAddr, String, Duration)> {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
     let start = Instant::now();
     s.send_to(msg.as_bytes(), to).expect("send");
     let mut out = Vec::new();
     let mut buf = [0u8; 2048];
     while start.elapsed() < wait {
         if let Ok((n, from)) = s.recv_from(&mut buf) {
-            out.push((from, String::from_utf8_lossy(&buf[..n]).into_owned(), start.elapsed()));
+            out.push((
+                from,
+                String::from_utf8_lossy(&buf[..n]).into_owned(),
+                start.elapsed(),
+            ));
         }
     }
     out
@@ -147,8 +172,11 @@ pub fn ssdp_exchange(to: SocketAddr, msg: &str, wait: Duration) -> Vec<(SocketAd
 
 /// Value of header `name` (case-insensitive) in an HTTP-style message.
 pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.split("\r\n").skip(1).take_while(|l| !l.is_empty()).find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
-    })
+    msg.split("\r\n")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+        })
 }

@@ -119,16 +119,25 @@ pub enum CtlAction {
     Stats,
     /// Print the configuration in force (TOML).
     Config,
+    /// Renumber the NAT: replace the pools (epoch reset, mappings moved, Mapping Updates).
+    Pool {
+        /// New ranges, e.g. 192.0.2.0/28 (pool ids 1, 2, …).
+        #[arg(required = true)]
+        ranges: Vec<String>,
+    },
 }
 
 impl CtlAction {
     /// The control request for this action.
     pub fn request(&self) -> crate::ctl::Request {
-        match *self {
-            CtlAction::Mappings { json } => crate::ctl::Request::Mappings { json },
-            CtlAction::Restart { keep_state } => crate::ctl::Request::Restart { keep_state },
+        match self {
+            CtlAction::Mappings { json } => crate::ctl::Request::Mappings { json: *json },
+            CtlAction::Restart { keep_state } => crate::ctl::Request::Restart {
+                keep_state: *keep_state,
+            },
             CtlAction::Stats => crate::ctl::Request::Stats,
             CtlAction::Config => crate::ctl::Request::Config,
+            CtlAction::Pool { ranges } => crate::ctl::Request::Pool(ranges.clone()),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// A control request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// The mapping table, as operator lines or JSON.
     Mappings {
@@ -23,18 +23,22 @@ pub enum Request {
     Stats,
     /// The configuration in force (TOML).
     Config,
+    /// Renumber: replace the pools by these ranges (pool ids 1, 2, …); mappings move and
+    /// clients get Mapping Updates (RFC 6887 §14.2).
+    Pool(Vec<String>),
 }
 
 impl Request {
     /// The wire line.
-    pub fn line(&self) -> &'static str {
+    pub fn line(&self) -> String {
         match self {
-            Request::Mappings { json: false } => "mappings",
-            Request::Mappings { json: true } => "mappings --json",
-            Request::Restart { keep_state: false } => "restart",
-            Request::Restart { keep_state: true } => "restart --keep-state",
-            Request::Stats => "stats",
-            Request::Config => "config",
+            Request::Mappings { json: false } => "mappings".into(),
+            Request::Mappings { json: true } => "mappings --json".into(),
+            Request::Restart { keep_state: false } => "restart".into(),
+            Request::Restart { keep_state: true } => "restart --keep-state".into(),
+            Request::Stats => "stats".into(),
+            Request::Config => "config".into(),
+            Request::Pool(ranges) => format!("pool {}", ranges.join(" ")),
         }
     }
 
@@ -47,7 +51,12 @@ impl Request {
             "restart --keep-state" => Request::Restart { keep_state: true },
             "stats" => Request::Stats,
             "config" => Request::Config,
-            _ => return None,
+            other => match other.strip_prefix("pool ") {
+                Some(ranges) => {
+                    Request::Pool(ranges.split_whitespace().map(String::from).collect())
+                }
+                None => return None,
+            },
         })
     }
 }

@@ -309,3 +309,40 @@ fn daemon_serves_openmetrics_over_http() {
     assert!(body.contains("cgn_mappings{type=\"map\"} 1"));
     assert!(body.trim_end().ends_with("# EOF"));
 }
+
+// `ctl pool` renumbers the NAT (RFC 6887 §14.2, §8.5): the client receives three Mapping
+// Update copies with its mapping on the new pool and epoch 0, and the table shows it.
+#[test]
+fn ctl_pool_renumbers_and_the_client_gets_mapping_updates() {
+    let d = start("pool", LO, free_port(LO), &[]);
+    let s = client();
+    s.send_to(
+        &emit(&map_req(LO, nonce(4), Protocol::UDP, 7000, 3600, None, &[])),
+        d.addr,
+    )
+    .expect("send");
+    let first = ResponseRepr::parse(&recv(&s))
+        .map(|r| r.result)
+        .expect("parses");
+    assert_eq!(first, ResultCode::Success);
+    assert!(ctl(&d, &["pool", "192.0.2.0/29"]).contains("pools replaced"));
+    let mut updates = Vec::new();
+    while updates.len() < 3 {
+        let a = recv(&s);
+        let r = ResponseRepr::parse(&a).expect("parses");
+        let m = *r.data.map_fields().expect("MAP");
+        assert_eq!(
+            (r.result, m.internal_port, m.nonce),
+            (ResultCode::Success, 7000, nonce(4))
+        );
+        let IpAddr::V4(ip) = m.external_address else {
+            panic!("v4")
+        };
+        assert!(ip.octets()[..3] == [192, 0, 2], "{ip}");
+        updates.push((Instant::now(), r.epoch));
+    }
+    assert!(updates.iter().all(|(_, e)| *e == 0));
+    assert!((updates[1].0 - updates[0].0) >= Duration::from_millis(240));
+    assert!(ctl(&d, &["mappings"]).contains("ANY -> 192.0.2."));
+    assert!(ctl(&d, &["pool", "not-a-prefix"]).starts_with("error:"));
+}

@@ -57,6 +57,19 @@ pub(crate) fn execute(server: &mut Server, config: &DaemonConfig, req: Request) 
             )
         }
         Request::Stats => server.render_metrics(now),
+        Request::Pool(ranges) => {
+            let mut c = server.config().clone();
+            c.set_pool_ranges(&ranges);
+            match server.replace_pools(now, c.pools) {
+                Ok(()) => format!(
+                    "pools replaced ({}), epoch {}, {} mappings kept\n",
+                    ranges.join(" "),
+                    server.epoch(now),
+                    server.table().counts().maps
+                ),
+                Err(e) => format!("error: {e}\n"),
+            }
+        }
         Request::Config => {
             let mut s = format!(
                 "# inside = {}:{}\n# ctl = {}\n",

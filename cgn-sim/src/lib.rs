@@ -65,6 +65,7 @@ pub mod options;
 pub mod peer;
 pub mod pool;
 pub mod prefix;
+pub mod recovery;
 pub mod server;
 pub mod table;
 pub mod timer;

@@ -339,7 +339,10 @@ impl Server {
                 return self.error(bytes, opcode, result, epoch, false, out);
             }
         };
-        if outside && !repr.options.contains(wire::OptionCode::THIRD_PARTY) {
+        // A THIRD_PARTY host outside the subscriber prefixes may only speak for others.
+        if (outside || !self.is_subscriber(*source.ip()))
+            && !repr.options.contains(wire::OptionCode::THIRD_PARTY)
+        {
             self.metrics.drop(DropReason::Interface);
             return None;
         }

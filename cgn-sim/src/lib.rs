@@ -51,6 +51,7 @@
 pub mod allocate;
 pub mod announce;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

@@ -20,6 +20,7 @@ use pcp_client::wire::{
 use rand::RngCore;
 
 use crate::announce::AnnounceSchedule;
+use crate::clients::RememberedClients;
 use crate::config::{ConfigError, EngineConfig};
 use crate::epoch::Epoch;
 use crate::fasthash::{FastMap, KeyedState};
@@ -111,7 +112,7 @@ pub struct Server {
     base: Instant,
     pub(crate) rng: Box<dyn RngCore + Send>,
     pub(crate) announce: AnnounceSchedule,
-    pub(crate) clients: FastMap<SocketAddrV4, u32>,
+    pub(crate) clients: RememberedClients,
     pub(crate) server_addrs: Vec<SocketAddr>,
     pub(crate) out: VecDeque<Transmit>,
     pub(crate) updates: Vec<PendingUpdate>,
@@ -157,7 +158,7 @@ impl Server {
             base: now,
             rng,
             announce: AnnounceSchedule::default(),
-            clients: FastMap::with_hasher(KeyedState::random()),
+            clients: RememberedClients::new(config.max_remembered_clients),
             server_addrs: Vec::new(),
             out: VecDeque::new(),
             updates: Vec::new(),
@@ -482,27 +483,12 @@ impl Server {
 
     pub(crate) fn remember_client(&mut self, client: SocketAddrV4, now: Instant) {
         let s = self.seconds(now);
-        if self.clients.len() >= self.config.max_remembered_clients
-            && !self.clients.contains_key(&client)
-        {
-            // Forget the stalest client.
-            if let Some(old) = self
-                .clients
-                .iter()
-                .min_by_key(|(_, t)| **t)
-                .map(|(c, _)| *c)
-            {
-                self.clients.remove(&old);
-            }
-        }
-        self.clients.insert(client, s);
+        self.clients.remember(client, s);
     }
 
     /// Clients remembered for unicast ANNOUNCE (their request source endpoints).
     pub fn remembered_clients(&self) -> Vec<SocketAddrV4> {
-        let mut v: Vec<_> = self.clients.keys().copied().collect();
-        v.sort();
-        v
+        self.clients.endpoints()
     }
 
     /// A binding lost its last part: its port goes into hold-down for its owner

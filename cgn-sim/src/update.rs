@@ -47,11 +47,7 @@ impl Server {
         if let Some(e) = b.extra.as_ref().filter(|e| e.third_party.is_some()) {
             return e.requester.map(SocketAddr::V4);
         }
-        self.clients
-            .iter()
-            .filter(|(c, _)| c.ip() == b.internal.ip())
-            .max_by_key(|(_, t)| **t)
-            .map(|(c, _)| SocketAddr::V4(*c))
+        self.clients.latest(*b.internal.ip()).map(SocketAddr::V4)
     }
 
     /// Replaces the NAT pools at `now` (renumbering). The epoch resets (RFC 6887 §8.5: the

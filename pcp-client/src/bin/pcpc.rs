@@ -41,6 +41,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create (or renew, with --nonce) a MAP mapping: inbound traffic to an internal port.
+    ///
+    /// pcpc does not hold the internal port: the application that listens on it must own it
+    /// (RFC 6887 §11). Without --keep, pcpc exits after the answer and the mapping lasts for
+    /// its lifetime unless renewed (same --nonce) or deleted.
     Map(MapArgs),
     /// Create a PEER mapping: the outbound mapping towards one remote peer.
     Peer(PeerArgs),

@@ -91,6 +91,9 @@ pub struct EngineConfig {
     pub max_filters: usize,
     /// Longest DESCRIPTION stored, bytes (RFC 7220 §3: at least 128).
     pub max_description: usize,
+    /// Most ports one PORT_SET request maps (RFC 7753 §4.2: as many as possible, never more
+    /// than requested).
+    pub max_port_set: u16,
     /// Serve MAP (RFC 6887 §11 SHOULD be configurable). Disabled: NOT_AUTHORIZED.
     pub allow_map: bool,
     /// Serve PEER (RFC 6887 §12 SHOULD be configurable). Disabled: NOT_AUTHORIZED.
@@ -138,6 +141,7 @@ impl Default for EngineConfig {
             max_held_ports: 1_000_000,
             max_filters: 8,
             max_description: 128,
+            max_port_set: 64,
             allow_map: true,
             allow_peer: true,
             natpmp: true,

@@ -65,6 +65,7 @@ pub mod natpmp;
 pub mod options;
 pub mod peer;
 pub mod pool;
+pub mod port_set;
 pub mod prefix;
 pub mod recovery;
 pub mod server;

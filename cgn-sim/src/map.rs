@@ -57,6 +57,7 @@ impl Server {
             return self.err(ResultCode::MalformedRequest);
         }
         // The response copies protocol, internal port and the suggested fields (erratum 3621).
+        let opts_port_set = opts.port_set;
         let mut echo = opts.echo;
         echo.retain(|o| !matches!(o, pcp_client::wire::PcpOption::Description(_)));
         let success = |lifetime| Outcome::Success {
@@ -78,6 +79,12 @@ impl Server {
             addr: subscriber,
             port: map.internal_port,
         };
+        if let Some(set) = opts_port_set.filter(|s| s.size > 1) {
+            return match self.delete_port_set(now_s, subscriber, map, key.realm, set) {
+                Ok(_) => success(0),
+                Err(e) => e,
+            };
+        }
         let Some(id) = self.table.lookup_internal(&key) else {
             // Deleting what does not exist succeeds, so retransmissions agree (§15.1).
             return success(0);
@@ -124,6 +131,9 @@ impl Server {
             return self.err(ResultCode::UnsuppProtocol);
         }
         let lifetime = self.clamp_lifetime(requested);
+        if let Some(set) = opts.port_set.filter(|s| s.size > 1) {
+            return self.map_port_set(now_s, subscriber, source, map, opts, set, lifetime);
+        }
         let key = InternalKey {
             protocol: map.protocol.0,
             realm: opts.realm,
@@ -281,7 +291,7 @@ impl Server {
 
     /// FILTER semantics (RFC 6887 §13.3): new ones add to the existing ones, prefix 0
     /// clears; too many → EXCESSIVE_REMOTE_PEERS with no state change.
-    fn merge_filters(
+    pub(crate) fn merge_filters(
         &self,
         mut base: Vec<pcp_client::wire::Filter>,
         opts: &Processed<'_>,
@@ -404,7 +414,7 @@ impl Server {
     }
 }
 
-fn build_extra(
+pub(crate) fn build_extra(
     old: Option<Box<MapExtra>>,
     filters: Vec<pcp_client::wire::Filter>,
     opts: &Processed<'_>,

@@ -327,6 +327,50 @@ impl NatPool {
         None
     }
 
+    /// Takes `n` consecutive free ports on `index` (RFC 7753 port sets), starting at a random
+    /// point of the internal port's range class; the first port has `parity` when given.
+    /// Returns the first port, or `None` if no run of `n` exists.
+    pub fn allocate_run(
+        &mut self,
+        index: u16,
+        req: PortRequest,
+        n: u16,
+        parity: Option<u16>,
+        rng: &mut dyn RngCore,
+    ) -> Option<u16> {
+        if n == 0 {
+            return None;
+        }
+        let (lo, hi) = if req.internal_port < 1024 {
+            (self.port_min.max(1), self.port_max.min(1023))
+        } else {
+            (self.port_min.max(1024), self.port_max)
+        };
+        if lo > hi || u32::from(hi) - u32::from(lo) + 1 < u32::from(n) {
+            return None;
+        }
+        let last_start = hi - (n - 1);
+        let span = u32::from(last_start) - u32::from(lo) + 1;
+        let first = lo + (rng.next_u32() % span) as u16;
+        let proto = req.proto;
+        let fits = |pool: &NatPool, start: u16| {
+            (0..n).all(|i| {
+                pool.is_allocatable(proto, start + i) && !pool.is_used(index, proto, start + i)
+            })
+        };
+        let mut start = first;
+        for _ in 0..span {
+            if parity.is_none_or(|p| start & 1 == p) && fits(self, start) {
+                for i in 0..n {
+                    self.take(index, proto, start + i);
+                }
+                return Some(start);
+            }
+            start = if start >= last_start { lo } else { start + 1 };
+        }
+        None
+    }
+
     /// Clears every port (state loss) but keeps the exclusions.
     pub fn reset(&mut self) {
         let config_reserved = self.reserved.clone();

@@ -39,6 +39,13 @@ enum Op {
         port: u8,
         lifetime: u32,
     },
+    PortSet {
+        sub: u8,
+        nonce: u8,
+        port: u8,
+        size: u16,
+        lifetime: u32,
+    },
     Advance(u16),
     Restart(bool),
 }
@@ -51,6 +58,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(sub, nonce, port, remote, lifetime)| Op::Peer { sub, nonce, port, remote, lifetime }),
         1 => (0..4u8, 0..8u8).prop_map(|(sub, port)| Op::Outbound { sub, port }),
         1 => (0..4u8, 0..8u8, prop_oneof![Just(0u32), Just(200)]).prop_map(|(sub, port, lifetime)| Op::NatPmp { sub, port, lifetime }),
+        2 => (0..4u8, 0..3u8, 0..8u8, 1..12u16, prop_oneof![Just(0u32), Just(300)])
+            .prop_map(|(sub, nonce, port, size, lifetime)| Op::PortSet { sub, nonce, port, size, lifetime }),
         2 => (1..400u16).prop_map(Op::Advance),
         1 => any::<bool>().prop_map(Op::Restart),
     ]
@@ -124,6 +133,12 @@ proptest! {
                     let mut b = [0u8; 16];
                     let n = r.emit(&mut b).expect("emit");
                     h.send(sub(s), &b[..n]);
+                }
+                Op::PortSet { sub: s, nonce: n, port, size, lifetime } => {
+                    let client = sub(s);
+                    let first = 1000 + u16::from(port);
+                    let o = [PcpOption::PortSet(pcp_client::wire::PortSet { size, first_internal_port: first, parity: size % 2 == 0 })];
+                    h.request(client, &map_req(client, nonce(n), Protocol::UDP, first, lifetime, None, &o));
                 }
                 Op::Advance(secs) => h.advance(Duration::from_secs(u64::from(secs))),
                 Op::Restart(keep) => {

@@ -358,10 +358,9 @@ fn description_maximum_length_is_configurable() {
     );
 }
 
-// RFC 7753 §4.2: size 0, with PREFER_FAILURE, repeated → MALFORMED_OPTION; one port mapped
-// → no PORT_SET in the response, and the mapped internal port is the first of the range.
+// RFC 7753 §4.2: size 0, with PREFER_FAILURE, repeated → MALFORMED_OPTION.
 #[test]
-fn port_set_rules() {
+fn port_set_size_zero_repeated_or_with_prefer_failure_is_malformed() {
     let mut h = Harness::new();
     let ps = |size| {
         PcpOption::PortSet(PortSet {
@@ -386,16 +385,134 @@ fn port_set_rules() {
         ),
     );
     assert_eq!(a.result(), ResultCode::MalformedOption);
+    assert_eq!(h.server.table().counts().bindings, 0);
+}
+
+// RFC 7753 §4.2, §4.4: a set maps consecutive ports (no more than asked, parity kept), is
+// reported with PORT_SET, renewed and deleted as one unit; one port → no PORT_SET.
+#[test]
+fn port_set_maps_a_run_renews_and_deletes_it_as_a_unit() {
+    let mut h = Harness::new();
+    let ps = |size| {
+        PcpOption::PortSet(PortSet {
+            size,
+            first_internal_port: 5000,
+            parity: true,
+        })
+    };
     let a = h.request(
         CLIENT,
-        &map_req(CLIENT, nonce(1), Protocol::UDP, 5000, 3600, None, &[ps(4)]),
+        &map_req(CLIENT, nonce(1), Protocol::UDP, 5000, 3600, None, &[ps(8)]),
     );
     assert_eq!(a.result(), ResultCode::Success);
-    assert!(a.options().is_empty());
-    assert_eq!(a.map().internal_port, 5000);
-    assert_eq!(h.server.table().counts().maps, 1);
-    // Parity requested: the external port has the internal port's parity.
-    assert_eq!(a.external().port() % 2, 0);
+    assert_eq!(
+        a.options(),
+        vec![format!(
+            "{:?}",
+            PcpOption::PortSet(PortSet {
+                size: 8,
+                first_internal_port: 5000,
+                parity: true
+            })
+        )]
+    );
+    assert_eq!(
+        a.external().port() % 2,
+        0,
+        "first external port has the internal parity"
+    );
+    assert_eq!(h.server.table().counts().maps, 8);
+    let table = h.server.render_table(h.now);
+    for i in 0..8u16 {
+        let line = format!(
+            "ANY -> {}:{}[100.64.0.2:{}]",
+            a.external().ip(),
+            a.external().port() + i,
+            5000 + i
+        );
+        assert!(table.contains(&line), "{line}\n{table}");
+    }
+    // Renewal of the set: the same run, every port refreshed.
+    h.advance(std::time::Duration::from_secs(100));
+    let b = h.request(
+        CLIENT,
+        &map_req(CLIENT, nonce(1), Protocol::UDP, 5000, 3600, None, &[ps(8)]),
+    );
+    assert_eq!((b.external(), b.options()), (a.external(), a.options()));
+    assert!(
+        !h.server.render_table(h.now).contains("Left: 3500"),
+        "all renewed"
+    );
+    // Another nonce cannot touch it.
+    let c = h.request(
+        CLIENT,
+        &map_req(CLIENT, nonce(2), Protocol::UDP, 5000, 0, None, &[ps(8)]),
+    );
+    assert_eq!(c.result(), ResultCode::NotAuthorized);
+    // Delete as a unit.
+    let d = h.request(
+        CLIENT,
+        &map_req(CLIENT, nonce(1), Protocol::UDP, 5000, 0, None, &[ps(8)]),
+    );
+    assert_eq!(d.result(), ResultCode::Success);
+    assert_eq!(h.server.table().counts().maps, 0);
+    // Size 1: one port, no PORT_SET in the answer.
+    let e = h.request(
+        CLIENT,
+        &map_req(CLIENT, nonce(1), Protocol::UDP, 5000, 3600, None, &[ps(1)]),
+    );
+    assert!(e.options().is_empty());
+    h.check();
+}
+
+// RFC 7753 §4.2 (MUST NOT exceed, MAY fewer): the quota and occupied internal ports cut the
+// set short; what is mapped is reported.
+#[test]
+fn port_set_is_cut_to_the_quota_and_to_free_internal_ports() {
+    let mut c = config();
+    c.quota_per_subscriber = 5;
+    let mut h = Harness::with(c);
+    h.request(
+        CLIENT,
+        &map_req(CLIENT, nonce(1), Protocol::UDP, 5003, 3600, None, &[]),
+    );
+    let ps = PcpOption::PortSet(PortSet {
+        size: 100,
+        first_internal_port: 5000,
+        parity: false,
+    });
+    let a = h.request(
+        CLIENT,
+        &map_req(CLIENT, nonce(1), Protocol::UDP, 5000, 3600, None, &[ps]),
+    );
+    assert_eq!(a.result(), ResultCode::Success);
+    assert_eq!(
+        a.options(),
+        vec![format!(
+            "{:?}",
+            PcpOption::PortSet(PortSet {
+                size: 3,
+                first_internal_port: 5000,
+                parity: false
+            })
+        )]
+    );
+    let ps2 = PcpOption::PortSet(PortSet {
+        size: 100,
+        first_internal_port: 6000,
+        parity: false,
+    });
+    let b = h.request(
+        CLIENT,
+        &map_req(CLIENT, nonce(1), Protocol::UDP, 6000, 3600, None, &[ps2]),
+    );
+    assert_eq!(
+        b.options().len(),
+        0,
+        "one port left in the quota: no PORT_SET"
+    );
+    assert_eq!(h.server.table().counts().maps, 5);
+    h.check();
 }
 
 // RFC 7843 §5.2 (MUST): unsupported → UNSUPP_OPTION, unknown → 24, bad length → 26, no

@@ -1,0 +1,235 @@
+//! PORT_SET (RFC 7753): one MAP request for a run of consecutive internal ports, mapped to a
+//! run of consecutive external ports on the subscriber's address. Each port is its own
+//! binding carrying the request's nonce; the set is renewed and deleted as one unit.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+
+use pcp_client::wire::{MapData, OpcodeData, PcpOption, PortSet, ResultCode};
+
+use crate::options::Processed;
+use crate::pool::{PortRequest, proto_index};
+use crate::server::{Outcome, Server};
+use crate::table::InternalKey;
+
+impl Server {
+    /// How many ports a PORT_SET asks for, capped (0xffff = as many as possible).
+    fn port_set_want(&self, first: u16, set: &PortSet) -> u16 {
+        let room = 65535 - u32::from(first) + 1;
+        let want = if set.size == u16::MAX {
+            u32::from(self.config.max_port_set)
+        } else {
+            u32::from(set.size).min(u32::from(self.config.max_port_set))
+        };
+        want.min(room) as u16
+    }
+
+    fn key(&self, protocol: u8, realm: u16, addr: Ipv4Addr, port: u16) -> InternalKey {
+        InternalKey {
+            protocol,
+            realm,
+            addr,
+            port,
+        }
+    }
+
+    /// MAP with PORT_SET (size > 1), lifetime ≠ 0.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn map_port_set<'a>(
+        &mut self,
+        now_s: u32,
+        subscriber: Ipv4Addr,
+        source: SocketAddrV4,
+        map: &MapData,
+        mut opts: Processed<'a>,
+        set: PortSet,
+        lifetime: u32,
+    ) -> Outcome<'a> {
+        let Some(proto) = proto_index(map.protocol) else {
+            return self.err(ResultCode::UnsuppProtocol);
+        };
+        let p = map.internal_port;
+        let want = self.port_set_want(p, &set);
+        let k = |s: &Server, i: u16| s.key(map.protocol.0, opts.realm, subscriber, p + i);
+        let expires = now_s.saturating_add(lifetime);
+        let reply = |first: SocketAddrV4, count: u16, mut echo: Vec<PcpOption<'a>>| {
+            // RFC 7753 §4.2: only a set of more than one port is reported.
+            if count > 1 {
+                echo.push(PcpOption::PortSet(PortSet {
+                    size: count,
+                    first_internal_port: p,
+                    parity: set.parity && first.port() & 1 == p & 1,
+                }));
+            }
+            Outcome::Success {
+                lifetime,
+                data: OpcodeData::Map(MapData {
+                    external_port: first.port(),
+                    external_address: IpAddr::V4(*first.ip()),
+                    ..*map
+                }),
+                options: echo,
+            }
+        };
+        if let Some(id0) = self.table.lookup_internal(&k(self, 0)) {
+            let Some(b0) = self.table.binding(id0).cloned() else {
+                return self.err(ResultCode::NoResources);
+            };
+            if !b0.has_map() || b0.is_static() {
+                return self.err(ResultCode::NotAuthorized);
+            }
+            if b0.nonce != map.nonce {
+                return Outcome::Error {
+                    result: ResultCode::NotAuthorized,
+                    lifetime: b0.map_expires.saturating_sub(now_s),
+                };
+            }
+            // Renew the set as a unit: every consecutive port of it with this nonce.
+            let mut count = 0u16;
+            while count < want {
+                let Some(id) = self.table.lookup_internal(&k(self, count)) else {
+                    break;
+                };
+                let same = self.table.binding(id).is_some_and(|b| {
+                    b.has_map()
+                        && b.nonce == map.nonce
+                        && b.external.ip() == b0.external.ip()
+                        && u32::from(b.external.port())
+                            == u32::from(b0.external.port()) + u32::from(count)
+                });
+                if !same {
+                    break;
+                }
+                self.table.refresh_map(id, expires, lifetime);
+                self.cancel_updates(id);
+                count += 1;
+            }
+            self.metrics.refreshed += u64::from(count);
+            let echo = std::mem::take(&mut opts.echo);
+            return reply(b0.external, count, echo);
+        }
+        // A new set: as many free internal ports from `p` as asked, within the quota.
+        let mut n = 0u16;
+        while n < want && self.table.lookup_internal(&k(self, n)).is_none() {
+            n += 1;
+        }
+        let filters = match self.merge_filters(Vec::new(), &opts) {
+            Ok(f) => f,
+            Err(o) => return o,
+        };
+        if let Err(result) = self.admit_new_binding(opts.realm, subscriber, now_s) {
+            return self.err(result);
+        }
+        let held = self
+            .subs
+            .get(&(opts.realm, subscriber))
+            .map_or(0, |s| s.bindings);
+        let quota_left = self.config.quota_per_subscriber.saturating_sub(held);
+        let system_left = self
+            .config
+            .max_mappings
+            .saturating_sub(self.table.counts().bindings);
+        n = n
+            .min(quota_left.min(u32::from(u16::MAX)) as u16)
+            .min(system_left.min(65535) as u16);
+        let Some(index) = self.anchor_for(opts.realm, subscriber, proto) else {
+            return self.err(ResultCode::NoResources);
+        };
+        let parity = set.parity.then_some(p & 1);
+        let req = PortRequest {
+            proto,
+            internal_port: p,
+        };
+        // The longest run that fits, halving on failure (RFC 7753: fewer ports are allowed).
+        let mut start = None;
+        while n > 0 {
+            if let Some(s) = self
+                .pool
+                .allocate_run(index, req, n, parity, &mut *self.rng)
+            {
+                start = Some(s);
+                break;
+            }
+            n /= 2;
+        }
+        let Some(start) = start else {
+            return self.err(ResultCode::NoResources);
+        };
+        let Some((addr, pool_id, section)) = self
+            .pool
+            .address(index)
+            .map(|a| (a.addr, a.pool, a.section))
+        else {
+            return self.err(ResultCode::NoResources);
+        };
+        let extra = crate::map::build_extra(None, filters, &opts, source);
+        for i in 0..n {
+            let id = self.table.insert_binding(
+                map.protocol,
+                opts.realm,
+                SocketAddrV4::new(subscriber, p + i),
+                SocketAddrV4::new(addr, start + i),
+                index,
+                pool_id,
+                section,
+            );
+            self.table
+                .set_map(id, map.nonce, expires, lifetime, 0, extra.clone());
+            self.account_new_binding(opts.realm, subscriber, index, now_s);
+        }
+        self.metrics.created += u64::from(n);
+        tracing::info!(%subscriber, first_internal = p, first_external = start, ports = n, "PORT_SET mapped");
+        let echo = std::mem::take(&mut opts.echo);
+        reply(SocketAddrV4::new(addr, start), n, echo)
+    }
+
+    /// MAP delete with PORT_SET: the set goes as one unit (RFC 7753 §4.4). Returns how many
+    /// ports were deleted, or the error.
+    pub(crate) fn delete_port_set(
+        &mut self,
+        now_s: u32,
+        subscriber: Ipv4Addr,
+        map: &MapData,
+        realm: u16,
+        set: PortSet,
+    ) -> Result<u16, Outcome<'static>> {
+        let p = map.internal_port;
+        let want = self.port_set_want(
+            p,
+            &PortSet {
+                size: set.size.max(1),
+                ..set
+            },
+        );
+        let mut count = 0u16;
+        while count < want {
+            let key = self.key(map.protocol.0, realm, subscriber, p + count);
+            let Some(id) = self.table.lookup_internal(&key) else {
+                break;
+            };
+            let Some(b) = self.table.binding(id) else {
+                break;
+            };
+            if !b.has_map() || b.is_static() {
+                if count == 0 {
+                    return Err(self.err(ResultCode::NotAuthorized));
+                }
+                break;
+            }
+            if b.nonce != map.nonce {
+                if count == 0 {
+                    return Err(Outcome::Error {
+                        result: ResultCode::NotAuthorized,
+                        lifetime: b.map_expires.saturating_sub(now_s),
+                    });
+                }
+                break;
+            }
+            if let Some(f) = self.table.remove_map(id) {
+                self.on_freed(f, now_s);
+            }
+            count += 1;
+        }
+        self.metrics.deleted += u64::from(count);
+        Ok(count)
+    }
+}

@@ -635,3 +635,30 @@ fn server_ignoring_prefer_failure_is_reported_and_its_offer_deleted() {
     h.answer(&delete, ResultCode::Success, 0, 4, 0);
     assert_eq!(h.take_events(), vec![Event::Deleted { id }]);
 }
+
+// RFC 7753 §4, RFC 6887 §7.3: the granted PORT_SET is read from the response; a response
+// without it means a single port.
+#[test]
+fn granted_port_set_is_read_from_the_response() {
+    let mut h = Harness::new();
+    let id = h.map(udp_map(6000, 60).port_set(16, true));
+    let s = h.take_sent().pop().expect("sent");
+    // The responder helper copies the request's options, so the PORT_SET comes back.
+    h.answer(&s, ResultCode::Success, 60, 1, 16000);
+    let set = h
+        .engine
+        .mapping(id)
+        .and_then(|m| m.port_set)
+        .expect("port set");
+    assert_eq!(
+        (set.size, set.first_internal_port, set.parity),
+        (16, 6000, true)
+    );
+    let mut h = Harness::new();
+    let id = h.map(udp_map(6000, 60).port_set(16, true));
+    let s = h.take_sent().pop().expect("sent");
+    let mut bytes = response(&s, ResultCode::Success, 60, 1, 16000, &[]);
+    bytes.truncate(60); // drop the echoed options: one port was mapped
+    h.deliver(&bytes);
+    assert_eq!(h.engine.mapping(id).map(|m| m.port_set), Some(None));
+}

@@ -67,6 +67,8 @@ pub(crate) struct Mapping {
     pub hold_until: Option<Instant>,
     /// The current exchange goes over NAT-PMP.
     pub natpmp: bool,
+    /// The PORT_SET of the last successful response (RFC 7753: `None` means one port).
+    pub granted_port_set: Option<crate::wire::PortSet>,
     /// PREFER_FAILURE successes that did not echo the suggestion while this request was
     /// unanswered (a server that ignores PREFER_FAILURE sends one per retransmission).
     pub stale_offers: u8,
@@ -143,6 +145,8 @@ pub struct Stats {
     pub responses: u64,
     /// Datagrams dropped by the §8.3 rules (wrong source, short, R = 0, bad length, no match).
     pub dropped: u64,
+    /// The PORT_SET of the last successful response (RFC 7753: `None` means one port).
+    pub granted_port_set: Option<crate::wire::PortSet>,
     /// PREFER_FAILURE successes that did not echo the suggestion (stale Mapping Updates, §13.2).
     pub stale_updates: u64,
     /// Invalid epochs seen (state loss).
@@ -170,6 +174,9 @@ pub struct MappingInfo {
     pub expires_at: Option<Instant>,
     /// The protocol of the last grant.
     pub via: Option<Version>,
+    /// The port set the server granted (RFC 7753); `None` when the last answer carried no
+    /// PORT_SET, which means a single port.
+    pub port_set: Option<crate::wire::PortSet>,
     /// A delete is in progress.
     pub deleting: bool,
 }
@@ -303,6 +310,7 @@ impl Engine {
             lifetime: m.grant.map(|g| g.lifetime),
             expires_at: m.grant.map(|g| g.expires_at),
             via: m.grant.map(|g| g.via),
+            port_set: m.grant.and(m.granted_port_set),
             deleting: m.deleting,
         })
     }
@@ -402,6 +410,7 @@ impl Engine {
             hold_until: None,
             natpmp: false,
             stale_offers: 0,
+            granted_port_set: None,
             natpmp_next: false,
             next_send: Some(now),
             deadline: None,

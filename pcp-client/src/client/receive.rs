@@ -213,6 +213,13 @@ impl Engine {
                 }
             }
             let external = SocketAddr::new(map.external_address, map.external_port);
+            let port_set = match response.options.find(OptionCode::PORT_SET) {
+                Some(PcpOption::PortSet(set)) => Some(set),
+                _ => None,
+            };
+            if let Some(m) = self.mappings.get_mut(&id) {
+                m.granted_port_set = port_set;
+            }
             self.grant(
                 now,
                 id,

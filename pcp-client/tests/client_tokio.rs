@@ -34,6 +34,8 @@ struct State {
     natpmp_only: bool,
     epoch_base: u32,
     last_client: Option<SocketAddr>,
+    /// The Client IP field of the last PCP request.
+    last_client_ip: Option<IpAddr>,
 }
 
 #[derive(Clone)]
@@ -45,7 +47,11 @@ struct Responder {
 
 impl Responder {
     async fn start() -> Responder {
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    async fn start_on(bind: &str) -> Responder {
+        let socket = Arc::new(UdpSocket::bind(bind).await.expect("bind"));
         let addr = socket.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State::default()));
         let r = Responder {
@@ -126,6 +132,7 @@ fn answer(s: &mut State, bytes: &[u8], epoch: u32) -> Option<Vec<u8>> {
     }
     let request = RequestRepr::parse(bytes).ok()?;
     s.requests += 1;
+    s.last_client_ip = Some(request.client_ip);
     let (result, lifetime, data) = match request.data {
         OpcodeData::Announce => (ResultCode::Success, 0, OpcodeData::Announce),
         OpcodeData::Map(m) => {
@@ -347,6 +354,36 @@ async fn clients_send_from_random_distinct_source_ports() {
     }
     assert_ne!(ports[0], ports[1]);
     assert!(ports.iter().all(|&p| p != 5350 && p != 0));
+}
+
+// IPv6 path on ::1: the Client IP field carries the IPv6 source (RFC 6887 §8.1), and an IPv6
+// external mapping is asked for with `::` (RFC 6887 §10, §11.1). Skipped if the host has no
+// IPv6 loopback.
+#[tokio::test]
+async fn ipv6_server_path_and_ipv6_mapping() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback: not run");
+        return;
+    }
+    let responder = Responder::start_on("[::1]:0").await;
+    let client = Client::new(fast(vec![responder.addr]))
+        .await
+        .expect("client");
+    assert_eq!(
+        client.paths()[0].local,
+        "::1".parse::<IpAddr>().expect("literal")
+    );
+    let m = client
+        .map(MapRequest::new(Protocol::UDP, 4600, 60).ipv6())
+        .await
+        .expect("granted");
+    assert_eq!(m.external().port(), 14600);
+    let (from, client_ip) = responder.with(|s| (s.last_client, s.last_client_ip));
+    assert_eq!(
+        from.map(|f| f.ip()),
+        client_ip,
+        "Client IP field = source address"
+    );
 }
 
 // The first result is the server's error, named by its result code.

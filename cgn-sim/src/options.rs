@@ -34,7 +34,7 @@ pub(crate) struct Processed<'a> {
     pub any_filter: bool,
     /// DESCRIPTION to store (already truncated); `Some("")` clears it.
     pub description: Option<&'a str>,
-    /// PORT_SET asked for (we map one port, so it is never echoed, RFC 7753 §4.2).
+    /// PORT_SET asked for; echoed by the set processing with what was mapped (RFC 7753 §4.2).
     pub port_set: Option<PortSet>,
     /// Processed options, in order, to echo on success.
     pub echo: Vec<PcpOption<'a>>,

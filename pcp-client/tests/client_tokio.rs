@@ -659,14 +659,32 @@ impl Drop for Daemon {
     }
 }
 
-// Interop with the team's PCP server: set PCP_CLIENT_CGN_SIM to a built `cgn-sim` binary to
-// run it (`cgn-sim --dataplane none` on 127.0.0.1, unprivileged). MAP, renewal, the server's
-// restart (state loss → unsolicited ANNOUNCE → re-created with the same nonce), and delete.
-// Without the variable the test only says it did not run.
+/// The `cgn-sim` binary: `PCP_CLIENT_CGN_SIM` if set, else the one `cargo test --workspace`
+/// built next to this test (`target/<profile>/cgn-sim`).
+fn cgn_sim_binary() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("PCP_CLIENT_CGN_SIM") {
+        return Some(path.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("cgn-sim");
+    bin.exists().then_some(bin)
+}
+
+// Interop with the team's PCP server (`cgn-sim --dataplane none` on 127.0.0.1, unprivileged):
+// MAP, renewal, the server's restart (state loss → unsolicited ANNOUNCE → re-created with the
+// same nonce), and delete. Runs whenever the binary is there (`cargo test --workspace` builds
+// it); otherwise it prints SKIPPED, or fails when NAT444_REQUIRE_PRIVILEGED is set (CI).
 #[tokio::test]
 async fn against_cgn_sim_map_restart_and_delete() {
-    let Ok(bin) = std::env::var("PCP_CLIENT_CGN_SIM") else {
-        eprintln!("PCP_CLIENT_CGN_SIM not set: cgn-sim interop not run");
+    let Some(bin) = cgn_sim_binary() else {
+        let msg = "SKIPPED: cgn-sim binary not built (run `cargo test --workspace`)";
+        let strict = std::env::var_os("NAT444_REQUIRE_PRIVILEGED")
+            .is_some_and(|v| !v.is_empty() && v != "0");
+        assert!(
+            !strict,
+            "{msg}, and NAT444_REQUIRE_PRIVILEGED forbids skipping"
+        );
+        eprintln!("{msg}");
         return;
     };
     let port = std::net::UdpSocket::bind("127.0.0.1:0")

@@ -356,3 +356,42 @@ pub async fn start_with<B: PortMappingBackend>(
         other_tasks,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    // Checklist: BOOTID increases on every restart; the UDN stays stable (persisted).
+    #[test]
+    fn uuid_is_persisted_and_boot_id_grows_across_restarts() {
+        let dir = std::env::temp_dir().join(format!("upnp-iwf-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let args = [
+            "upnp-iwf",
+            "--lan",
+            "lo",
+            "--upstream",
+            "none",
+            "--state-dir",
+        ];
+        let cli = Cli::parse_from(
+            args.iter()
+                .copied()
+                .chain([dir.to_str().unwrap_or("/tmp/x")]),
+        );
+        let first = config_from_cli(&cli).expect("config");
+        let second = config_from_cli(&cli).expect("config");
+        assert_eq!(first.identity.uuid, second.identity.uuid);
+        assert!(second.boot_id > first.boot_id);
+        assert_eq!(first.lan[0].addr, Ipv4Addr::LOCALHOST);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pcp_upstream_is_refused_until_implemented() {
+        let cli = Cli::parse_from(["upnp-iwf", "--lan", "lo"]);
+        let err = config_from_cli(&cli).expect_err("pcp not implemented");
+        assert!(err.to_string().contains("--upstream none"));
+    }
+}

@@ -350,3 +350,73 @@ async fn a_stuck_callback_does_not_block_control_requests() {
     let _ = stuck.accept().map(|(mut s, _)| s.read(&mut buf));
     d.stop().await;
 }
+
+// Issue: NOTIFY on changes of ExternalIPAddress and ConnectionStatus, and on lease expiry
+// (PortMappingNumberOfEntries drops without any request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_address_change_and_lease_expiry_are_evented() {
+    let d = daemon(|_| {}).await;
+    let a = d.http_addrs[0];
+    let (cb, rx) = listener();
+    let r = tokio::task::spawn_blocking(move || {
+        gena_request(
+            a,
+            "SUBSCRIBE",
+            &format!("CALLBACK: <http://{cb}/e>\r\nNT: upnp:event\r\n"),
+        )
+    })
+    .await
+    .expect("join");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let initial = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("initial event");
+    assert!(initial.contains("<ExternalIPAddress>198.51.100.1</ExternalIPAddress>"));
+    d.server
+        .igd
+        .backend
+        .set_external_address(Instant::now(), None);
+    let ev = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("address change event");
+    assert_eq!(header(&ev, "SEQ"), Some("1"));
+    assert!(
+        ev.contains("<ExternalIPAddress></ExternalIPAddress>"),
+        "{ev}"
+    );
+    assert!(
+        ev.contains("<ConnectionStatus>Disconnected</ConnectionStatus>"),
+        "{ev}"
+    );
+    d.server
+        .igd
+        .backend
+        .set_external_address(Instant::now(), Some([198, 51, 100, 2].into()));
+    let ev = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("address change event");
+    assert!(
+        ev.contains("<ExternalIPAddress>198.51.100.2</ExternalIPAddress>"),
+        "{ev}"
+    );
+    // A 1-second IGD:2 lease: added, evented, then expired and evented again.
+    let r = tokio::task::spawn_blocking(move || {
+        call(a, "AddPortMapping", &add_args("3100", "TCP", "1"))
+    })
+    .await
+    .expect("join");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let ev = rx.recv_timeout(Duration::from_secs(5)).expect("add event");
+    assert!(
+        ev.contains("<PortMappingNumberOfEntries>1</PortMappingNumberOfEntries>"),
+        "{ev}"
+    );
+    let ev = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("expiry event");
+    assert!(
+        ev.contains("<PortMappingNumberOfEntries>0</PortMappingNumberOfEntries>"),
+        "{ev}"
+    );
+    d.stop().await;
+}

@@ -363,13 +363,26 @@ impl Server {
         protocol: Protocol,
         internal: SocketAddrV4,
     ) -> Result<SocketAddrV4, ResultCode> {
-        let now_s = self.seconds(now);
-        self.handle_timeout(now);
         let idle = if protocol == Protocol::TCP {
             self.config.tcp_idle_secs
         } else {
             self.config.udp_idle_secs
         };
+        self.outbound_with_idle(now, protocol, internal, idle)
+    }
+
+    /// [`Server::outbound`] with the idle timeout chosen by the caller (the dataplane's TCP
+    /// state machine: transitory or established, RFC 7857 §2). The implicit part then lives
+    /// `idle_secs` from `now`.
+    pub fn outbound_with_idle(
+        &mut self,
+        now: std::time::Instant,
+        protocol: Protocol,
+        internal: SocketAddrV4,
+        idle: u32,
+    ) -> Result<SocketAddrV4, ResultCode> {
+        let now_s = self.seconds(now);
+        self.handle_timeout(now);
         let key = InternalKey {
             protocol: protocol.0,
             realm: 0,

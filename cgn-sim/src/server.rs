@@ -241,7 +241,9 @@ impl Server {
         requested.clamp(self.config.min_lifetime, self.config.max_lifetime)
     }
 
-    fn is_subscriber(&self, ip: Ipv4Addr) -> bool {
+    /// True if `ip` is inside the configured subscriber prefixes (the inside realm): the
+    /// dataplane uses it to tell outbound from inbound traffic.
+    pub fn is_subscriber(&self, ip: Ipv4Addr) -> bool {
         self.subscribers.iter().any(|p| p.contains(ip))
     }
 

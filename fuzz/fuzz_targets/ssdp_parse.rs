@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
             },
             lan: vec![Ipv4Prefix::new(std::net::Ipv4Addr::new(192, 168, 0, 0), 24)],
             notify_interval: Duration::from_secs(900),
+            revoke_first: false,
         },
         1,
     );

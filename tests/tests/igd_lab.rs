@@ -429,3 +429,81 @@ fn lan_rust_clients_helper() {
     });
     println!("HELPER OK");
 }
+
+const LISTEN_EACH: &str = r#"
+import socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('239.255.255.250', 1900))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack('4s4s', socket.inet_aton('239.255.255.250'), socket.inet_aton('192.168.0.10')))
+s.settimeout(0.2)
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    try:
+        data, src = s.recvfrom(4096)
+    except socket.timeout:
+        continue
+    text = data.decode('latin-1')
+    if not text.startswith('NOTIFY'):
+        continue
+    h = {l.split(':',1)[0].strip().upper(): l.split(':',1)[1].strip() for l in text.split('\r\n')[1:] if ':' in l}
+    print('N', h.get('NTS'), h.get('BOOTID.UPNP.ORG'), h.get('LOCATION', '-'), flush=True)
+"#;
+
+// upnp-igd.md §1.8 / checklist: on a LAN address change the old announcements are revoked,
+// BOOTID increases and the device is announced again with the new LOCATION.
+#[test]
+fn lan_address_change_revokes_bumps_bootid_and_reannounces() {
+    require_privileges!();
+    let lab = LabBuilder::new().build().expect("lab");
+    let listener = lab
+        .spawn(Node::Lan, &[PY, "-c", LISTEN_EACH, "9"])
+        .expect("listener");
+    std::thread::sleep(Duration::from_millis(300));
+    let iwf = start_iwf(&lab, &[]);
+    std::thread::sleep(Duration::from_millis(1000));
+    lab.exec_ok(
+        Node::Cpe,
+        &["ip", "addr", "del", "192.168.0.1/24", "dev", "lan0"],
+    )
+    .expect("del");
+    lab.exec_ok(
+        Node::Cpe,
+        &["ip", "addr", "add", "192.168.0.2/24", "dev", "lan0"],
+    )
+    .expect("add");
+    listener
+        .wait_timeout(Duration::from_secs(12))
+        .expect("listener ends");
+    let out = listener.log();
+    let events: Vec<(String, u64, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.split_whitespace();
+            (p.next() == Some("N")).then_some(())?;
+            Some((
+                p.next()?.to_owned(),
+                p.next()?.parse().ok()?,
+                p.next()?.to_owned(),
+            ))
+        })
+        .collect();
+    let first = events
+        .iter()
+        .find(|e| e.0 == "ssdp:alive" && e.2 == LOCATION)
+        .unwrap_or_else(|| panic!("initial alive:\n{out}\n{}", iwf.log()));
+    let new_loc = "http://192.168.0.2:5000/rootDesc.xml";
+    let moved = events
+        .iter()
+        .find(|e| e.0 == "ssdp:alive" && e.2 == new_loc)
+        .unwrap_or_else(|| panic!("alive at the new address:\n{out}\n{}", iwf.log()));
+    assert!(moved.1 > first.1, "BOOTID grew: {} → {}", first.1, moved.1);
+    let bye = events
+        .iter()
+        .position(|e| e.0 == "ssdp:byebye")
+        .unwrap_or_else(|| panic!("byebye:\n{out}"));
+    let moved_at = events.iter().position(|e| e.2 == new_loc).unwrap_or(0);
+    assert!(bye < moved_at, "byebye before the new alive:\n{out}");
+    let desc = run(&lab, Node::Lan, &["upnpc", "-i", "-u", new_loc, "-s"], 15);
+    assert!(desc.contains("Status : Connected"), "{desc}");
+}

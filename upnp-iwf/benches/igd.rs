@@ -112,6 +112,7 @@ fn sans_io(c: &mut Criterion) {
             },
             lan: vec![Ipv4Prefix::new(Ipv4Addr::new(192, 168, 0, 0), 24)],
             notify_interval: Duration::from_secs(900),
+            revoke_first: false,
         },
         1,
     );

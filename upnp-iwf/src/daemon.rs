@@ -68,6 +68,10 @@ pub struct DaemonConfig {
     pub boot_id: u32,
     /// WAN link facts.
     pub link: LinkInfo,
+    /// Re-serve and re-announce with a new BOOTID when a LAN address changes.
+    pub watch_addresses: bool,
+    /// Where BOOTID (and the UUID) are persisted.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl DaemonConfig {
@@ -96,6 +100,8 @@ impl DaemonConfig {
                 upstream_bps: 1_000_000_000,
                 downstream_bps: 1_000_000_000,
             },
+            watch_addresses: false,
+            state_dir: None,
         }
     }
 }
@@ -213,7 +219,139 @@ pub fn config_from_cli(cli: &Cli) -> anyhow::Result<DaemonConfig> {
             upstream_bps: file.upstream_bps.unwrap_or(1_000_000_000),
             downstream_bps: file.downstream_bps.unwrap_or(1_000_000_000),
         },
+        watch_addresses: true,
+        state_dir: cli.state_dir.clone(),
     })
+}
+
+/// How often the LAN interfaces' addresses are checked for a change.
+pub const ADDRESS_POLL: Duration = Duration::from_secs(2);
+
+/// The SSDP responder and HTTP listener of one LAN interface at one address.
+#[derive(Debug)]
+struct LanUnit {
+    iface: LanInterface,
+    shutdown: watch::Sender<bool>,
+    ssdp_task: JoinHandle<()>,
+    http_task: JoinHandle<()>,
+    http_addr: SocketAddr,
+    ssdp_addr: SocketAddr,
+}
+
+impl LanUnit {
+    /// Stops it: byebye with the old LOCATION, listener closed.
+    async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.ssdp_task).await;
+        self.http_task.abort();
+    }
+}
+
+/// Shared pieces needed to (re)start a [`LanUnit`].
+#[derive(Debug, Clone)]
+struct UnitParams {
+    http_port: u16,
+    ssdp_port: u16,
+    multicast: bool,
+    announce: bool,
+    identity: DeviceIdentity,
+    version: crate::description::IgdVersion,
+    notify_interval: Duration,
+    lan: Vec<Ipv4Prefix>,
+}
+
+async fn start_unit<B: PortMappingBackend>(
+    p: &UnitParams,
+    l: &LanInterface,
+    server: &Arc<IgdServer<B>>,
+    boot_id: u32,
+    revoke_first: bool,
+) -> anyhow::Result<LanUnit> {
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let listener = TcpListener::bind((l.addr, p.http_port))
+        .await
+        .with_context(|| format!("binding HTTP on {}:{}", l.addr, p.http_port))?;
+    let http_addr = listener.local_addr()?;
+    let sockets = ssdp_socket::open(&l.name, l.addr, p.ssdp_port, p.multicast)
+        .with_context(|| format!("opening SSDP sockets on {}", l.name))?;
+    let ssdp_addr = sockets.unicast.local_addr()?;
+    let engine = SsdpEngine::new(
+        EngineConfig {
+            identity: p.identity.clone(),
+            version: p.version,
+            context: MessageContext {
+                location: format!("http://{http_addr}{ROOT_DESC_PATH}"),
+                server: server_string(),
+                boot_id,
+                config_id: server.config_id,
+                max_age: (p.notify_interval.as_secs() * 2).max(1800) as u32,
+                port: if p.ssdp_port == 0 { 1900 } else { p.ssdp_port },
+            },
+            lan: p.lan.clone(),
+            notify_interval: p.notify_interval,
+            revoke_first,
+        },
+        rand::random(),
+    );
+    tracing::info!(iface = %l.name, http = %http_addr, ssdp = %ssdp_addr, group = sockets.group.is_some(), boot_id, "serving UPnP IGD");
+    let http_task = tokio::spawn(http::serve(listener, server.clone(), shutdown_rx.clone()));
+    let ssdp_task = tokio::spawn(ssdp_socket::run(engine, sockets, p.announce, shutdown_rx));
+    Ok(LanUnit {
+        iface: l.clone(),
+        shutdown,
+        ssdp_task,
+        http_task,
+        http_addr,
+        ssdp_addr,
+    })
+}
+
+/// Watches the LAN interfaces; when one's IPv4 address changes, revokes the old
+/// announcements (byebye), bumps BOOTID (persisted) and serves and announces again at the
+/// new address (upnp-igd.md §1.8).
+async fn watch_addresses<B: PortMappingBackend>(
+    p: UnitParams,
+    units: Arc<tokio::sync::Mutex<Vec<LanUnit>>>,
+    server: Arc<IgdServer<B>>,
+    mut boot_id: u32,
+    state_dir: Option<std::path::PathBuf>,
+) {
+    loop {
+        tokio::time::sleep(ADDRESS_POLL).await;
+        let mut guard = units.lock().await;
+        let mut i = 0;
+        while i < guard.len() {
+            let name = guard[i].iface.name.clone();
+            let now_addr = match interface_v4(&name) {
+                Ok((a, len)) if a != guard[i].iface.addr => Some((a, len)),
+                _ => None,
+            };
+            if let Some((addr, prefix_len)) = now_addr {
+                let old = guard.remove(i);
+                tracing::info!(iface = %name, old = %old.iface.addr, new = %addr, "LAN address changed: byebye, new BOOTID, re-announce");
+                old.stop().await;
+                boot_id = boot_id.wrapping_add(1) & 0x7fff_ffff;
+                if let Err(e) =
+                    write_state(state_dir.as_deref(), "igd-bootid", &boot_id.to_string())
+                {
+                    tracing::warn!(error = %e, "cannot persist BOOTID");
+                }
+                let l = LanInterface {
+                    name: name.clone(),
+                    addr,
+                    prefix_len,
+                };
+                match start_unit(&p, &l, &server, boot_id, true).await {
+                    Ok(u) => guard.insert(i, u),
+                    Err(e) => {
+                        tracing::warn!(iface = %name, error = %e, "cannot serve at the new address");
+                        continue;
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
 }
 
 /// A running daemon.
@@ -221,12 +359,12 @@ pub fn config_from_cli(cli: &Cli) -> anyhow::Result<DaemonConfig> {
 pub struct Daemon<B> {
     /// Shared state (backend, subscriptions, metrics).
     pub server: Arc<IgdServer<B>>,
-    /// HTTP listen addresses, one per LAN interface.
+    /// HTTP listen addresses at start, one per LAN interface.
     pub http_addrs: Vec<SocketAddr>,
-    /// SSDP unicast addresses, one per LAN interface.
+    /// SSDP unicast addresses at start, one per LAN interface.
     pub ssdp_addrs: Vec<SocketAddr>,
+    units: Arc<tokio::sync::Mutex<Vec<LanUnit>>>,
     shutdown: watch::Sender<bool>,
-    ssdp_tasks: Vec<JoinHandle<()>>,
     other_tasks: Vec<JoinHandle<()>>,
 }
 
@@ -239,14 +377,15 @@ impl<B: PortMappingBackend> Daemon<B> {
             .unwrap_or_default()
     }
 
-    /// Stops serving, sends the byebye set and waits (≤ 2 s) for the SSDP tasks.
+    /// Stops serving, sends the byebye set and waits (≤ 2 s per interface) for it to leave.
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        for t in self.ssdp_tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
-        }
-        for t in self.other_tasks {
+        for t in &self.other_tasks {
             t.abort();
+        }
+        let _ = self.shutdown.send(true);
+        let units = std::mem::take(&mut *self.units.lock().await);
+        for u in units {
+            u.stop().await;
         }
     }
 }
@@ -285,58 +424,37 @@ pub async fn start_with<B: PortMappingBackend>(
         changed: tokio::sync::Notify::new(),
         metrics: Metrics::default(),
     });
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut http_addrs = Vec::new();
-    let mut ssdp_addrs = Vec::new();
-    let mut ssdp_tasks = Vec::new();
-    let mut other_tasks = Vec::new();
+    let params = UnitParams {
+        http_port: cfg.http_port,
+        ssdp_port: cfg.ssdp_port,
+        multicast: cfg.multicast,
+        announce: cfg.announce,
+        identity: cfg.identity.clone(),
+        version: cfg.version_policy.highest(),
+        notify_interval: cfg.notify_interval,
+        lan: policy.lan.clone(),
+    };
+    let mut units = Vec::new();
     for l in &cfg.lan {
-        let listener = TcpListener::bind((l.addr, cfg.http_port))
-            .await
-            .with_context(|| format!("binding HTTP on {}:{}", l.addr, cfg.http_port))?;
-        let http_addr = listener.local_addr()?;
-        http_addrs.push(http_addr);
-        other_tasks.push(tokio::spawn(http::serve(
-            listener,
+        units.push(start_unit(&params, l, &server, cfg.boot_id, false).await?);
+    }
+    let http_addrs = units.iter().map(|u| u.http_addr).collect();
+    let ssdp_addrs = units.iter().map(|u| u.ssdp_addr).collect();
+    let units = Arc::new(tokio::sync::Mutex::new(units));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut other_tasks = Vec::new();
+    other_tasks.push(tokio::spawn(gena_delivery::run(server.clone(), notify_rx)));
+    if cfg.watch_addresses {
+        other_tasks.push(tokio::spawn(watch_addresses(
+            params,
+            units.clone(),
             server.clone(),
-            shutdown_rx.clone(),
-        )));
-        let sockets = ssdp_socket::open(&l.name, l.addr, cfg.ssdp_port, cfg.multicast)
-            .with_context(|| format!("opening SSDP sockets on {}", l.name))?;
-        let ssdp_addr = sockets.unicast.local_addr()?;
-        ssdp_addrs.push(ssdp_addr);
-        let engine = SsdpEngine::new(
-            EngineConfig {
-                identity: cfg.identity.clone(),
-                version: cfg.version_policy.highest(),
-                context: MessageContext {
-                    location: format!("http://{http_addr}{ROOT_DESC_PATH}"),
-                    server: server_string(),
-                    boot_id: cfg.boot_id,
-                    config_id: server.config_id,
-                    max_age: (cfg.notify_interval.as_secs() * 2).max(1800) as u32,
-                    port: if cfg.ssdp_port == 0 {
-                        1900
-                    } else {
-                        cfg.ssdp_port
-                    },
-                },
-                lan: policy.lan.clone(),
-                notify_interval: cfg.notify_interval,
-            },
-            rand::random(),
-        );
-        tracing::info!(iface = %l.name, http = %http_addr, ssdp = %ssdp_addr, group = sockets.group.is_some(), "serving UPnP IGD");
-        ssdp_tasks.push(tokio::spawn(ssdp_socket::run(
-            engine,
-            sockets,
-            cfg.announce,
-            shutdown_rx.clone(),
+            cfg.boot_id,
+            cfg.state_dir.clone(),
         )));
     }
-    other_tasks.push(tokio::spawn(gena_delivery::run(server.clone(), notify_rx)));
     let srv = server.clone();
-    let mut stop = shutdown_rx.clone();
+    let mut stop = shutdown_rx;
     other_tasks.push(tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -351,8 +469,8 @@ pub async fn start_with<B: PortMappingBackend>(
         server,
         http_addrs,
         ssdp_addrs,
+        units,
         shutdown,
-        ssdp_tasks,
         other_tasks,
     })
 }

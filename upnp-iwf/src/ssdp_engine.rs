@@ -72,6 +72,9 @@ pub struct EngineConfig {
     pub lan: Vec<Ipv4Prefix>,
     /// Re-announce period (miniupnpd: 900 s; max-age is twice this).
     pub notify_interval: Duration,
+    /// Send the byebye set before the first alive set (after a LAN address change, when the
+    /// old address may already be gone and its own byebye could not leave).
+    pub revoke_first: bool,
 }
 
 /// The responder.
@@ -140,10 +143,22 @@ impl SsdpEngine {
     /// Schedules the start-up announcements: the alive set after a random 0–100 ms, again
     /// 250 ms later, then every notify interval minus 1–64 s of jitter.
     pub fn start(&mut self, now: Instant) {
-        let d = Duration::from_millis(
+        let mut d = Duration::from_millis(
             self.rng
                 .gen_range(0..=ANNOUNCE_DELAY_MAX.as_millis() as u64),
         );
+        if self.cfg.revoke_first {
+            let to = self.group();
+            let byes: Vec<Vec<u8>> = self
+                .adverts
+                .iter()
+                .map(|a| notify_byebye(&self.cfg.context, a).into_bytes())
+                .collect();
+            for payload in byes {
+                self.push(now + d, Transmit { to, payload });
+            }
+            d += PART_SPACING * 10;
+        }
         self.queue_alive_set(now + d);
         self.queue_alive_set(now + d + ANNOUNCE_REPEAT);
         self.next_announce = Some(now + self.reannounce_delay());
@@ -266,6 +281,7 @@ mod tests {
                 },
                 lan: vec!["192.168.0.0/24".parse().expect("prefix")],
                 notify_interval: Duration::from_secs(900),
+                revoke_first: false,
             },
             42,
         )
@@ -407,6 +423,23 @@ mod tests {
                 .all(|t| String::from_utf8_lossy(&t.payload).contains("NTS: ssdp:byebye"))
         );
         assert_eq!(e.poll_timeout(), None);
+    }
+
+    // upnp-igd.md §1.8: after a LAN address change, revoke then announce again.
+    #[test]
+    fn restart_after_address_change_sends_byebye_before_alive() {
+        let mut e = engine();
+        e.cfg.revoke_first = true;
+        let now = Instant::now();
+        e.start(now);
+        let sent = drain(&mut e, now + Duration::from_secs(1));
+        assert_eq!(sent.len(), 30);
+        let nts: Vec<bool> = sent
+            .iter()
+            .map(|(_, t)| String::from_utf8_lossy(&t.payload).contains("ssdp:byebye"))
+            .collect();
+        assert!(nts[..10].iter().all(|b| *b));
+        assert!(nts[10..].iter().all(|b| !*b));
     }
 
     #[test]

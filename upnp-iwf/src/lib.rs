@@ -32,6 +32,7 @@ pub mod http;
 pub mod mapping;
 pub mod metrics;
 pub mod policy;
+pub mod service_table;
 pub mod soap;
 pub mod ssdp;
 pub mod ssdp_engine;

@@ -61,8 +61,9 @@ pub struct Cli {
     /// External port range handed out, `FIRST-LAST`.
     #[arg(long, value_name = "FIRST-LAST")]
     pub port_range: Option<String>,
-    /// Hosts allowed to send THIRD_PARTY (repeatable; default: none, THIRD_PARTY disabled).
-    #[arg(long, value_name = "PREFIX")]
+    /// Hosts allowed to send THIRD_PARTY, `PREFIX` (for any subscriber) or `PREFIX=SUBNET`
+    /// (only for addresses in SUBNET) (repeatable; default: none, THIRD_PARTY disabled).
+    #[arg(long, value_name = "PREFIX[=SUBNET]")]
     pub third_party: Vec<String>,
     /// Seconds a freed external port is held (RFC 6888 REQ-8: 120).
     #[arg(long, value_name = "SECS")]

@@ -36,6 +36,15 @@ pub struct ThirdPartyIdConfig {
     pub id: String,
 }
 
+/// Who may send THIRD_PARTY, and for whom (RFC 6887 §13.1: authorized hosts only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThirdPartyRule {
+    /// The authorized senders.
+    pub hosts: Ipv4Prefix,
+    /// The internal addresses they may speak for; `None`: any subscriber.
+    pub subnet: Option<Ipv4Prefix>,
+}
+
 /// Everything the sans-IO engine needs to know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -45,8 +54,10 @@ pub struct EngineConfig {
     /// Prefixes whose hosts are subscribers: requests from elsewhere are ignored silently
     /// (RFC 6887 §8.2 interface check). Default: 100.64.0.0/10 (RFC 6598) and 127.0.0.0/8.
     pub subscribers: Vec<String>,
-    /// Hosts allowed to send THIRD_PARTY (RFC 6887 §13.1). Empty (the default) disables the
-    /// option: it is answered UNSUPP_OPTION.
+    /// Hosts allowed to send THIRD_PARTY (RFC 6887 §13.1), each `HOSTS` (may speak for any
+    /// subscriber) or `HOSTS=SUBNET` (only for addresses in SUBNET), e.g.
+    /// `100.64.0.2/32=192.168.0.0/24`. Empty (the default) disables the option: it is
+    /// answered UNSUPP_OPTION.
     pub third_party_hosts: Vec<String>,
     /// Accept THIRD_PARTY requests arriving on the outside interface (RFC 6887 §8.2 MAY).
     pub third_party_on_outside: bool,
@@ -207,13 +218,24 @@ impl EngineConfig {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Parses [`EngineConfig::third_party_hosts`].
-    pub fn third_party_prefixes(&self) -> Result<Vec<Ipv4Prefix>, ConfigError> {
-        Ok(self
-            .third_party_hosts
+    /// Parses [`EngineConfig::third_party_hosts`]: (hosts, subnet they may speak for; `None`
+    /// = any subscriber).
+    pub fn third_party_prefixes(&self) -> Result<Vec<ThirdPartyRule>, ConfigError> {
+        self.third_party_hosts
             .iter()
-            .map(|s| s.parse())
-            .collect::<Result<_, _>>()?)
+            .map(|s| {
+                Ok(match s.split_once('=') {
+                    Some((hosts, subnet)) => ThirdPartyRule {
+                        hosts: hosts.trim().parse()?,
+                        subnet: Some(subnet.trim().parse()?),
+                    },
+                    None => ThirdPartyRule {
+                        hosts: s.trim().parse()?,
+                        subnet: None,
+                    },
+                })
+            })
+            .collect()
     }
 
     /// Checks ranges and consistency.

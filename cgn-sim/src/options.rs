@@ -11,6 +11,7 @@ use pcp_client::wire::{
     Description, Error, Filter, OptionCode, PcpOption, PortSet, RequestRepr, ResultCode,
 };
 
+use crate::config::ThirdPartyRule;
 use crate::prefix::Ipv4Prefix;
 
 /// What the options of one request mean to the server.
@@ -43,7 +44,7 @@ pub(crate) struct Processed<'a> {
 /// The policy the options are checked against.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OptionPolicy<'c> {
-    pub third_party_hosts: &'c [Ipv4Prefix],
+    pub third_party_hosts: &'c [ThirdPartyRule],
     pub subscribers: &'c [Ipv4Prefix],
     pub third_party_ids: &'c [Vec<u8>],
     pub third_party_id_max_len: usize,
@@ -74,14 +75,25 @@ pub(crate) fn process<'a>(
         match option {
             PcpOption::ThirdParty(addr) => {
                 // RFC 6887 §13.1: disabled or unauthorized → UNSUPP_OPTION.
-                if !policy.third_party_hosts.iter().any(|n| n.contains(source)) {
+                let rules = || {
+                    policy
+                        .third_party_hosts
+                        .iter()
+                        .filter(|r| r.hosts.contains(source))
+                };
+                if rules().next().is_none() {
                     return Err(ResultCode::UnsuppOption);
                 }
                 let IpAddr::V4(v4) = addr else {
                     // A NAT44 has no IPv6 internal hosts.
                     return Err(ResultCode::UnsuppOption);
                 };
-                if !policy.subscribers.iter().any(|n| n.contains(v4)) {
+                // RFC 6887 §13.1: only for the addresses this host is authorized for.
+                let allowed = rules().any(|r| match r.subnet {
+                    Some(subnet) => subnet.contains(v4),
+                    None => policy.subscribers.iter().any(|n| n.contains(v4)),
+                });
+                if !allowed {
                     return Err(ResultCode::NotAuthorized);
                 }
                 p.subscriber = Some(v4);

@@ -21,7 +21,7 @@ use rand::RngCore;
 
 use crate::announce::AnnounceSchedule;
 use crate::clients::RememberedClients;
-use crate::config::{ConfigError, EngineConfig};
+use crate::config::{ConfigError, EngineConfig, ThirdPartyRule};
 use crate::epoch::Epoch;
 use crate::fasthash::{FastMap, KeyedState};
 use crate::hold::{HeldPort, HoldDown, HoldOwner};
@@ -101,7 +101,7 @@ pub(crate) struct PendingUpdate {
 pub struct Server {
     pub(crate) config: EngineConfig,
     pub(crate) subscribers: Vec<Ipv4Prefix>,
-    pub(crate) third_party_hosts: Vec<Ipv4Prefix>,
+    pub(crate) third_party_hosts: Vec<ThirdPartyRule>,
     pub(crate) third_party_ids: Vec<Vec<u8>>,
     pub(crate) table: Table,
     pub(crate) pool: NatPool,
@@ -248,7 +248,7 @@ impl Server {
     }
 
     fn is_third_party_host(&self, ip: Ipv4Addr) -> bool {
-        self.third_party_hosts.iter().any(|p| p.contains(ip))
+        self.third_party_hosts.iter().any(|r| r.hosts.contains(ip))
     }
 
     /// Handles one datagram that arrived from `from` on `iface` at `now`, and writes the

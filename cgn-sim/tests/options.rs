@@ -578,3 +578,28 @@ fn third_party_id_rules() {
     assert_eq!(h.server.table().counts().maps, 2);
     h.check();
 }
+
+// RFC 6887 §13.1: THIRD_PARTY per authorized subnet: a host may be authorized only for some
+// internal addresses (`HOSTS=SUBNET`), e.g. an IWF without NAT for its LAN.
+#[test]
+fn third_party_is_authorized_per_subnet() {
+    let mut c = config();
+    c.third_party_hosts = vec!["100.64.0.2/32=192.168.0.0/24".into()];
+    let mut h = Harness::with(c);
+    let lan = [PcpOption::ThirdParty(IpAddr::V4(Ipv4Addr::new(
+        192, 168, 0, 10,
+    )))];
+    let a = h.request(
+        CLIENT,
+        &map_req(CLIENT, nonce(1), Protocol::UDP, 5000, 3600, None, &lan),
+    );
+    assert_eq!(a.result(), ResultCode::Success);
+    assert!(h.server.render_table(h.now).contains("[192.168.0.10:5000]"));
+    // Not for another subscriber outside its subnet.
+    let other = [PcpOption::ThirdParty(IpAddr::V4(CLIENT2))];
+    assert_eq!(result(&mut h, &other), ResultCode::NotAuthorized);
+    assert!(h.server.config().validate().is_ok());
+    let mut bad = config();
+    bad.third_party_hosts = vec!["100.64.0.2/32=nonsense".into()];
+    assert!(bad.validate().is_err());
+}

@@ -55,6 +55,7 @@ pub mod clients;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod dataplane;
 pub mod epoch;
 pub mod fasthash;
 pub mod format;

@@ -6,7 +6,7 @@ use pcp_client::wire::{MapData, OpcodeData, Protocol, RequestRepr, ResultCode};
 
 use crate::allocate::BindingRequest;
 use crate::options::{self, Processed};
-use crate::pool::proto_index;
+use crate::pool::{pcp_proto_index, proto_index};
 use crate::server::{Outcome, Server, StaticMapping};
 use crate::table::{InternalKey, MapExtra, flags};
 
@@ -126,7 +126,7 @@ impl Server {
         // address; a shared-address CGN cannot grant them in full.
         if map.protocol == Protocol::ALL
             || map.internal_port == 0
-            || proto_index(map.protocol).is_none()
+            || pcp_proto_index(map.protocol).is_none()
         {
             return self.err(ResultCode::UnsuppProtocol);
         }

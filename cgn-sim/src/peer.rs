@@ -6,7 +6,7 @@ use pcp_client::wire::{MapData, OpcodeData, PeerData, RequestRepr, ResultCode};
 
 use crate::allocate::BindingRequest;
 use crate::options;
-use crate::pool::proto_index;
+use crate::pool::pcp_proto_index;
 use crate::server::{Outcome, Server};
 use crate::table::InternalKey;
 
@@ -40,7 +40,7 @@ impl Server {
             Err(result) => return self.err(result),
         };
         let map = &peer.map;
-        if proto_index(map.protocol).is_none() {
+        if pcp_proto_index(map.protocol).is_none() {
             return self.err(ResultCode::UnsuppProtocol);
         }
         let Some(remote) = valid_remote(peer.remote_peer_address, peer.remote_peer_port) else {

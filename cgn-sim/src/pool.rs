@@ -12,8 +12,10 @@ use crate::config::{ConfigError, EngineConfig};
 use crate::fasthash::{FastMap, KeyedState};
 use crate::prefix::parse_range;
 
-/// Protocols the pool hands ports out for. Others get UNSUPP_PROTOCOL.
-pub const PROTOCOLS: [Protocol; 2] = [Protocol::TCP, Protocol::UDP];
+/// Protocols the pool hands ports out for. ICMP "ports" are query identifiers, used by the
+/// dataplane only (RFC 5508 REQ-1: mapped like ports); PCP maps TCP and UDP
+/// ([`pcp_proto_index`]). Others get UNSUPP_PROTOCOL.
+pub const PROTOCOLS: [Protocol; 3] = [Protocol::TCP, Protocol::UDP, Protocol::ICMP];
 
 /// PCP's own ports, never mapped for clients: UDP 5350 and 5351 (RFC 6887 §11.3).
 pub const PCP_PORTS: [u16; 2] = [5350, 5351];
@@ -21,6 +23,12 @@ pub const PCP_PORTS: [u16; 2] = [5350, 5351];
 /// Index of a supported protocol in the per-address bitmaps.
 pub fn proto_index(protocol: Protocol) -> Option<usize> {
     PROTOCOLS.iter().position(|p| *p == protocol)
+}
+
+/// [`proto_index`] for the protocols PCP MAP and PEER accept: TCP and UDP (an ICMP mapping
+/// would have to cover every identifier, RFC 6887 §11.3 item 2).
+pub fn pcp_proto_index(protocol: Protocol) -> Option<usize> {
+    if protocol == Protocol::ICMP { None } else { proto_index(protocol) }
 }
 
 const WORDS: usize = 65536 / 64;
@@ -176,7 +184,7 @@ impl NatPool {
             return Err(ConfigError::DuplicateAddress(addr));
         }
         let i = u16::try_from(self.addrs.len()).map_err(|_| ConfigError::TooManyAddresses)?;
-        let mut ports = [PortBitmap::new(), PortBitmap::new()];
+        let mut ports: [PortBitmap; PROTOCOLS.len()] = std::array::from_fn(|_| PortBitmap::new());
         for (pi, bitmap) in ports.iter_mut().enumerate() {
             // Port 0 is never a port.
             bitmap.set(0);

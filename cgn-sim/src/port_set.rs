@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use pcp_client::wire::{MapData, OpcodeData, PcpOption, PortSet, ResultCode};
 
 use crate::options::Processed;
-use crate::pool::{PortRequest, proto_index};
+use crate::pool::{PortRequest, pcp_proto_index};
 use crate::server::{Outcome, Server};
 use crate::table::InternalKey;
 
@@ -44,7 +44,7 @@ impl Server {
         set: PortSet,
         lifetime: u32,
     ) -> Outcome<'a> {
-        let Some(proto) = proto_index(map.protocol) else {
+        let Some(proto) = pcp_proto_index(map.protocol) else {
             return self.err(ResultCode::UnsuppProtocol);
         };
         let p = map.internal_port;

@@ -1,14 +1,22 @@
-//! The CGN dataplane: IPv4 packet translation.
+//! The CGN dataplane: IPv4 packet translation over a TUN device.
 //!
-//! This layer is sans-IO: functions over packets in caller buffers. [`rewrite`] classifies a
-//! packet into a flow and rewrites its endpoints in place with incremental checksum updates;
-//! [`icmp`] builds the ICMP errors the translator originates. The binding and session logic
-//! that decides *what* to rewrite, and the TUN adapter, sit on top.
+//! Everything but [`tun`] is sans-IO. [`rewrite`] classifies a packet into a flow and rewrites
+//! its endpoints in place with incremental checksum updates; [`icmp`] builds the ICMP errors
+//! the translator originates; [`session`] and [`fragment`] hold per-connection and
+//! per-datagram state; [`translate::Translator`] ties them to the PCP server's mapping table,
+//! pool and quotas, so implicit and PCP mappings share one external port space. [`tun`] is the
+//! device and the routing that steer traffic through the translator.
 
 pub mod checksum;
+pub mod fragment;
 pub mod icmp;
 pub mod ipv4;
 pub mod rewrite;
+pub mod session;
+pub mod translate;
+pub mod tun;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod translate_tests;

@@ -1,0 +1,757 @@
+//! The translator: decides what happens to each IPv4 packet read from the TUN device and
+//! rewrites it in place (sans-IO; the clock is passed in).
+//!
+//! * **Outbound** (source in a subscriber prefix): the endpoint-independent binding of the
+//!   internal endpoint is found or created in the shared mapping table (RFC 4787 REQ-1,
+//!   protocol-dependent per RFC 7857 §5, implicit mappings sharing pool, quota and port space
+//!   with PCP mappings), the session is recorded, the source is rewritten. No binding possible
+//!   (quota, exhaustion): drop and ICMP Host Unreachable, code 1 (RFC 6888 REQ-11); existing
+//!   mappings are never evicted.
+//! * **Inbound** (destination in the pool): admitted by a MAP mapping (EIF unless FILTER says
+//!   otherwise, RFC 6887 §11, §13.3), a PEER session, an existing session, or the NAT's own
+//!   filtering for implicit bindings (EIF by default, RFC 6888 REQ-7; APDF as an option).
+//! * **Hairpin** (subscriber → another subscriber's external endpoint): translated outbound,
+//!   then inbound, so the packet carries the *external* source (RFC 4787 REQ-9, RFC 5382 REQ-8).
+//! * **ICMP errors** in both directions have their embedded header restored (RFC 5508 REQ-4,
+//!   REQ-5) and never refresh anything (REQ-6).
+//! * **TTL** is decremented; at 1 the packet is dropped with ICMP Time Exceeded. A DF packet
+//!   over the MTU gets Fragmentation Needed, others are fragmented (RFC 4787 REQ-13).
+//! * **Unsolicited inbound SYNs** are held 6 s; an outbound SYN of the same connection
+//!   discards them silently, otherwise ICMP Port Unreachable goes back (RFC 5382 REQ-4).
+//!
+//! Every drop has a reason and a counter ([`DropReason`]).
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use pcp_client::wire::{Protocol, ResultCode};
+
+use super::fragment::{FragmentKey, FragmentRewrite, Fragments};
+use super::icmp::{IcmpError, build_error};
+use super::ipv4::{Ipv4Packet, MIN_HEADER_LEN, PacketError, proto};
+use super::rewrite::{Classified, Flow, Side, classify, rewrite_flow, rewrite_icmp_error};
+use super::session::{Dir, SessionKey, Sessions, Timeouts, Touch};
+use crate::server::Server;
+use crate::table::{ExternalKey, InternalKey, filter_matches};
+
+/// Inbound filtering for implicit (non-PCP) bindings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Filtering {
+    /// Endpoint-independent filtering (RFC 6888 REQ-7 recommends it for CGNs).
+    #[default]
+    EndpointIndependent,
+    /// Address-and-port-dependent filtering: only remote endpoints the subscriber has sent to.
+    AddressAndPortDependent,
+}
+
+/// Translator settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// Filtering for implicit bindings.
+    pub filtering: Filtering,
+    /// Session idle timers.
+    pub timeouts: Timeouts,
+    /// How long an unsolicited inbound SYN is held before ICMP Port Unreachable (≥ 6 s).
+    pub syn_hold: Duration,
+    /// Send ICMP Port Unreachable for unsolicited SYNs (else drop them silently).
+    pub syn_port_unreachable: bool,
+    /// MTU of the links the translated packets leave on.
+    pub mtu: usize,
+    /// Source of ICMP errors sent to subscribers (the CGN's inside address).
+    pub inside_address: Ipv4Addr,
+    /// Source of ICMP errors sent towards the Internet (the CGN's outside address).
+    pub outside_address: Ipv4Addr,
+    /// Most sessions.
+    pub max_sessions: usize,
+    /// Most unsolicited SYNs held at once.
+    pub max_pending_syns: usize,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            filtering: Filtering::default(),
+            timeouts: Timeouts::default(),
+            syn_hold: Duration::from_secs(6),
+            syn_port_unreachable: true,
+            mtu: 1500,
+            inside_address: Ipv4Addr::new(100, 64, 0, 1),
+            outside_address: Ipv4Addr::new(203, 0, 113, 1),
+            max_sessions: 4_000_000,
+            max_pending_syns: 1024,
+        }
+    }
+}
+
+macro_rules! drop_reasons {
+    ($($(#[$doc:meta])* $v:ident = $name:literal,)*) => {
+        /// Why a packet was not forwarded.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum DropReason { $($(#[$doc])* $v,)* }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$v,)*];
+            /// Label used in metrics.
+            pub const fn name(self) -> &'static str {
+                match self { $(DropReason::$v => $name,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Not IPv4 (the TUN also delivers IPv6).
+    NotIpv4 = "not_ipv4",
+    /// Header lengths inconsistent, transport header cut short.
+    Malformed = "malformed",
+    /// IP header, ICMP or embedded header checksum wrong (RFC 5508 REQ-3).
+    BadChecksum = "bad_checksum",
+    /// Neither from a subscriber nor to the pool (ingress filtering).
+    NotNatTraffic = "not_nat_traffic",
+    /// A protocol or ICMP type the NAT does not translate.
+    UnsupportedProtocol = "unsupported_protocol",
+    /// TTL ran out (ICMP Time Exceeded sent).
+    TtlExceeded = "ttl_exceeded",
+    /// DF set and larger than the MTU (ICMP Fragmentation Needed sent).
+    TooBig = "too_big",
+    /// No port or address left (ICMP Host Unreachable sent).
+    NoResources = "no_resources",
+    /// Subscriber quota exceeded (ICMP Host Unreachable sent).
+    QuotaExceeded = "quota_exceeded",
+    /// Session table full (ICMP Host Unreachable sent).
+    SessionTableFull = "session_table_full",
+    /// Inbound to an external endpoint with no mapping.
+    NoMapping = "no_mapping",
+    /// Inbound not admitted by the mapping's filtering or FILTER options.
+    Filtered = "filtered",
+    /// A later fragment whose first fragment never came (or no room to hold it).
+    FragmentOrphan = "fragment_orphan",
+    /// An ICMP error about a flow the NAT does not know.
+    IcmpErrorNoMapping = "icmp_error_no_mapping",
+    /// An unsolicited inbound SYN, held for RFC 5382 REQ-4 (not lost: answered later).
+    UnsolicitedSyn = "unsolicited_syn",
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Drops by [`DropReason`] (index = position in [`DropReason::ALL`]).
+    pub drops: [u64; 15],
+    /// Packets translated outbound.
+    pub outbound: u64,
+    /// Packets translated inbound.
+    pub inbound: u64,
+    /// Packets hairpinned (counted once, also in `outbound` and `inbound`).
+    pub hairpinned: u64,
+    /// ICMP errors translated.
+    pub icmp_errors: u64,
+    /// ICMP errors generated by the translator.
+    pub icmp_generated: u64,
+    /// Later fragments translated (immediately or after their first one).
+    pub fragments: u64,
+    /// Packets fragmented to fit the MTU.
+    pub fragmented: u64,
+}
+
+impl Counters {
+    /// The count of one drop reason.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.drops[i])
+    }
+
+    fn count(&mut self, reason: DropReason) {
+        if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
+            self.drops[i] += 1;
+        }
+    }
+}
+
+/// What to do with the packet handed to [`Translator::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Rewritten in place: send it (same length).
+    Forward,
+    /// Do not send it.
+    Drop(DropReason),
+    /// Taken over: held (an early fragment) or sent as fragments through
+    /// [`Translator::poll_transmit`].
+    Consumed,
+}
+
+struct PendingSyn {
+    due: Instant,
+    external: SocketAddrV4,
+    remote: SocketAddrV4,
+    packet: Vec<u8>,
+}
+
+/// The translator state (see the module docs).
+pub struct Translator {
+    config: DataplaneConfig,
+    sessions: Sessions,
+    fragments: Fragments,
+    pending_syns: VecDeque<PendingSyn>,
+    out: VecDeque<Vec<u8>>,
+    counters: Counters,
+    ident: u16,
+}
+
+impl std::fmt::Debug for Translator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Translator")
+            .field("sessions", &self.sessions.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+fn ep(e: (Ipv4Addr, u16)) -> SocketAddrV4 {
+    SocketAddrV4::new(e.0, e.1)
+}
+
+fn map_err(e: PacketError) -> DropReason {
+    match e {
+        PacketError::BadHeaderChecksum | PacketError::BadIcmpChecksum => DropReason::BadChecksum,
+        PacketError::NotIpv4(_) => DropReason::NotIpv4,
+        _ => DropReason::Malformed,
+    }
+}
+
+impl Translator {
+    /// A translator for `server`'s pool and subscribers, its clock at `now`.
+    pub fn new(config: DataplaneConfig, server: &Server, now: Instant) -> Translator {
+        let now_s = server.seconds(now);
+        Translator {
+            sessions: Sessions::new(now_s, config.max_sessions),
+            fragments: Fragments::new(30, 65_536, 256),
+            pending_syns: VecDeque::new(),
+            out: VecDeque::new(),
+            counters: Counters::default(),
+            ident: 0,
+            config,
+        }
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Live sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Approximate heap bytes of the session table.
+    pub fn session_heap_bytes(&self) -> usize {
+        self.sessions.heap_bytes()
+    }
+
+    /// The next packet the translator itself sends (ICMP errors, fragments, released early
+    /// fragments).
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    /// Forgets every session (the CGN lost its state).
+    pub fn clear(&mut self, server: &Server, now: Instant) {
+        self.sessions.clear(server.seconds(now));
+        self.pending_syns.clear();
+    }
+
+    /// Expires sessions, fragments and held SYNs (answering the SYNs, RFC 5382 REQ-4).
+    pub fn handle_timeout(&mut self, server: &mut Server, now: Instant) {
+        let now_s = server.seconds(now);
+        self.sessions.expire(now_s, |_, _| {});
+        let orphans = self.fragments.expire(now_s);
+        for _ in 0..orphans {
+            self.counters.count(DropReason::FragmentOrphan);
+        }
+        while self.pending_syns.front().is_some_and(|p| p.due <= now) {
+            let Some(p) = self.pending_syns.pop_front() else {
+                break;
+            };
+            if self.config.syn_port_unreachable {
+                // From the address the SYN was sent to, as the host itself would answer.
+                self.emit_error(&p.packet, *p.external.ip(), IcmpError::PortUnreachable);
+            }
+        }
+    }
+
+    /// When [`Translator::handle_timeout`] must run next, at the latest.
+    pub fn poll_timeout(&self, now: Instant) -> Instant {
+        let second = now + Duration::from_secs(1);
+        self.pending_syns
+            .front()
+            .map_or(second, |p| p.due.min(second))
+    }
+
+    /// Translates `packet` in place (see the module docs).
+    pub fn process(&mut self, server: &mut Server, now: Instant, packet: &mut [u8]) -> Verdict {
+        let verdict = self.process_inner(server, now, packet);
+        if let Verdict::Drop(reason) = verdict {
+            self.counters.count(reason);
+        }
+        verdict
+    }
+
+    fn process_inner(&mut self, server: &mut Server, now: Instant, packet: &mut [u8]) -> Verdict {
+        if packet.first().is_none_or(|b| b >> 4 != 4) {
+            return Verdict::Drop(DropReason::NotIpv4);
+        }
+        let class = match classify(packet) {
+            Ok(c) => c,
+            Err(e) => return Verdict::Drop(map_err(e)),
+        };
+        let Ok(ip) = Ipv4Packet::new_checked(&*packet) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let (src, dst, ttl) = (ip.src(), ip.dst(), ip.ttl());
+        let from_inside = server.is_subscriber(src);
+        let to_pool = server.pool().index_of(dst).is_some();
+        if !from_inside && !to_pool {
+            return Verdict::Drop(DropReason::NotNatTraffic);
+        }
+        if ttl <= 1 {
+            let from = if from_inside {
+                self.config.inside_address
+            } else {
+                self.config.outside_address
+            };
+            self.emit_error(packet, from, IcmpError::TimeExceeded);
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        let verdict = match class {
+            Classified::Flow {
+                flow, tcp_flags, ..
+            } if from_inside => {
+                match self.outbound(server, now, packet, flow, tcp_flags) {
+                    Verdict::Forward if server.pool().index_of(flow.dst.0).is_some() => {
+                        // Hairpin: the packet now carries the external source.
+                        self.counters.hairpinned += 1;
+                        let flow = Flow {
+                            src: self.flow_src(packet),
+                            ..flow
+                        };
+                        self.inbound(server, now, packet, flow, tcp_flags)
+                    }
+                    v => v,
+                }
+            }
+            Classified::Flow {
+                flow, tcp_flags, ..
+            } => self.inbound(server, now, packet, flow, tcp_flags),
+            Classified::IcmpError { embedded, .. } if from_inside => {
+                match self.outbound_icmp_error(server, packet, embedded) {
+                    Verdict::Forward if server.pool().index_of(embedded.src.0).is_some() => {
+                        let Ok(Classified::IcmpError { embedded, .. }) = classify(packet) else {
+                            return Verdict::Drop(DropReason::Malformed);
+                        };
+                        self.inbound_icmp_error(server, packet, embedded)
+                    }
+                    v => v,
+                }
+            }
+            Classified::IcmpError { embedded, .. } => {
+                self.inbound_icmp_error(server, packet, embedded)
+            }
+            Classified::Fragment {
+                protocol,
+                src,
+                dst,
+                ident,
+            } => {
+                let key = FragmentKey {
+                    protocol,
+                    src,
+                    dst,
+                    ident,
+                };
+                self.later_fragment(server, now, packet, key)
+            }
+            Classified::Unsupported { .. } => Verdict::Drop(DropReason::UnsupportedProtocol),
+        };
+        if verdict == Verdict::Forward {
+            return self.finish(packet, from_inside);
+        }
+        verdict
+    }
+
+    fn flow_src(&self, packet: &[u8]) -> (Ipv4Addr, u16) {
+        match classify(packet) {
+            Ok(Classified::Flow { flow, .. }) => flow.src,
+            _ => (Ipv4Addr::UNSPECIFIED, 0),
+        }
+    }
+
+    /// TTL and MTU, after translation.
+    fn finish(&mut self, packet: &mut [u8], from_inside: bool) -> Verdict {
+        let Ok(mut ip) = Ipv4Packet::new_checked(&mut *packet) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        ip.decrement_ttl();
+        if ip.total_len() <= self.config.mtu {
+            return Verdict::Forward;
+        }
+        let from = if from_inside {
+            self.config.inside_address
+        } else {
+            self.config.outside_address
+        };
+        if ip.dont_fragment() {
+            let mtu = u16::try_from(self.config.mtu).unwrap_or(u16::MAX);
+            self.emit_error(packet, from, IcmpError::FragmentationNeeded { mtu });
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        match fragment(packet, self.config.mtu) {
+            Some(pieces) => {
+                self.counters.fragmented += 1;
+                self.out.extend(pieces);
+                Verdict::Consumed
+            }
+            None => Verdict::Drop(DropReason::Malformed),
+        }
+    }
+
+    fn emit_error(&mut self, original: &[u8], from: Ipv4Addr, error: IcmpError) {
+        let mut buf = vec![0u8; super::icmp::MAX_ERROR_LEN];
+        self.ident = self.ident.wrapping_add(1);
+        if let Some(len) = build_error(original, from, error, self.ident, &mut buf) {
+            buf.truncate(len);
+            self.counters.icmp_generated += 1;
+            self.out.push_back(buf);
+        }
+    }
+
+    fn outbound(
+        &mut self,
+        server: &mut Server,
+        now: Instant,
+        packet: &mut [u8],
+        flow: Flow,
+        tcp_flags: u8,
+    ) -> Verdict {
+        let now_s = server.seconds(now);
+        let protocol = Protocol(flow.protocol);
+        let internal = ep(flow.src);
+        let remote = remote_of(flow.protocol, flow.dst);
+        let key = SessionKey {
+            protocol: flow.protocol,
+            internal,
+            remote,
+        };
+        let state = self
+            .sessions
+            .get(&key)
+            .map_or(super::session::TcpState::Closed, |s| s.tcp);
+        let next = state.next(Dir::Out, tcp_flags);
+        let idle = self.config.timeouts.idle(flow.protocol, next);
+        let external = match server.outbound_with_idle(now, protocol, internal, idle) {
+            Ok(e) => e,
+            Err(code) => {
+                let reason = match code {
+                    ResultCode::UserExQuota => DropReason::QuotaExceeded,
+                    ResultCode::UnsuppProtocol => {
+                        return Verdict::Drop(DropReason::UnsupportedProtocol);
+                    }
+                    _ => DropReason::NoResources,
+                };
+                self.emit_error(
+                    packet,
+                    self.config.inside_address,
+                    IcmpError::HostUnreachable,
+                );
+                return Verdict::Drop(reason);
+            }
+        };
+        let t = self.config.timeouts;
+        match self
+            .sessions
+            .touch(now_s, key, external, Dir::Out, tcp_flags, &t, true)
+        {
+            Some(Touch::Live(_)) => {}
+            Some(Touch::Full) | None => {
+                self.emit_error(
+                    packet,
+                    self.config.inside_address,
+                    IcmpError::HostUnreachable,
+                );
+                return Verdict::Drop(DropReason::SessionTableFull);
+            }
+        }
+        if flow.protocol == proto::TCP && tcp_flags & TCP_SYN != 0 {
+            // RFC 5382 REQ-4: the outbound SYN of a held connection silences the held one.
+            self.pending_syns
+                .retain(|p| !(p.external == external && p.remote == ep(flow.dst)));
+        }
+        let first_of_many = first_fragment_key(packet);
+        if let Err(e) = rewrite_flow(packet, Side::Source, (*external.ip(), external.port())) {
+            return Verdict::Drop(map_err(e));
+        }
+        if let Some(k) = first_of_many {
+            self.learn_fragments(now_s, k, FragmentRewrite::Source(*external.ip()));
+        }
+        self.counters.outbound += 1;
+        Verdict::Forward
+    }
+
+    fn inbound(
+        &mut self,
+        server: &mut Server,
+        now: Instant,
+        packet: &mut [u8],
+        flow: Flow,
+        tcp_flags: u8,
+    ) -> Verdict {
+        let now_s = server.seconds(now);
+        let ext_key = ExternalKey {
+            protocol: flow.protocol,
+            addr: flow.dst.0,
+            port: flow.dst.1,
+        };
+        let is_syn = flow.protocol == proto::TCP && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        let Some(id) = server.table().lookup_external(&ext_key) else {
+            return self.refuse(packet, flow, is_syn, DropReason::NoMapping, now);
+        };
+        let Some(b) = server.table().binding(id) else {
+            return self.refuse(packet, flow, is_syn, DropReason::NoMapping, now);
+        };
+        let internal = b.internal;
+        let remote = remote_of(flow.protocol, flow.src);
+        let key = SessionKey {
+            protocol: flow.protocol,
+            internal,
+            remote,
+        };
+        let by_map = b.has_map() && {
+            let filters = b.filters();
+            filters.is_empty() || filters.iter().any(|f| filter_matches(f, ep(flow.src)))
+        };
+        let implicit = b.implicit_expires != 0 || b.peers > 0;
+        let admitted = by_map
+            || server.table().lookup_peer(id, ep(flow.src)).is_some()
+            || self.sessions.get(&key).is_some()
+            || (implicit && self.config.filtering == Filtering::EndpointIndependent);
+        if !admitted {
+            return self.refuse(packet, flow, is_syn, DropReason::Filtered, now);
+        }
+        let t = self.config.timeouts;
+        // A full session table does not stop traffic a mapping admits; only state is lost.
+        let _ = self
+            .sessions
+            .touch(now_s, key, ep(flow.dst), Dir::In, tcp_flags, &t, true);
+        let first_of_many = first_fragment_key(packet);
+        if let Err(e) = rewrite_flow(packet, Side::Destination, (*internal.ip(), internal.port())) {
+            return Verdict::Drop(map_err(e));
+        }
+        if let Some(k) = first_of_many {
+            self.learn_fragments(now_s, k, FragmentRewrite::Destination(*internal.ip()));
+        }
+        self.counters.inbound += 1;
+        Verdict::Forward
+    }
+
+    /// Drops an inbound packet; an unsolicited SYN is held instead (RFC 5382 REQ-4).
+    fn refuse(
+        &mut self,
+        packet: &[u8],
+        flow: Flow,
+        is_syn: bool,
+        reason: DropReason,
+        now: Instant,
+    ) -> Verdict {
+        if is_syn && self.pending_syns.len() < self.config.max_pending_syns {
+            let keep = packet
+                .len()
+                .min(super::icmp::MAX_ERROR_LEN - MIN_HEADER_LEN - 8);
+            self.pending_syns.push_back(PendingSyn {
+                due: now + self.config.syn_hold,
+                external: ep(flow.dst),
+                remote: ep(flow.src),
+                packet: packet[..keep].to_vec(),
+            });
+            return Verdict::Drop(DropReason::UnsolicitedSyn);
+        }
+        Verdict::Drop(reason)
+    }
+
+    fn inbound_icmp_error(
+        &mut self,
+        server: &Server,
+        packet: &mut [u8],
+        embedded: Flow,
+    ) -> Verdict {
+        // The embedded packet is one we sent out: its source is the external endpoint.
+        let ext_key = ExternalKey {
+            protocol: embedded.protocol,
+            addr: embedded.src.0,
+            port: embedded.src.1,
+        };
+        let Some(b) = server
+            .table()
+            .lookup_external(&ext_key)
+            .and_then(|id| server.table().binding(id))
+        else {
+            return Verdict::Drop(DropReason::IcmpErrorNoMapping);
+        };
+        let internal = b.internal;
+        match rewrite_icmp_error(
+            packet,
+            Side::Destination,
+            *internal.ip(),
+            Side::Source,
+            (*internal.ip(), internal.port()),
+        ) {
+            Ok(()) => {
+                self.counters.icmp_errors += 1;
+                self.counters.inbound += 1;
+                Verdict::Forward
+            }
+            Err(e) => Verdict::Drop(map_err(e)),
+        }
+    }
+
+    fn outbound_icmp_error(
+        &mut self,
+        server: &Server,
+        packet: &mut [u8],
+        embedded: Flow,
+    ) -> Verdict {
+        // The embedded packet is one we delivered: its destination is the internal endpoint.
+        let key = InternalKey {
+            protocol: embedded.protocol,
+            realm: 0,
+            addr: embedded.dst.0,
+            port: embedded.dst.1,
+        };
+        let Some(b) = server
+            .table()
+            .lookup_internal(&key)
+            .and_then(|id| server.table().binding(id))
+        else {
+            return Verdict::Drop(DropReason::IcmpErrorNoMapping);
+        };
+        let external = b.external;
+        match rewrite_icmp_error(
+            packet,
+            Side::Source,
+            *external.ip(),
+            Side::Destination,
+            (*external.ip(), external.port()),
+        ) {
+            Ok(()) => {
+                self.counters.icmp_errors += 1;
+                self.counters.outbound += 1;
+                Verdict::Forward
+            }
+            Err(e) => Verdict::Drop(map_err(e)),
+        }
+    }
+
+    fn learn_fragments(&mut self, now_s: u32, key: FragmentKey, rewrite: FragmentRewrite) {
+        let (early, _) = self.fragments.learn(now_s, key, rewrite);
+        for mut p in early {
+            if apply_fragment(&mut p, rewrite).is_ok() {
+                if let Ok(mut ip) = Ipv4Packet::new_checked(&mut p[..]) {
+                    ip.decrement_ttl();
+                }
+                self.counters.fragments += 1;
+                self.out.push_back(p);
+            }
+        }
+    }
+
+    fn later_fragment(
+        &mut self,
+        server: &Server,
+        now: Instant,
+        packet: &mut [u8],
+        key: FragmentKey,
+    ) -> Verdict {
+        let now_s = server.seconds(now);
+        match self.fragments.lookup(now_s, &key) {
+            Some(rewrite) => match apply_fragment(packet, rewrite) {
+                Ok(()) => {
+                    self.counters.fragments += 1;
+                    Verdict::Forward
+                }
+                Err(e) => Verdict::Drop(map_err(e)),
+            },
+            None if self.fragments.hold_early(now_s, key, packet) => Verdict::Consumed,
+            None => Verdict::Drop(DropReason::FragmentOrphan),
+        }
+    }
+}
+
+/// The remote endpoint of a session: ICMP query sessions key on the address only (the
+/// identifier is the subscriber's "port", translated like one).
+fn remote_of(protocol: u8, e: (Ipv4Addr, u16)) -> SocketAddrV4 {
+    if protocol == proto::ICMP {
+        SocketAddrV4::new(e.0, 0)
+    } else {
+        ep(e)
+    }
+}
+
+/// The fragment key of a first fragment with more to follow, as it arrives.
+fn first_fragment_key(packet: &[u8]) -> Option<FragmentKey> {
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    (ip.more_fragments() && ip.is_first_fragment()).then(|| FragmentKey {
+        protocol: ip.protocol(),
+        src: ip.src(),
+        dst: ip.dst(),
+        ident: ip.ident(),
+    })
+}
+
+fn apply_fragment(packet: &mut [u8], rewrite: FragmentRewrite) -> Result<(), PacketError> {
+    match rewrite {
+        FragmentRewrite::Source(a) => rewrite_flow(packet, Side::Source, (a, 0)),
+        FragmentRewrite::Destination(a) => rewrite_flow(packet, Side::Destination, (a, 0)),
+    }
+}
+
+/// Splits a packet without DF into fragments of at most `mtu` bytes (RFC 791).
+fn fragment(packet: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    let hl = ip.header_len();
+    let payload = ip.payload();
+    let chunk = (mtu.checked_sub(hl)? / 8) * 8;
+    if chunk == 0 {
+        return None;
+    }
+    let base = ip.fragment_offset();
+    let last_mf = ip.more_fragments();
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < payload.len() {
+        let end = (off + chunk).min(payload.len());
+        let more = end < payload.len() || last_mf;
+        let mut p = Vec::with_capacity(hl + end - off);
+        p.extend_from_slice(ip.header());
+        p.extend_from_slice(&payload[off..end]);
+        let total = u16::try_from(p.len()).ok()?;
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        let frag = u16::try_from((base + off) / 8).ok()? | if more { 0x2000 } else { 0 };
+        p[6..8].copy_from_slice(&frag.to_be_bytes());
+        let mut v = Ipv4Packet::new_checked(&mut p[..]).ok()?;
+        v.fill_checksum();
+        out.push(p);
+        off = end;
+    }
+    Some(out)
+}
+
+/// [`fragment`] for tests.
+#[cfg(test)]
+pub(crate) fn fragment_for_test(packet: &[u8], mtu: usize) -> Vec<Vec<u8>> {
+    fragment(packet, mtu).unwrap_or_default()
+}

@@ -544,15 +544,28 @@ impl Table {
         self.free_if_unused(id, nonce)
     }
 
+    /// Timer entries pending (at most about one per expiring part, however often parts are
+    /// refreshed).
+    pub fn timer_entries(&self) -> usize {
+        self.wheel.len()
+    }
+
     /// Marks outbound traffic on binding `id` (dataplane): the implicit part lives until
-    /// `expires`.
+    /// `expires` (a later deadline extends it; an earlier one shortens it).
     pub fn touch_implicit(&mut self, id: u32, expires: u32) {
         let Some(b) = self.binding_mut(id) else {
             return;
         };
-        let new = b.implicit_expires == 0;
-        b.implicit_expires = expires.max(1);
-        if new {
+        let expires = expires.max(1);
+        let old = b.implicit_expires;
+        if old != 0 && expires >= old {
+            // Extended: the pending wheel entry fires at the old deadline and is moved on
+            // then (see `expire`), so traffic does not add one wheel entry per packet.
+            b.implicit_expires = expires;
+            return;
+        }
+        b.implicit_expires = expires;
+        if old == 0 {
             self.counts.implicit += 1;
         }
         self.wheel.insert(expires, id | IMPLICIT_BIT);
@@ -689,7 +702,11 @@ impl Table {
                 let Some(b) = self.binding_mut(id) else {
                     continue;
                 };
-                if b.implicit_expires == deadline {
+                if b.implicit_expires > deadline {
+                    // Refreshed since this entry was scheduled: move it to the new deadline.
+                    let at = b.implicit_expires;
+                    self.wheel.insert(at, item);
+                } else if b.implicit_expires == deadline {
                     b.implicit_expires = 0;
                     let nonce = b.nonce;
                     self.counts.implicit -= 1;

@@ -250,6 +250,11 @@ impl Translator {
         self.sessions.len()
     }
 
+    /// Timer entries of the session table.
+    pub fn session_wheel_entries(&self) -> usize {
+        self.sessions.wheel_len()
+    }
+
     /// Approximate heap bytes of the session table.
     pub fn session_heap_bytes(&self) -> usize {
         self.sessions.heap_bytes()

@@ -436,6 +436,37 @@ fn udp_binding_expires_after_idle_timeout() {
     assert_eq!(r.send(502, &mut late), Verdict::Drop(DropReason::NoMapping));
 }
 
+// One flow sending every second for an hour keeps one timer entry for its binding and one
+// for its session: the wheels do not grow with the packet rate.
+#[test]
+fn steady_traffic_does_not_grow_the_timer_wheels() {
+    let mut r = rig();
+    for t in 1..3600 {
+        let mut p = udp((A, 5000), (PEER, 9000), b"x");
+        assert_eq!(r.send(t, &mut p), Verdict::Forward);
+    }
+    assert!(
+        r.server.table().timer_entries() <= 2,
+        "{}",
+        r.server.table().timer_entries()
+    );
+    assert!(r.nat.session_wheel_entries() <= 2);
+    // And the binding still expires 300 s after the last packet.
+    let ext = {
+        let mut p = udp((A, 5000), (PEER, 9000), b"x");
+        r.send(3600, &mut p);
+        flow(&p).0
+    };
+    let mut reply = udp((PEER, 9000), ext, b"x");
+    assert_eq!(r.send(3899, &mut reply), Verdict::Forward);
+    r.send(3901, &mut udp((B, 1), (PEER, 2), b"tick"));
+    let mut late = udp((PEER, 9000), ext, b"x");
+    assert_eq!(
+        r.send(3902, &mut late),
+        Verdict::Drop(DropReason::NoMapping)
+    );
+}
+
 // RFC 5382 REQ-5: an established TCP binding outlives 2 h 4 min of idleness by no less.
 #[test]
 fn established_tcp_binding_lives_124_minutes() {

@@ -355,18 +355,18 @@ impl Translator {
                 flow, tcp_flags, ..
             } => self.inbound(server, now, packet, flow, tcp_flags),
             Classified::IcmpError { embedded, .. } if from_inside => {
-                match self.outbound_icmp_error(server, packet, embedded) {
+                match self.icmp_error(server, packet, embedded, Dir::Out) {
                     Verdict::Forward if server.pool().index_of(embedded.src.0).is_some() => {
                         let Ok(Classified::IcmpError { embedded, .. }) = classify(packet) else {
                             return Verdict::Drop(DropReason::Malformed);
                         };
-                        self.inbound_icmp_error(server, packet, embedded)
+                        self.icmp_error(server, packet, embedded, Dir::In)
                     }
                     v => v,
                 }
             }
             Classified::IcmpError { embedded, .. } => {
-                self.inbound_icmp_error(server, packet, embedded)
+                self.icmp_error(server, packet, embedded, Dir::In)
             }
             Classified::Fragment {
                 protocol,
@@ -588,77 +588,49 @@ impl Translator {
         Verdict::Drop(reason)
     }
 
-    fn inbound_icmp_error(
+    /// An ICMP error about a translated flow (RFC 5508 REQ-4, REQ-5). Inbound, the embedded
+    /// packet is one the NAT sent out (its source is the external endpoint): restore the
+    /// internal endpoint and address the error to it. Outbound, the embedded packet is one the
+    /// NAT delivered (its destination is the internal endpoint): show the external endpoint and
+    /// send the error from it. Nothing is refreshed (REQ-6).
+    fn icmp_error(
         &mut self,
         server: &Server,
         packet: &mut [u8],
         embedded: Flow,
+        dir: Dir,
     ) -> Verdict {
-        // The embedded packet is one we sent out: its source is the external endpoint.
-        let ext_key = ExternalKey {
-            protocol: embedded.protocol,
-            addr: embedded.src.0,
-            port: embedded.src.1,
+        let table = server.table();
+        let id = match dir {
+            Dir::In => table.lookup_external(&ExternalKey {
+                protocol: embedded.protocol,
+                addr: embedded.src.0,
+                port: embedded.src.1,
+            }),
+            Dir::Out => table.lookup_internal(&InternalKey {
+                protocol: embedded.protocol,
+                realm: 0,
+                addr: embedded.dst.0,
+                port: embedded.dst.1,
+            }),
         };
-        let Some(b) = server
-            .table()
-            .lookup_external(&ext_key)
-            .and_then(|id| server.table().binding(id))
-        else {
+        let Some(b) = id.and_then(|id| table.binding(id)) else {
             return Verdict::Drop(DropReason::IcmpErrorNoMapping);
         };
-        let internal = b.internal;
-        match rewrite_icmp_error(
-            packet,
-            Side::Destination,
-            *internal.ip(),
-            Side::Source,
-            (*internal.ip(), internal.port()),
-        ) {
-            Ok(()) => {
-                self.counters.icmp_errors += 1;
-                self.counters.inbound += 1;
-                Verdict::Forward
-            }
-            Err(e) => Verdict::Drop(map_err(e)),
-        }
-    }
-
-    fn outbound_icmp_error(
-        &mut self,
-        server: &Server,
-        packet: &mut [u8],
-        embedded: Flow,
-    ) -> Verdict {
-        // The embedded packet is one we delivered: its destination is the internal endpoint.
-        let key = InternalKey {
-            protocol: embedded.protocol,
-            realm: 0,
-            addr: embedded.dst.0,
-            port: embedded.dst.1,
+        let (outer, inner, target) = match dir {
+            Dir::In => (Side::Destination, Side::Source, b.internal),
+            Dir::Out => (Side::Source, Side::Destination, b.external),
         };
-        let Some(b) = server
-            .table()
-            .lookup_internal(&key)
-            .and_then(|id| server.table().binding(id))
-        else {
-            return Verdict::Drop(DropReason::IcmpErrorNoMapping);
-        };
-        let external = b.external;
-        match rewrite_icmp_error(
-            packet,
-            Side::Source,
-            *external.ip(),
-            Side::Destination,
-            (*external.ip(), external.port()),
-        ) {
-            Ok(()) => {
-                self.counters.icmp_errors += 1;
-                self.counters.outbound += 1;
-                Verdict::Forward
-            }
-            Err(e) => Verdict::Drop(map_err(e)),
+        let endpoint = (*target.ip(), target.port());
+        if let Err(e) = rewrite_icmp_error(packet, outer, *target.ip(), inner, endpoint) {
+            return Verdict::Drop(map_err(e));
         }
+        self.counters.icmp_errors += 1;
+        match dir {
+            Dir::In => self.counters.inbound += 1,
+            Dir::Out => self.counters.outbound += 1,
+        }
+        Verdict::Forward
     }
 
     fn learn_fragments(&mut self, now_s: u32, key: FragmentKey, rewrite: FragmentRewrite) {

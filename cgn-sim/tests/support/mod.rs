@@ -1,6 +1,9 @@
 //! A scripted PCP client against the sans-IO engine, in fake time.
 #![allow(dead_code)]
 
+/// The pcap writer the codec's own tshark test uses (one copy for the workspace).
+#[allow(dead_code)]
+#[path = "../../../pcp-client/tests/support/pcap.rs"]
 pub mod pcap;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};

@@ -6,6 +6,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::daemon::dataplane::DataplaneOptions;
+use crate::dataplane::session::Timeouts;
+use crate::dataplane::translate::{DataplaneConfig, Filtering};
+use crate::dataplane::tun::TunConfig;
+
 /// Default control socket.
 pub const DEFAULT_CTL: &str = "/tmp/cgn-sim.sock";
 
@@ -15,6 +20,8 @@ pub const DEFAULT_CTL: &str = "/tmp/cgn-sim.sock";
 /// Examples:
 ///   cgn-sim --dataplane none --inside 127.0.0.1 --port 15351 --pool 198.51.100.0/28
 ///   cgn-sim --inside 100.64.0.1 --pool 198.51.100.0/28 --quota 64 --ctl /run/cgn.sock
+///   cgn-sim --inside 100.64.0.1 --outside 203.0.113.1 --pool 198.51.100.0/28 \
+///           --tun cgn0 --inside-iface inside0 --filtering apdf --udp-timeout 300
 ///   cgn-sim --ctl /run/cgn.sock ctl mappings --json
 #[derive(Debug, Parser)]
 #[command(name = "cgn-sim", version, about, verbatim_doc_comment)]
@@ -77,6 +84,47 @@ pub struct Cli {
     /// Mapping creations per second per subscriber (0 = unlimited).
     #[arg(long, value_name = "N")]
     pub rate_limit: Option<u32>,
+    /// TUN device of the dataplane (created by the daemon, gone when it exits).
+    #[arg(long, value_name = "NAME", default_value = "cgn0")]
+    pub tun: String,
+    /// Subscriber-facing interface whose forwarded traffic is translated (repeatable;
+    /// default: the interface carrying `--inside`, found over netlink).
+    #[arg(long = "inside-iface", value_name = "IFACE")]
+    pub inside_iface: Vec<String>,
+    /// Inbound filtering of implicit (non-PCP) mappings: `eif` endpoint-independent (RFC 6888
+    /// REQ-7), `apdf` address-and-port-dependent. PCP MAP mappings are always EIF unless
+    /// FILTER narrows them.
+    #[arg(long, value_enum, default_value_t = FilteringArg::Eif)]
+    pub filtering: FilteringArg,
+    /// MTU of the TUN device and of translated packets (bigger ones: fragmented, or ICMP
+    /// Fragmentation Needed with DF).
+    #[arg(long, value_name = "BYTES", default_value_t = 1500)]
+    pub mtu: u16,
+    /// UDP session idle timeout, seconds (RFC 4787 REQ-5: ≥ 120, default 300).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub udp_timeout: u32,
+    /// TCP established idle timeout, seconds (RFC 5382 REQ-5: ≥ 7440).
+    #[arg(long, value_name = "SECS", default_value_t = 7440)]
+    pub tcp_established_timeout: u32,
+    /// TCP opening/closing and RST hold timeout, seconds (RFC 7857 §2.1: default ≥ 240).
+    #[arg(long, value_name = "SECS", default_value_t = 240)]
+    pub tcp_transitory_timeout: u32,
+    /// ICMP query session timeout, seconds (RFC 5508 REQ-2: ≥ 60).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub icmp_timeout: u32,
+    /// Drop unsolicited inbound SYNs silently after the 6 s hold instead of answering ICMP
+    /// Port Unreachable (RFC 5382 REQ-4a).
+    #[arg(long)]
+    pub silent_syn_drop: bool,
+    /// Most translator sessions (beyond: ICMP Host Unreachable for new ones).
+    #[arg(long, value_name = "N", default_value_t = 4_000_000)]
+    pub max_sessions: usize,
+    /// Routing table holding `default dev TUN` for subscriber traffic.
+    #[arg(long, value_name = "ID", default_value_t = 4444)]
+    pub route_table: u32,
+    /// Priority of the `iif INSIDE lookup TABLE` rules.
+    #[arg(long, value_name = "PRIO", default_value_t = 4444)]
+    pub rule_priority: u32,
     /// Talk to a running daemon instead of starting one.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -89,6 +137,73 @@ pub enum Dataplane {
     Tun,
     /// PCP server only.
     None,
+}
+
+/// `--filtering` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FilteringArg {
+    /// Endpoint-independent filtering.
+    Eif,
+    /// Address-and-port-dependent filtering.
+    Apdf,
+}
+
+impl Cli {
+    /// The dataplane settings for `--dataplane tun` (`None` for `--dataplane none`).
+    /// `inside` is the PCP server's address (ICMP errors to subscribers come from it).
+    pub fn dataplane_options(
+        &self,
+        inside: IpAddr,
+    ) -> Result<Option<DataplaneOptions>, &'static str> {
+        if self.dataplane == Dataplane::None {
+            return Ok(None);
+        }
+        let IpAddr::V4(inside) = inside else {
+            return Err("the TUN dataplane needs an IPv4 --inside address");
+        };
+        if self.tun.is_empty() || self.tun.len() > 15 {
+            return Err("--tun NAME must be 1 to 15 bytes");
+        }
+        if self.mtu < 576 {
+            return Err("--mtu must be at least 576");
+        }
+        // Without --outside, ICMP errors towards the Internet come from the first pool
+        // address (filled in when the pool is known): never from the shared inside space.
+        let outside = match self.outside {
+            Some(IpAddr::V4(a)) => a,
+            _ => std::net::Ipv4Addr::UNSPECIFIED,
+        };
+        let translator = DataplaneConfig {
+            filtering: match self.filtering {
+                FilteringArg::Eif => Filtering::EndpointIndependent,
+                FilteringArg::Apdf => Filtering::AddressAndPortDependent,
+            },
+            timeouts: Timeouts {
+                udp: self.udp_timeout,
+                tcp_established: self.tcp_established_timeout,
+                tcp_transitory: self.tcp_transitory_timeout,
+                icmp: self.icmp_timeout,
+            },
+            syn_port_unreachable: !self.silent_syn_drop,
+            mtu: usize::from(self.mtu),
+            inside_address: inside,
+            outside_address: outside,
+            max_sessions: self.max_sessions,
+            ..DataplaneConfig::default()
+        };
+        Ok(Some(DataplaneOptions {
+            tun: TunConfig {
+                name: self.tun.clone(),
+                mtu: self.mtu,
+                pool: Vec::new(),
+                inside_interfaces: Vec::new(),
+                table: self.route_table,
+                rule_priority: self.rule_priority,
+            },
+            inside_ifaces: self.inside_iface.clone(),
+            translator,
+        }))
+    }
 }
 
 /// Subcommands.

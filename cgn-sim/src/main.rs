@@ -21,9 +21,7 @@ fn main() -> anyhow::Result<()> {
         (None, Dataplane::None) => IpAddr::V4(Ipv4Addr::LOCALHOST),
         (None, Dataplane::Tun) => bail!("--inside ADDR is required with the TUN dataplane"),
     };
-    if cli.dataplane == Dataplane::Tun {
-        tracing::warn!("the TUN dataplane is not wired into this build yet: serving PCP only");
-    }
+    let dataplane = cli.dataplane_options(inside).map_err(anyhow::Error::msg)?;
     let config = DaemonConfig {
         engine,
         inside,
@@ -31,6 +29,7 @@ fn main() -> anyhow::Result<()> {
         outside: cli.outside,
         ctl: cli.ctl.clone(),
         metrics: cli.metrics,
+        dataplane,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -6,6 +6,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 
+use super::dataplane::{Dataplane, splice_metrics};
 use super::{Call, DaemonConfig};
 use crate::ctl::Request;
 use crate::server::Server;
@@ -39,13 +40,22 @@ pub(crate) async fn serve(listener: UnixListener, tx: mpsc::Sender<Call>) {
     }
 }
 
-pub(crate) fn execute(server: &mut Server, config: &DaemonConfig, req: Request) -> String {
+pub(crate) fn execute(
+    server: &mut Server,
+    dataplane: Option<&mut Dataplane>,
+    config: &DaemonConfig,
+    req: Request,
+) -> String {
     let now = Instant::now();
     match req {
         Request::Mappings { json: false } => server.render_table(now),
         Request::Mappings { json: true } => server.render_table_json(now) + "\n",
         Request::Restart { keep_state } => {
             server.restart(now, keep_state);
+            if let (false, Some(dp)) = (keep_state, dataplane) {
+                // State loss: the translator's sessions go with the mappings.
+                dp.clear(server, now);
+            }
             format!(
                 "restarted ({}), epoch {}\n",
                 if keep_state {
@@ -56,17 +66,28 @@ pub(crate) fn execute(server: &mut Server, config: &DaemonConfig, req: Request) 
                 server.epoch(now)
             )
         }
-        Request::Stats => server.render_metrics(now),
+        Request::Stats => match dataplane {
+            Some(dp) => splice_metrics(server.render_metrics(now), &dp.render_metrics()),
+            None => server.render_metrics(now),
+        },
         Request::Pool(ranges) => {
             let mut c = server.config().clone();
             c.set_pool_ranges(&ranges);
             match server.replace_pools(now, c.pools) {
-                Ok(()) => format!(
-                    "pools replaced ({}), epoch {}, {} mappings kept\n",
-                    ranges.join(" "),
-                    server.epoch(now),
-                    server.table().counts().maps
-                ),
+                Ok(()) => {
+                    let mut s = format!(
+                        "pools replaced ({}), epoch {}, {} mappings kept\n",
+                        ranges.join(" "),
+                        server.epoch(now),
+                        server.table().counts().maps
+                    );
+                    if dataplane.is_some() {
+                        s.push_str(
+                            "warning: the TUN routes still cover the old pool; restart the daemon to route the new one\n",
+                        );
+                    }
+                    s
+                }
                 Err(e) => format!("error: {e}\n"),
             }
         }

@@ -5,8 +5,13 @@
 //! The engine lives in one task; the control and metrics tasks talk to it over a channel, so
 //! no lock is taken on the request path. After each wake-up the socket is drained without
 //! waiting (up to [`BATCH`] datagrams) before timers are looked at again.
+//!
+//! With `--dataplane tun` the same task also owns the translator and the TUN device
+//! ([`dataplane`]): packets, PCP requests, timers and control requests are served in turn, so
+//! implicit and PCP mappings change one table without locks.
 
 mod control;
+pub mod dataplane;
 mod http;
 
 use std::net::{IpAddr, SocketAddr};
@@ -21,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::EngineConfig;
 use crate::ctl::Request;
 use crate::server::{Interface, Server};
+use dataplane::{Dataplane, DataplaneOptions};
 
 /// Datagrams handled per wake-up before timers are checked again.
 pub const BATCH: usize = 64;
@@ -40,6 +46,8 @@ pub struct DaemonConfig {
     pub ctl: PathBuf,
     /// OpenMetrics HTTP address.
     pub metrics: Option<SocketAddr>,
+    /// The TUN dataplane (`--dataplane tun`); `None` serves PCP only.
+    pub dataplane: Option<DataplaneOptions>,
 }
 
 /// A control request with its reply channel.
@@ -70,6 +78,15 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         Box::new(rand::rngs::StdRng::from_entropy()),
     )?;
     server.set_server_addresses(vec![local]);
+    let mut dp = match &config.dataplane {
+        Some(options) => {
+            let IpAddr::V4(inside4) = config.inside else {
+                anyhow::bail!("the TUN dataplane needs an IPv4 --inside address");
+            };
+            Some(Dataplane::open(options, &server, inside4, Instant::now()).await?)
+        }
+        None => None,
+    };
     let (tx, mut rx) = mpsc::channel::<Call>(64);
     let _ = std::fs::remove_file(&config.ctl);
     let listener = tokio::net::UnixListener::bind(&config.ctl)
@@ -88,7 +105,11 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         flush(&mut server, &inside).await;
-        let deadline = server.poll_timeout();
+        let mut deadline = server.poll_timeout();
+        if let Some(dp) = &dp {
+            let t = dp.poll_timeout(Instant::now());
+            deadline = Some(deadline.map_or(t, |d| d.min(t)));
+        }
         let sleep = async {
             match deadline {
                 Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -112,17 +133,43 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
                     answer(&mut server, sock, Interface::Outside, from, &obuf[..n], &mut out).await;
                 }
             }
-            _ = sleep => server.handle_timeout(Instant::now()),
+            r = readable(dp.as_ref()) => {
+                match (r, dp.as_mut()) {
+                    (Ok(()), Some(dp)) => dp.drain(&mut server).await,
+                    (Err(e), _) => {
+                        tracing::error!(error = %e, "TUN device failed");
+                        break;
+                    }
+                    (Ok(()), None) => {}
+                }
+            }
+            _ = sleep => {
+                let now = Instant::now();
+                server.handle_timeout(now);
+                if let Some(dp) = dp.as_mut() {
+                    dp.handle_timeout(&mut server, now).await;
+                }
+            }
             Some((req, reply)) = rx.recv() => {
-                let _ = reply.send(control::execute(&mut server, &config, req));
+                let _ = reply.send(control::execute(&mut server, dp.as_mut(), &config, req));
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }
     }
+    if let Some(dp) = dp {
+        dp.close().await;
+    }
     let _ = std::fs::remove_file(&config.ctl);
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn readable(dp: Option<&Dataplane>) -> std::io::Result<()> {
+    match dp {
+        Some(dp) => dp.readable().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn recv_opt(

@@ -22,6 +22,8 @@ use std::io;
 use std::net::Ipv4Addr;
 
 use futures_util::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::LinkAttribute;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 /// How to build the adapter.
@@ -136,6 +138,19 @@ impl Tun {
             format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", config.name),
             "1",
         );
+        // ICMP errors the translator originates carry the CGN's own inside or outside
+        // address as source; without `accept_local` the kernel drops them as martians when
+        // they come back out of the device. No reverse-path check on the device either:
+        // translated packets arrive from pool addresses routed through it.
+        for (key, value) in [("accept_local", "1"), ("rp_filter", "0")] {
+            let path = format!("/proc/sys/net/ipv4/conf/{}/{key}", config.name);
+            if let Err(source) = std::fs::write(&path, value) {
+                return Err(TunError::Device {
+                    name: format!("{} ({path})", config.name),
+                    source,
+                });
+            }
+        }
         let index = link_index(&handle, &config.name).await?;
         handle
             .link()
@@ -180,6 +195,9 @@ impl Tun {
                 .v4()
                 .input_interface(iface.clone())
                 .table_id(config.table)
+                // rtnetlink leaves the action unspecified, which the kernel treats as a
+                // failed lookup (`ip rule` shows `none`): it must say "go to the table".
+                .action(netlink_packet_route::rule::RuleAction::ToTable)
                 .priority(config.rule_priority)
                 .replace();
             let message = add.message_mut().clone();
@@ -206,9 +224,25 @@ impl Tun {
         self.device.recv(buf).await
     }
 
+    /// Waits until a packet can be read (cancel-safe: nothing is consumed).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.device.readable().await
+    }
+
+    /// Receives one packet if one is queued (`WouldBlock` otherwise), for draining a batch
+    /// after [`Tun::recv`] woke up.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.device.try_recv(buf)
+    }
+
     /// Sends one packet.
     pub async fn send(&self, packet: &[u8]) -> io::Result<usize> {
         self.device.send(packet).await
+    }
+
+    /// Sends one packet without waiting (`WouldBlock` if the device queue is full).
+    pub fn try_send(&self, packet: &[u8]) -> io::Result<usize> {
+        self.device.try_send(packet)
     }
 
     /// Removes the policy rules; the device and its routes go when `self` is dropped.
@@ -222,5 +256,107 @@ impl Tun {
                 .map_err(netlink("delete rule"))?;
         }
         Ok(())
+    }
+}
+
+/// The name of the interface carrying `addr` (the default `--inside-iface`), looked up over
+/// netlink. Must run inside a tokio runtime.
+pub async fn interface_with_address(addr: Ipv4Addr) -> Result<String, TunError> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().map_err(|source| TunError::Device {
+            name: "netlink".into(),
+            source,
+        })?;
+    let task = tokio::spawn(connection);
+    let result = async {
+        let mut addrs = handle
+            .address()
+            .get()
+            .set_address_filter(addr.into())
+            .execute();
+        let index = loop {
+            match addrs.try_next().await {
+                Ok(Some(m)) => {
+                    let carries = m.attributes.iter().any(|a| {
+                        matches!(a, AddressAttribute::Local(a) | AddressAttribute::Address(a)
+                            if *a == std::net::IpAddr::V4(addr))
+                    });
+                    if carries {
+                        break m.header.index;
+                    }
+                }
+                Ok(None) => return Err(TunError::NoSuchInterface(format!("with {addr}"))),
+                Err(e) => return Err(netlink(format!("list addresses for {addr}"))(e)),
+            }
+        };
+        let mut links = handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(Some(link)) => link
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                })
+                .ok_or_else(|| TunError::NoSuchInterface(format!("index {index}"))),
+            Ok(None) => Err(TunError::NoSuchInterface(format!("index {index}"))),
+            Err(e) => Err(netlink(format!("look up link {index}"))(e)),
+        }
+    }
+    .await;
+    task.abort();
+    result
+}
+
+/// The fewest prefixes covering exactly `addrs` (the pool addresses), for the routes into
+/// the device.
+pub fn covering_prefixes(addrs: &[Ipv4Addr]) -> Vec<(Ipv4Addr, u8)> {
+    let mut v: Vec<u32> = addrs.iter().map(|a| u32::from(*a)).collect();
+    v.sort_unstable();
+    v.dedup();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let start = v[i];
+        // Length of the run of consecutive addresses from `start`.
+        let mut run = 1usize;
+        while i + run < v.len() && u64::from(v[i + run]) == u64::from(start) + run as u64 {
+            run += 1;
+        }
+        // Largest aligned block at `start` that fits in the run.
+        let mut len = 32u8;
+        while len > 0 {
+            let size = 1u64 << (32 - (len - 1));
+            let aligned = u64::from(start) % size == 0;
+            if !aligned || size > run as u64 {
+                break;
+            }
+            len -= 1;
+        }
+        out.push((Ipv4Addr::from(start), len));
+        i += 1usize << (32 - u32::from(len));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_routes_cover_exactly_the_pool_addresses() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let p28: Vec<Ipv4Addr> = (0..16).map(|i| Ipv4Addr::new(198, 51, 100, i)).collect();
+        assert_eq!(covering_prefixes(&p28), vec![(a("198.51.100.0"), 28)]);
+        let range: Vec<Ipv4Addr> = (9..=12).map(|i| Ipv4Addr::new(198, 51, 100, i)).collect();
+        assert_eq!(
+            covering_prefixes(&range),
+            vec![
+                (a("198.51.100.9"), 32),
+                (a("198.51.100.10"), 31),
+                (a("198.51.100.12"), 32)
+            ]
+        );
+        assert_eq!(covering_prefixes(&[]), vec![]);
     }
 }

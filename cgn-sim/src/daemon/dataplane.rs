@@ -1,0 +1,299 @@
+//! The TUN dataplane inside the daemon: the [`Translator`] and the [`Tun`] device, owned by
+//! the engine task next to the PCP [`Server`] (no lock on the packet path).
+//!
+//! After each wake-up of the device up to [`TUN_BATCH`] queued packets are drained without
+//! waiting; each is translated in place and written back to the device (the kernel then
+//! routes it, see [`crate::dataplane::tun`]), followed by whatever the translator emits
+//! itself (ICMP errors, fragments).
+
+use std::fmt::Write as _;
+use std::io;
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+use crate::dataplane::translate::{Counters, DataplaneConfig, DropReason, Translator, Verdict};
+use crate::dataplane::tun::{Tun, TunConfig, covering_prefixes, interface_with_address};
+use crate::server::Server;
+
+/// Packets handled per wake-up of the device before timers and control requests are looked
+/// at again.
+pub const TUN_BATCH: usize = 256;
+
+/// Largest packet read from the device (the MTU is at most this).
+const BUF_LEN: usize = 65_535;
+
+/// How the dataplane is set up (`--dataplane tun`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneOptions {
+    /// Device name, MTU, routing table and rule priority; the pool prefixes are filled in
+    /// from the engine's pool, the inside interfaces from [`DataplaneOptions::inside_ifaces`].
+    pub tun: TunConfig,
+    /// Subscriber-facing interfaces; empty: the one carrying the inside address.
+    pub inside_ifaces: Vec<String>,
+    /// Translator settings (filtering, timers, MTU, ICMP source addresses).
+    pub translator: DataplaneConfig,
+}
+
+/// Device I/O counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    /// Packets read from the device.
+    pub rx: u64,
+    /// Packets written to the device.
+    pub tx: u64,
+    /// Writes that failed.
+    pub tx_errors: u64,
+}
+
+/// The running dataplane.
+pub(crate) struct Dataplane {
+    tun: Tun,
+    translator: Translator,
+    io: IoCounters,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("tun", &self.tun)
+            .field("translator", &self.translator)
+            .field("io", &self.io)
+            .finish()
+    }
+}
+
+impl Dataplane {
+    /// Opens the device and installs the routing for `server`'s pool.
+    pub(crate) async fn open(
+        options: &DataplaneOptions,
+        server: &Server,
+        inside: Ipv4Addr,
+        now: Instant,
+    ) -> anyhow::Result<Dataplane> {
+        let mut tun_config = options.tun.clone();
+        let pool: Vec<Ipv4Addr> = server.pool().addresses().iter().map(|a| a.addr).collect();
+        tun_config.pool = covering_prefixes(&pool);
+        tun_config.inside_interfaces = if options.inside_ifaces.is_empty() {
+            vec![
+                interface_with_address(inside)
+                    .await
+                    .with_context(|| format!("finding the interface that carries {inside}"))?,
+            ]
+        } else {
+            options.inside_ifaces.clone()
+        };
+        let mut translator = options.translator.clone();
+        if translator.outside_address.is_unspecified() {
+            translator.outside_address = pool.first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED);
+        }
+        let tun = Tun::open(&tun_config)
+            .await
+            .with_context(|| format!("opening the TUN dataplane {}", tun_config.name))?;
+        tracing::info!(
+            tun = %tun.name(),
+            inside = ?tun_config.inside_interfaces,
+            pool = ?tun_config.pool,
+            filtering = ?options.translator.filtering,
+            "TUN dataplane up"
+        );
+        Ok(Dataplane {
+            tun,
+            translator: Translator::new(translator, server, now),
+            io: IoCounters::default(),
+            buf: vec![0u8; BUF_LEN],
+        })
+    }
+
+    /// Waits until the device has a packet (cancel-safe: nothing is read).
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        self.tun.readable().await
+    }
+
+    /// Translates every queued packet, up to [`TUN_BATCH`].
+    pub(crate) async fn drain(&mut self, server: &mut Server) {
+        let now = Instant::now();
+        for _ in 0..TUN_BATCH {
+            let n = match self.tun.try_recv(&mut self.buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "TUN read failed");
+                    break;
+                }
+            };
+            self.io.rx += 1;
+            let Some(packet) = self.buf.get_mut(..n) else {
+                continue;
+            };
+            if let Verdict::Forward = self.translator.process(server, now, packet) {
+                send(&self.tun, &mut self.io, packet).await;
+            }
+        }
+        self.flush().await;
+    }
+
+    /// Runs the translator's timers (with the server's: call after `server.handle_timeout`).
+    pub(crate) async fn handle_timeout(&mut self, server: &mut Server, now: Instant) {
+        self.translator.handle_timeout(server, now);
+        self.flush().await;
+    }
+
+    /// When the translator's timers are due next.
+    pub(crate) fn poll_timeout(&self, now: Instant) -> Instant {
+        self.translator.poll_timeout(now)
+    }
+
+    /// Forgets every session (`ctl restart` without `--keep-state`).
+    pub(crate) fn clear(&mut self, server: &Server, now: Instant) {
+        self.translator.clear(server, now);
+    }
+
+    /// OpenMetrics lines (without `# EOF`).
+    pub(crate) fn render_metrics(&self) -> String {
+        render_metrics(
+            self.translator.counters(),
+            self.translator.session_count(),
+            self.io,
+        )
+    }
+
+    /// Removes the routing rules; the device goes with the process.
+    pub(crate) async fn close(self) {
+        let name = self.tun.name().to_string();
+        if let Err(e) = self.tun.close().await {
+            tracing::warn!(tun = %name, error = %e, "removing the TUN routing rules failed");
+        }
+    }
+
+    async fn flush(&mut self) {
+        while let Some(p) = self.translator.poll_transmit() {
+            send(&self.tun, &mut self.io, &p).await;
+        }
+    }
+}
+
+async fn send(tun: &Tun, io: &mut IoCounters, packet: &[u8]) {
+    // Non-blocking first: the device queue almost always has room.
+    let sent = match tun.try_send(packet) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => tun.send(packet).await,
+        other => other,
+    };
+    match sent {
+        Ok(_) => io.tx += 1,
+        Err(e) => {
+            io.tx_errors += 1;
+            tracing::debug!(error = %e, len = packet.len(), "TUN write failed");
+        }
+    }
+}
+
+/// The dataplane's counters and gauges in OpenMetrics text (no `# EOF` line).
+pub fn render_metrics(c: &Counters, sessions: usize, io: IoCounters) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# TYPE cgn_dataplane_packets counter\n# HELP cgn_dataplane_packets Packets translated, by direction (hairpinned ones also count as outbound and inbound)."
+    );
+    for (d, v) in [
+        ("outbound", c.outbound),
+        ("inbound", c.inbound),
+        ("hairpin", c.hairpinned),
+    ] {
+        let _ = writeln!(s, "cgn_dataplane_packets_total{{direction=\"{d}\"}} {v}");
+    }
+    let _ = writeln!(
+        s,
+        "# TYPE cgn_dataplane_drops counter\n# HELP cgn_dataplane_drops Packets not forwarded, by reason."
+    );
+    for r in DropReason::ALL {
+        let _ = writeln!(
+            s,
+            "cgn_dataplane_drops_total{{reason=\"{}\"}} {}",
+            r.name(),
+            c.dropped(*r)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# TYPE cgn_dataplane_tun_packets counter\n# HELP cgn_dataplane_tun_packets Packets read from and written to the TUN device."
+    );
+    for (d, v) in [("rx", io.rx), ("tx", io.tx), ("tx_error", io.tx_errors)] {
+        let _ = writeln!(s, "cgn_dataplane_tun_packets_total{{io=\"{d}\"}} {v}");
+    }
+    let _ = writeln!(
+        s,
+        "# TYPE cgn_dataplane_icmp_errors counter\n# HELP cgn_dataplane_icmp_errors ICMP errors translated or generated by the NAT."
+    );
+    for (k, v) in [
+        ("translated", c.icmp_errors),
+        ("generated", c.icmp_generated),
+    ] {
+        let _ = writeln!(s, "cgn_dataplane_icmp_errors_total{{kind=\"{k}\"}} {v}");
+    }
+    let _ = writeln!(
+        s,
+        "# TYPE cgn_dataplane_fragments counter\n# HELP cgn_dataplane_fragments Later fragments translated, and packets fragmented to fit the MTU."
+    );
+    for (k, v) in [("translated", c.fragments), ("fragmented", c.fragmented)] {
+        let _ = writeln!(s, "cgn_dataplane_fragments_total{{kind=\"{k}\"}} {v}");
+    }
+    let _ = writeln!(
+        s,
+        "# TYPE cgn_dataplane_sessions gauge\n# HELP cgn_dataplane_sessions Live translator sessions.\ncgn_dataplane_sessions {sessions}"
+    );
+    s
+}
+
+/// Appends the dataplane's lines to the server's exposition, before its `# EOF`.
+pub(crate) fn splice_metrics(server_text: String, dataplane: &str) -> String {
+    let mut s = server_text
+        .strip_suffix("# EOF\n")
+        .map(str::to_string)
+        .unwrap_or(server_text);
+    s.push_str(dataplane);
+    s.push_str("# EOF\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataplane_metrics_name_every_drop_reason_and_direction() {
+        let mut c = Counters {
+            outbound: 3,
+            inbound: 2,
+            hairpinned: 1,
+            ..Counters::default()
+        };
+        c.drops[0] = 7;
+        let text = render_metrics(
+            &c,
+            5,
+            IoCounters {
+                rx: 9,
+                tx: 8,
+                tx_errors: 0,
+            },
+        );
+        assert!(text.contains("cgn_dataplane_packets_total{direction=\"outbound\"} 3"));
+        assert!(text.contains("cgn_dataplane_packets_total{direction=\"hairpin\"} 1"));
+        assert!(text.contains(&format!(
+            "cgn_dataplane_drops_total{{reason=\"{}\"}} 7",
+            DropReason::ALL[0].name()
+        )));
+        for r in DropReason::ALL {
+            assert!(text.contains(&format!("reason=\"{}\"", r.name())), "{r:?}");
+        }
+        assert!(text.contains("cgn_dataplane_sessions 5"));
+        assert!(text.contains("cgn_dataplane_tun_packets_total{io=\"rx\"} 9"));
+        let all = splice_metrics("a 1\n# EOF\n".into(), &text);
+        assert!(all.starts_with("a 1\n# TYPE cgn_dataplane_packets counter"));
+        assert!(all.ends_with("cgn_dataplane_sessions 5\n# EOF\n"));
+        assert_eq!(all.matches("# EOF").count(), 1);
+    }
+}

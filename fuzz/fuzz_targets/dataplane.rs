@@ -1,0 +1,218 @@
+//! The CGN dataplane (PCP server engine + translator sharing one table) fed arbitrary IPv4
+//! packets in both directions over a fake clock, with a few PCP MAP mappings made first
+//! (one with a FILTER): it never panics, and no packet it forwards or originates carries a
+//! subscriber address (100.64.0.0/10) towards a non-subscriber destination, in the outer
+//! header or in the header embedded in an ICMP error (RFC 6598 §4: shared address space must
+//! not leak beyond the provider).
+//!
+//! `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O dataplane -- -runs=2000000 -max_total_time=300`
+//!
+//! Each record of the input is `[flags, clock step, len_hi, len_lo]` then `len` packet bytes.
+//! Unless `flags & 0x80`, the packet's IPv4 header is made plausible (version, header length,
+//! total length, addresses from the lab plan chosen by `flags`, header and ICMP checksums), so
+//! the fuzzer spends its time in translation rather than in the first length check.
+#![no_main]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use cgn_sim::config::EngineConfig;
+use cgn_sim::dataplane::translate::{DataplaneConfig, Filtering, Translator, Verdict};
+use cgn_sim::server::{Interface, Server};
+use libfuzzer_sys::fuzz_target;
+use pcp_client::wire::{
+    Filter, MapData, Nonce, OpcodeData, Options, PcpOption, Protocol, RequestRepr,
+};
+use rand::SeedableRng;
+
+const SUBSCRIBERS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(100, 64, 0, 2),
+    Ipv4Addr::new(100, 64, 0, 3),
+    Ipv4Addr::new(100, 127, 255, 254),
+];
+const REMOTES: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(203, 0, 113, 50),
+    Ipv4Addr::new(203, 0, 113, 51),
+    Ipv4Addr::new(8, 8, 8, 8),
+];
+
+fn is_subscriber(a: [u8; 4]) -> bool {
+    // 100.64.0.0/10
+    a[0] == 100 && (a[1] & 0xc0) == 64
+}
+
+fn addr(p: &[u8], at: usize) -> Option<[u8; 4]> {
+    p.get(at..at + 4).and_then(|s| s.try_into().ok())
+}
+
+/// The leak check on one packet leaving the translator.
+fn check(p: &[u8]) {
+    let (Some(src), Some(dst)) = (addr(p, 12), addr(p, 16)) else {
+        return;
+    };
+    if is_subscriber(dst) {
+        return;
+    }
+    assert!(
+        !is_subscriber(src),
+        "subscriber source {src:?} forwarded to {dst:?}: {p:02x?}"
+    );
+    // ICMP errors: the embedded header must not name a subscriber either.
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    if p.get(9) == Some(&1) && matches!(p.get(ihl), Some(3 | 4 | 5 | 11 | 12)) {
+        let inner = ihl + 8;
+        if let (Some(isrc), Some(idst)) = (addr(p, inner + 12), addr(p, inner + 16)) {
+            assert!(
+                !is_subscriber(isrc) && !is_subscriber(idst),
+                "embedded subscriber address leaks to {dst:?}: {p:02x?}"
+            );
+        }
+    }
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in data.chunks(2) {
+        let w = u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]);
+        sum += u32::from(w);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Makes the header plausible (see the module docs).
+fn fix_up(p: &mut [u8], flags: u8, pool: Ipv4Addr) {
+    if p.len() < 20 {
+        return;
+    }
+    p[0] = 0x45;
+    let len = u16::try_from(p.len()).unwrap_or(u16::MAX);
+    p[2..4].copy_from_slice(&len.to_be_bytes());
+    let sub = SUBSCRIBERS[usize::from(flags & 3) % 3];
+    let remote = REMOTES[usize::from((flags >> 2) & 3) % 3];
+    let mut pool_addr = pool.octets();
+    pool_addr[3] = pool_addr[3].wrapping_add((flags >> 4) & 3);
+    let (src, dst) = match (flags >> 6) & 1 {
+        0 => (
+            sub.octets(),
+            if flags & 0x20 != 0 {
+                pool_addr
+            } else {
+                remote.octets()
+            },
+        ),
+        _ => (remote.octets(), pool_addr),
+    };
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    if p[9] == 1 && p.len() >= 24 {
+        p[22] = 0;
+        p[23] = 0;
+        let c = checksum(&p[20..]);
+        p[22..24].copy_from_slice(&c.to_be_bytes());
+    }
+    p[10] = 0;
+    p[11] = 0;
+    let c = checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+fn map(
+    server: &mut Server,
+    now: Instant,
+    client: Ipv4Addr,
+    proto: Protocol,
+    port: u16,
+    filter: bool,
+) {
+    let options = if filter {
+        vec![PcpOption::Filter(Filter {
+            prefix_length: 128,
+            remote_peer_port: 0,
+            remote_peer_address: IpAddr::V4(REMOTES[0]),
+        })]
+    } else {
+        Vec::new()
+    };
+    let request = RequestRepr {
+        lifetime: 600,
+        client_ip: IpAddr::V4(client),
+        data: OpcodeData::Map(MapData {
+            nonce: Nonce([port as u8; 12]),
+            protocol: proto,
+            internal_port: port,
+            external_port: 0,
+            external_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }),
+        options: Options::List(&options),
+    };
+    let mut buf = [0u8; 1100];
+    let mut out = [0u8; 1100];
+    if let Ok(len) = request.emit(&mut buf) {
+        let from = SocketAddr::new(IpAddr::V4(client), 40_000);
+        let _ = server.handle(now, from, Interface::Inside, &buf[..len], &mut out);
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let t0 = Instant::now();
+    let mut config = EngineConfig::with_pools(&["198.51.100.0/30"]);
+    config.quota_per_subscriber = 8;
+    config.port_min = 40_000;
+    config.port_max = 40_127;
+    let Ok(mut server) = Server::new(config, t0, Box::new(rand::rngs::StdRng::seed_from_u64(7)))
+    else {
+        return;
+    };
+    map(&mut server, t0, SUBSCRIBERS[0], Protocol::UDP, 5000, false);
+    map(&mut server, t0, SUBSCRIBERS[1], Protocol::TCP, 6000, false);
+    map(&mut server, t0, SUBSCRIBERS[0], Protocol::UDP, 5001, true);
+    let filtering = if data.first().is_some_and(|b| b & 1 == 1) {
+        Filtering::AddressAndPortDependent
+    } else {
+        Filtering::EndpointIndependent
+    };
+    let dp = DataplaneConfig {
+        filtering,
+        mtu: 576,
+        max_sessions: 64,
+        max_pending_syns: 4,
+        ..DataplaneConfig::default()
+    };
+    let mut nat = Translator::new(dp, &server, t0);
+    let pool = Ipv4Addr::new(198, 51, 100, 0);
+    let mut now = t0;
+    let mut rest = data.get(1..).unwrap_or_default();
+    while rest.len() >= 4 {
+        let (head, tail) = rest.split_at(4);
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]) & 0x07ff);
+        let (bytes, tail) = tail.split_at(len.min(tail.len()));
+        rest = tail;
+        let flags = head[0];
+        if head[1] != 0 {
+            now += Duration::from_millis(u64::from(head[1]) * 500);
+            server.handle_timeout(now);
+            nat.handle_timeout(&mut server, now);
+        }
+        if head[1] == 0xff {
+            server.restart(now, false);
+            nat.clear(&server, now);
+        }
+        let mut packet = bytes.to_vec();
+        if flags & 0x80 == 0 {
+            fix_up(&mut packet, flags, pool);
+        }
+        if let Verdict::Forward = nat.process(&mut server, now, &mut packet) {
+            check(&packet);
+        }
+        while let Some(p) = nat.poll_transmit() {
+            check(&p);
+        }
+    }
+    nat.handle_timeout(&mut server, now + Duration::from_secs(30));
+    while let Some(p) = nat.poll_transmit() {
+        check(&p);
+    }
+});

@@ -1,14 +1,21 @@
-//! `nat444-lab demo`: today, a tour of the lab with kernel routing only.
+//! `nat444-lab demo`: the NAT444 tour of design.md §4 with the parts that exist today.
 //!
-//! The full demo of design.md §4 (a UPnP mapping through both NATs, a CGN restart restored by
-//! ANNOUNCE) needs `cgn-sim` and `upnp-iwf`, which are not written yet. Until then the demo
-//! builds the lab, proves every link with `ping`, shows the multicast routes, says plainly what
-//! the full demo will add, and tears the lab down (also when interrupted or when a step fails).
+//! It builds the lab, checks every link, starts `cgn-sim` as the CGN (PCP server and TUN
+//! dataplane, no kernel NAT) and `upnp-iwf` on the home router, maps a port with a real UPnP
+//! client from the LAN, sends UDP and TCP from the Internet peer through both NATs, prints the
+//! CGN's mapping table, restarts the CGN and shows the mapping restored after its ANNOUNCE,
+//! and tears everything down (also when interrupted or when a step fails).
+//!
+//! The interworking function's upstream (RFC 6970: `upnp-iwf --upstream pcp` turning the UPnP
+//! mapping into a PCP MAP and an nftables rule) is not built yet. The demo says so and does
+//! those two steps the way the IWF will: an nftables DNAT rule on the home router, and
+//! `pcpc --keep` sending the PCP MAP to the CGN and keeping it alive across the restart.
 
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::lab::plan::{self, MULTICAST_NET};
 use crate::lab::{Lab, LabBuilder, LabError, Node};
@@ -72,20 +79,6 @@ pub const HOPS: [Hop; 7] = [
     },
 ];
 
-/// What the full demo will do once the daemons exist (design.md §4).
-pub const FUTURE_STEPS: [&str; 6] = [
-    "start cgn-sim in cgn (--inside 100.64.0.1 --pool 198.51.100.0/28) and upnp-iwf in cpe \
-     (--lan lan0 --wan wan0), with nftables NAT1 on the CPE",
-    "from lan, map UDP 5000 with a real UPnP client (upnpc -a 192.168.0.10 5000 5000 UDP): SSDP \
-     discovery, AddPortMapping, and the IWF's PCP MAP to the CGN",
-    "from inet, send UDP and TCP to 198.51.100.x:5000 and show them arrive at 192.168.0.10:5000 \
-     through both NATs",
-    "print the CGN mapping table (cgn-sim ctl mappings) in the firewall's MAP IN / MAP OUT shape",
-    "restart the CGN (cgn-sim ctl restart): epoch reset and ANNOUNCE to 224.0.0.1:5350, after \
-     which the IWF re-creates the mapping with its stored nonce",
-    "tear down",
-];
-
 /// Why the demo stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -98,6 +91,22 @@ pub enum DemoError {
     /// The interrupt flag was raised (Ctrl-C); the lab was torn down.
     #[error("interrupted; the lab was torn down")]
     Interrupted,
+    /// A daemon binary is not built.
+    #[error("{name} is not built in {dir}: run `cargo build --workspace` first")]
+    MissingBinary {
+        /// Binary name.
+        name: &'static str,
+        /// Where it was looked for.
+        dir: PathBuf,
+    },
+    /// A step of the tour did not do what it should.
+    #[error("{step}: {detail}")]
+    Step {
+        /// The step.
+        step: &'static str,
+        /// What went wrong, with the output that shows it.
+        detail: String,
+    },
 }
 
 /// What the demo found.
@@ -109,6 +118,54 @@ pub struct DemoSummary {
     pub hops_total: usize,
     /// Namespaces the demo built (all deleted again when it returns).
     pub namespaces: Vec<String>,
+    /// The external endpoint the CGN assigned.
+    pub external: Option<SocketAddrV4>,
+    /// UDP from the Internet peer reached the LAN host.
+    pub udp_delivered: bool,
+    /// TCP from the Internet peer reached the LAN host.
+    pub tcp_delivered: bool,
+    /// After the CGN restart the mapping came back on the same external endpoint and carried
+    /// traffic again.
+    pub restored: bool,
+}
+
+/// The daemon binaries the demo runs, found next to the running executable (the workspace's
+/// `target/<profile>/`).
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `cgn-sim`.
+    pub cgn_sim: PathBuf,
+    /// `upnp-iwf`.
+    pub upnp_iwf: PathBuf,
+    /// `pcpc`.
+    pub pcpc: PathBuf,
+}
+
+impl Binaries {
+    /// Finds the binaries next to this executable (or next to its `deps/` directory, for tests).
+    pub fn locate() -> Result<Binaries, DemoError> {
+        let exe = std::env::current_exe()?;
+        let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+        if dir.file_name().is_some_and(|n| n == "deps") {
+            dir.pop();
+        }
+        let find = |name: &'static str| {
+            let p = dir.join(name);
+            if p.exists() {
+                Ok(p)
+            } else {
+                Err(DemoError::MissingBinary {
+                    name,
+                    dir: dir.clone(),
+                })
+            }
+        };
+        Ok(Binaries {
+            cgn_sim: find("cgn-sim")?,
+            upnp_iwf: find("upnp-iwf")?,
+            pcpc: find("pcpc")?,
+        })
+    }
 }
 
 fn check(interrupted: &AtomicBool) -> Result<(), DemoError> {
@@ -119,17 +176,98 @@ fn check(interrupted: &AtomicBool) -> Result<(), DemoError> {
     }
 }
 
+fn step_err(step: &'static str, detail: impl Into<String>) -> DemoError {
+    DemoError::Step {
+        step,
+        detail: detail.into(),
+    }
+}
+
+/// The port the LAN application (a stand-in for a P2P app) listens on.
+pub const APP_PORT: u16 = 5000;
+
+/// Polls `cond` every 50 ms for up to `secs`; false on timeout.
+fn wait_until(secs: u64, interrupted: &AtomicBool, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() || interrupted.load(Ordering::SeqCst) {
+            return cond();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// A one-shot listener in the LAN namespace: prints `GOT <peer> <data>` for the first UDP
+/// datagram or TCP connection on APP_PORT, then exits (after at most 10 s).
+const LISTENER: &str = r#"
+import socket, sys
+proto = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[2])))
+s.settimeout(10)
+print("READY", flush=True)
+if proto == "udp":
+    data, peer = s.recvfrom(2048)
+else:
+    s.listen(1)
+    c, peer = s.accept()
+    c.settimeout(5)
+    data = c.recv(2048)
+    c.sendall(b"welcome")
+    c.close()
+print("GOT %s:%d %s" % (peer[0], peer[1], data.decode(errors="replace")), flush=True)
+"#;
+
+/// The sender on the Internet peer.
+const SENDER: &str = r#"
+import socket, sys
+proto, host, port, msg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].encode()
+if proto == "udp":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(msg, (host, port))
+    print("SENT", flush=True)
+else:
+    s = socket.create_connection((host, port), timeout=5)
+    s.sendall(msg)
+    s.settimeout(5)
+    print("REPLY %s" % s.recv(64).decode(errors="replace"), flush=True)
+"#;
+
+/// The home router's NAT1 (RFC 1918 LAN behind the 100.64/10 WAN): masquerade outbound and the
+/// DNAT rule the IWF will install for the application's port.
+fn nat1_ruleset() -> String {
+    format!(
+        "table ip n444demo {{\n\
+         \x20 chain pre {{ type nat hook prerouting priority dstnat; policy accept;\n\
+         \x20   iifname \"wan0\" udp dport {p} dnat to {lan}:{p}\n\
+         \x20   iifname \"wan0\" tcp dport {p} dnat to {lan}:{p}\n\
+         \x20 }}\n\
+         \x20 chain post {{ type nat hook postrouting priority srcnat; policy accept;\n\
+         \x20   oifname \"wan0\" masquerade\n\
+         \x20 }}\n\
+         }}\n",
+        p = APP_PORT,
+        lan = plan::LAN_HOST,
+    )
+}
+
 /// Runs the demo, writing the tour to `out`. `interrupted` is polled between steps (the binary
-/// sets it on SIGINT/SIGTERM); on any early return the lab is torn down by `Drop`.
+/// sets it on SIGINT/SIGTERM); on any early return the lab and its daemons are torn down by
+/// `Drop`.
 pub fn run(out: &mut dyn Write, interrupted: &AtomicBool) -> Result<DemoSummary, DemoError> {
+    let bins = Binaries::locate()?;
     writeln!(
         out,
-        "nat444-lab demo: the NAT444 namespace lab with kernel routing only"
+        "nat444-lab demo: a P2P port mapping through two NATs (NAT444)\n"
     )?;
     writeln!(
         out,
-        "cgn-sim and upnp-iwf are not implemented yet, so this run has no NAT and no port \
-         mapping:\nit builds the lab, proves every link, and tears it down.\n"
+        "Running: cgn-sim as the carrier's CGN (PCP server + TUN dataplane), upnp-iwf as the\n\
+         home router's UPnP IGD, real clients (upnpc, pcpc). Not built yet: the IWF's PCP\n\
+         upstream (RFC 6970), so the two things it will do are done by hand below and marked\n\
+         [by hand]: the home router's DNAT rule and the PCP MAP (pcpc --keep).\n"
     )?;
     check(interrupted)?;
     let started = Instant::now();
@@ -164,34 +302,323 @@ pub fn run(out: &mut dyn Write, interrupted: &AtomicBool) -> Result<DemoSummary,
             hop.what
         )?;
     }
+    writeln!(out, "{hops_ok}/{} hops answered.", HOPS.len())?;
 
-    writeln!(
-        out,
-        "\nMulticast routes (SSDP 239.255.255.250 on the LANs, ANNOUNCE 224.0.0.1 from the CGN):"
-    )?;
-    for node in [Node::Lan, Node::Cpe, Node::Cgn] {
-        check(interrupted)?;
-        let route = multicast_route(&lab, node)?;
-        writeln!(out, "  {:<4} {}", node.name(), route.trim())?;
-    }
-
-    writeln!(
-        out,
-        "\nWhat the full demo adds once cgn-sim and upnp-iwf exist (design.md §4):"
-    )?;
-    for (i, step) in FUTURE_STEPS.iter().enumerate() {
-        writeln!(out, "  {}. {step}", i + 1)?;
-    }
-
-    let namespaces = lab.namespaces();
-    writeln!(out, "\nTearing down lab {} ...", lab.prefix())?;
-    drop(lab);
-    writeln!(out, "done. {hops_ok}/{} hops answered.", HOPS.len())?;
-    Ok(DemoSummary {
+    let mut summary = DemoSummary {
         hops_ok,
         hops_total: HOPS.len(),
-        namespaces,
-    })
+        namespaces: lab.namespaces(),
+        external: None,
+        udp_delivered: false,
+        tcp_delivered: false,
+        restored: false,
+    };
+    let tour = tour(&lab, &bins, out, interrupted, &mut summary);
+    writeln!(out, "\nTearing down lab {} ...", lab.prefix())?;
+    drop(lab);
+    tour?;
+    writeln!(
+        out,
+        "done: UDP {}, TCP {}, restored after CGN restart: {}.",
+        yes(summary.udp_delivered),
+        yes(summary.tcp_delivered),
+        yes(summary.restored)
+    )?;
+    Ok(summary)
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "delivered" } else { "NOT delivered" }
+}
+
+/// Everything after the hops; the caller tears the lab down whatever this returns.
+fn tour(
+    lab: &Lab,
+    bins: &Binaries,
+    out: &mut dyn Write,
+    interrupted: &AtomicBool,
+    summary: &mut DemoSummary,
+) -> Result<(), DemoError> {
+    let s = |p: &Path| p.display().to_string();
+    let sock = lab.log_dir().join("cgn.sock");
+    let sock_s = s(&sock);
+
+    writeln!(
+        out,
+        "\n1. The CGN: cgn-sim in cgn (PCP on 100.64.0.1:5351, pool 198.51.100.0/28, TUN dataplane)"
+    )?;
+    let cgn = lab.spawn(
+        Node::Cgn,
+        &[
+            &s(&bins.cgn_sim),
+            "--dataplane",
+            "tun",
+            "--inside",
+            "100.64.0.1",
+            "--outside",
+            "203.0.113.1",
+            "--pool",
+            "198.51.100.0/28",
+            "--min-lifetime",
+            "30",
+            "--ctl",
+            &sock_s,
+        ],
+    )?;
+    if !wait_until(10, interrupted, || sock.exists()) {
+        return Err(step_err("starting cgn-sim", cgn.log()));
+    }
+    check(interrupted)?;
+    let ctl = |args: &[&str]| -> Result<String, DemoError> {
+        let o = std::process::Command::new(&bins.cgn_sim)
+            .arg("--ctl")
+            .arg(&sock)
+            .arg("ctl")
+            .args(args)
+            .output()?;
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        } else {
+            Err(step_err(
+                "cgn-sim ctl",
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            ))
+        }
+    };
+
+    writeln!(
+        out,
+        "\n2. [by hand] NAT1 on the home router: nftables masquerade + DNAT wan0:{APP_PORT} -> {}:{APP_PORT}",
+        plan::LAN_HOST
+    )?;
+    let rules = lab.log_dir().join("nat1.nft");
+    std::fs::write(&rules, nat1_ruleset())?;
+    lab.exec_ok(Node::Cpe, &["nft", "-f", &s(&rules)])?;
+
+    writeln!(
+        out,
+        "\n3. [by hand] PCP MAP UDP {APP_PORT} from the home router to the CGN, kept alive: pcpc --keep"
+    )?;
+    let pcpc = lab.spawn(
+        Node::Cpe,
+        &[
+            &s(&bins.pcpc),
+            "--server",
+            "100.64.0.1",
+            "--json",
+            "map",
+            "--protocol",
+            "udp",
+            "--internal-port",
+            &APP_PORT.to_string(),
+            "--suggest",
+            &format!("0.0.0.0:{APP_PORT}"),
+            "--lifetime",
+            "120",
+            "--description",
+            "nat444 demo",
+            "--keep",
+        ],
+    )?;
+    if !wait_until(15, interrupted, || pcpc.log().contains("external_port")) {
+        return Err(step_err("PCP MAP", pcpc.log()));
+    }
+    let granted_at = Instant::now();
+    let granted = pcpc.log();
+    let first = granted
+        .lines()
+        .find(|l| l.contains("external_port"))
+        .unwrap_or_default();
+    writeln!(out, "   {first}")?;
+    let external = parse_external(first).ok_or_else(|| step_err("PCP MAP answer", first))?;
+    summary.external = Some(external);
+    // The TCP mapping for the same port, one-shot (lives its 600 s lifetime).
+    let tcp = lab.exec_ok(
+        Node::Cpe,
+        &[
+            &s(&bins.pcpc),
+            "--server",
+            "100.64.0.1",
+            "--json",
+            "map",
+            "--protocol",
+            "tcp",
+            "--internal-port",
+            &APP_PORT.to_string(),
+            "--suggest",
+            &format!("{}:{APP_PORT}", external.ip()),
+            "--lifetime",
+            "600",
+        ],
+    )?;
+    writeln!(out, "   {}", tcp.trim())?;
+    check(interrupted)?;
+
+    writeln!(
+        out,
+        "\n4. The home router's IGD: upnp-iwf in cpe, and a real UPnP client on the LAN"
+    )?;
+    let iwf = lab.spawn(
+        Node::Cpe,
+        &[
+            &s(&bins.upnp_iwf),
+            "--lan",
+            "lan0",
+            "--wan",
+            "wan0",
+            "--upstream",
+            "none",
+            "--nat",
+            "none",
+            "--external-address",
+            &external.ip().to_string(),
+        ],
+    )?;
+    if !wait_until(10, interrupted, || iwf.log().contains("serving UPnP IGD")) {
+        return Err(step_err("starting upnp-iwf", iwf.log()));
+    }
+    let add = lab.exec_timeout(
+        Node::Lan,
+        &[
+            "upnpc",
+            "-i",
+            "-a",
+            &plan::LAN_HOST.to_string(),
+            "5000",
+            "5000",
+            "UDP",
+        ],
+        Duration::from_secs(20),
+    )?;
+    let add = String::from_utf8_lossy(&add.stdout).into_owned();
+    for line in add.lines().filter(|l| {
+        l.contains("IGD") || l.contains("ExternalIPAddress") || l.contains("is redirected")
+    }) {
+        writeln!(out, "   lan$ upnpc -a ...  {}", line.trim())?;
+    }
+    check(interrupted)?;
+
+    writeln!(out, "\n5. The CGN's mapping table (cgn-sim ctl mappings):")?;
+    for line in ctl(&["mappings"])?.lines() {
+        writeln!(out, "   {line}")?;
+    }
+
+    writeln!(
+        out,
+        "\n6. From the Internet peer 203.0.113.50 to {external}, through both NATs:"
+    )?;
+    summary.udp_delivered = deliver(lab, out, interrupted, "udp", external, "hello over UDP")?;
+    summary.tcp_delivered = deliver(lab, out, interrupted, "tcp", external, "hello over TCP")?;
+    check(interrupted)?;
+
+    writeln!(
+        out,
+        "\n7. Restart the CGN (state lost, epoch reset, ANNOUNCE to its clients): cgn-sim ctl restart"
+    )?;
+    // A client spots a restart by the epoch going back (RFC 6887 §8.5), which needs the CGN to
+    // have been up a few seconds: give it that before restarting.
+    let settle = Duration::from_secs(6).saturating_sub(granted_at.elapsed());
+    std::thread::sleep(settle);
+    check(interrupted)?;
+    let before = pcpc.log().lines().count();
+    writeln!(out, "   {}", ctl(&["restart"])?.trim())?;
+    let recovered = wait_until(20, interrupted, || pcpc.log().lines().count() > before);
+    for line in pcpc.log().lines().skip(before) {
+        writeln!(out, "   pcpc: {line}")?;
+    }
+    if !recovered {
+        return Err(step_err("recovery after ANNOUNCE", pcpc.log()));
+    }
+    let table = ctl(&["mappings"])?;
+    for line in table.lines() {
+        writeln!(out, "   {line}")?;
+    }
+    if !table.contains("Protocol: TCP") {
+        writeln!(
+            out,
+            "   (the TCP mapping was made once, without --keep: nothing re-created it after the\n    \
+             restart, so it is gone; the IWF will keep every mapping the way pcpc --keep does)"
+        )?;
+    }
+    let same = table.contains(&format!("ANY -> {external}["));
+    let again = deliver(
+        lab,
+        out,
+        interrupted,
+        "udp",
+        external,
+        "hello after the restart",
+    )?;
+    summary.restored = same && again;
+    let _ = (cgn, iwf);
+    Ok(())
+}
+
+/// `external_address` and `external_port` from a pcpc JSON line.
+fn parse_external(line: &str) -> Option<SocketAddrV4> {
+    let field = |name: &str| {
+        let at = line.find(&format!("\"{name}\":"))? + name.len() + 3;
+        let rest = line[at..].trim_start_matches('"');
+        let end = rest.find(['"', ',', '}'])?;
+        Some(rest[..end].to_string())
+    };
+    let addr: Ipv4Addr = field("external_address")?.parse().ok()?;
+    let port: u16 = field("external_port")?.parse().ok()?;
+    Some(SocketAddrV4::new(addr, port))
+}
+
+/// Listens on the LAN host, sends from the Internet peer, and reports what arrived.
+fn deliver(
+    lab: &Lab,
+    out: &mut dyn Write,
+    interrupted: &AtomicBool,
+    proto: &str,
+    external: SocketAddrV4,
+    msg: &str,
+) -> Result<bool, DemoError> {
+    let listener = lab.spawn(
+        Node::Lan,
+        &["python3", "-c", LISTENER, proto, &APP_PORT.to_string()],
+    )?;
+    if !wait_until(5, interrupted, || listener.log().contains("READY")) {
+        return Err(step_err("LAN listener", listener.log()));
+    }
+    let sent = lab.exec_timeout(
+        Node::Inet,
+        &[
+            "python3",
+            "-c",
+            SENDER,
+            proto,
+            &external.ip().to_string(),
+            &external.port().to_string(),
+            msg,
+        ],
+        Duration::from_secs(10),
+    )?;
+    let sent = String::from_utf8_lossy(&sent.stdout).trim().to_string();
+    let got = wait_until(10, interrupted, || listener.log().contains("GOT"));
+    let line = listener
+        .log()
+        .lines()
+        .find(|l| l.starts_with("GOT"))
+        .unwrap_or("")
+        .to_string();
+    writeln!(
+        out,
+        "   {proto}: inet$ send {msg:?} -> {external}   {}   lan$ {}",
+        if sent.is_empty() {
+            "(no answer)"
+        } else {
+            &sent
+        },
+        if got {
+            line.as_str()
+        } else {
+            "nothing arrived"
+        }
+    )?;
+    Ok(got)
 }
 
 /// The `224.0.0.0/4` route of `node` as `ip route` prints it (empty if there is none).

@@ -99,10 +99,17 @@ fn demo_binary_shows_every_hop_answering_and_exits_zero() {
         "{shown}"
     );
     assert!(
-        shown.contains("not implemented yet"),
-        "says plainly what it is: {shown}"
+        shown.contains("[by hand]"),
+        "says plainly what is not built yet: {shown}"
     );
-    assert!(shown.contains("What the full demo adds"), "{shown}");
+    assert!(
+        shown.contains("Type: MAP IN, Protocol: UDP"),
+        "CGN table shown: {shown}"
+    );
+    assert!(
+        shown.contains("done: UDP delivered, TCP delivered, restored after CGN restart: delivered"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -117,6 +124,11 @@ fn demo_tears_the_lab_down_after_running() {
         String::from_utf8_lossy(&out)
     );
     assert_eq!(summary.namespaces.len(), 6);
+    assert!(
+        summary.udp_delivered && summary.tcp_delivered && summary.restored,
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
     let existing = list_namespaces().expect("ip netns list");
     assert!(summary.namespaces.iter().all(|n| !existing.contains(n)));
 }

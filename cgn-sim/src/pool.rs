@@ -28,7 +28,11 @@ pub fn proto_index(protocol: Protocol) -> Option<usize> {
 /// [`proto_index`] for the protocols PCP MAP and PEER accept: TCP and UDP (an ICMP mapping
 /// would have to cover every identifier, RFC 6887 §11.3 item 2).
 pub fn pcp_proto_index(protocol: Protocol) -> Option<usize> {
-    if protocol == Protocol::ICMP { None } else { proto_index(protocol) }
+    if protocol == Protocol::ICMP {
+        None
+    } else {
+        proto_index(protocol)
+    }
 }
 
 const WORDS: usize = 65536 / 64;

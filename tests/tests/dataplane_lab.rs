@@ -624,3 +624,33 @@ fn quota_exhaustion_sends_host_unreachable_to_the_sender() {
         "{table}"
     );
 }
+
+// RFC 6887 §8.5 / design.md §1: `ctl restart` simulates state loss; the translator's sessions
+// go with the mapping table (the gauge drops to 0), and new traffic builds fresh state.
+#[test]
+fn restart_clears_translator_sessions_and_traffic_recovers() {
+    require_privileges!();
+    let f = Fixture::new(false, &[]);
+    let _udp = f.spawn_python(Node::Inet, UDP_LISTEN, &["0.0.0.0", "7002", "60", "echo"]);
+    let send = || {
+        f.python(
+            Node::Lan,
+            UDP_SEND,
+            &["203.0.113.50", "7002", "x"],
+            Duration::from_secs(15),
+        )
+    };
+    assert!(send().status.success());
+    assert!(f.metric("cgn_dataplane_sessions") >= 1);
+    assert!(f.ctl(&["restart"]).contains("state lost"));
+    assert_eq!(
+        f.metric("cgn_dataplane_sessions"),
+        0,
+        "{}",
+        f.ctl(&["stats"])
+    );
+    assert_eq!(f.ctl(&["mappings"]), "");
+    let out = send();
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(f.metric("cgn_dataplane_sessions") >= 1);
+}

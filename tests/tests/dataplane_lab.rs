@@ -236,7 +236,8 @@ impl Fixture {
         ];
         argv.extend_from_slice(extra);
         let daemon = f.lab.spawn(Node::Cgn, &argv).expect("spawn cgn-sim");
-        // The control socket is bound after the TUN device and its routes are in place.
+        // Control requests are answered once the TUN device and its routes are in place (the
+        // `ctl stats` below waits for that).
         let t = Instant::now();
         while !f.sock.exists() {
             if let Ok(Some(status)) = daemon.try_wait() {

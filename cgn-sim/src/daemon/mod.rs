@@ -78,15 +78,6 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         Box::new(rand::rngs::StdRng::from_entropy()),
     )?;
     server.set_server_addresses(vec![local]);
-    let mut dp = match &config.dataplane {
-        Some(options) => {
-            let IpAddr::V4(inside4) = config.inside else {
-                anyhow::bail!("the TUN dataplane needs an IPv4 --inside address");
-            };
-            Some(Dataplane::open(options, &server, inside4, Instant::now()).await?)
-        }
-        None => None,
-    };
     let (tx, mut rx) = mpsc::channel::<Call>(64);
     let _ = std::fs::remove_file(&config.ctl);
     let listener = tokio::net::UnixListener::bind(&config.ctl)
@@ -103,6 +94,17 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let mut obuf = vec![0u8; 2048];
     let mut out = vec![0u8; 1100];
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Last of the fallible set-up steps, so its routing rules are always removed again below.
+    // Control requests wait in the channel meanwhile: a `ctl` answer means the dataplane is up.
+    let mut dp = match &config.dataplane {
+        Some(options) => {
+            let IpAddr::V4(inside4) = config.inside else {
+                anyhow::bail!("the TUN dataplane needs an IPv4 --inside address");
+            };
+            Some(Dataplane::open(options, &server, inside4, Instant::now()).await?)
+        }
+        None => None,
+    };
     loop {
         flush(&mut server, &inside).await;
         let mut deadline = server.poll_timeout();

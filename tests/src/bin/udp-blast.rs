@@ -319,6 +319,12 @@ fn compare(secs: f64, flows: usize, size: usize) -> anyhow::Result<()> {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+            // A control answer means the TUN device and its routes are in place.
+            let _ = std::process::Command::new(&cgn_sim)
+                .arg("--ctl")
+                .arg(&sock)
+                .args(["ctl", "stats"])
+                .output();
             daemon = Some((child, sock));
         }
         let run = measure(&lab, &me, secs, flows, size);

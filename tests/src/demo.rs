@@ -142,23 +142,14 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Finds the binaries next to this executable (or next to its `deps/` directory, for tests).
+    /// Finds the binaries next to this executable (see [`crate::bins`]).
     pub fn locate() -> Result<Binaries, DemoError> {
-        let exe = std::env::current_exe()?;
-        let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-        if dir.file_name().is_some_and(|n| n == "deps") {
-            dir.pop();
-        }
+        let dir = crate::bins::target_dir().unwrap_or_default();
         let find = |name: &'static str| {
-            let p = dir.join(name);
-            if p.exists() {
-                Ok(p)
-            } else {
-                Err(DemoError::MissingBinary {
-                    name,
-                    dir: dir.clone(),
-                })
-            }
+            crate::bins::find(name).ok_or_else(|| DemoError::MissingBinary {
+                name,
+                dir: dir.clone(),
+            })
         };
         Ok(Binaries {
             cgn_sim: find("cgn-sim")?,

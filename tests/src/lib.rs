@@ -1,7 +1,9 @@
 //! The NAT444 network-namespace lab, the end-to-end tests and the `nat444-lab` demo.
 //!
 //! * [`lab`]: builds the namespaces of design.md §4 and runs commands in them;
+//! * [`bins`]: finds the workspace's daemons and tools for the lab;
 //! * [`demo`]: what `nat444-lab demo` shows.
 
+pub mod bins;
 pub mod demo;
 pub mod lab;

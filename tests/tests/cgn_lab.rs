@@ -7,28 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nat444_tests::bins::workspace_bin;
 use nat444_tests::lab::{LabBuilder, Node};
 use nat444_tests::require_privileges;
-
-/// A binary of this workspace (`package`, `name`), built on demand in the same target
-/// directory as this test.
-fn workspace_bin(package: &str, name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target profile dir")
-        .to_path_buf();
-    let bin = dir.join(name);
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", package, "--bin", name])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building {name}");
-    }
-    bin
-}
 
 fn cgn_sim() -> PathBuf {
     workspace_bin("cgn-sim", "cgn-sim")

@@ -15,19 +15,7 @@ const LOCATION: &str = "http://192.168.0.1:5000/rootDesc.xml";
 const PY: &str = "/usr/bin/python3";
 
 fn iwf_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/igd_lab-<hash> → target/<profile>/upnp-iwf
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("upnp-iwf"))
-        .expect("target dir");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p upnp-iwf`",
-        bin.display()
-    );
-    bin
+    nat444_tests::bins::workspace_bin("upnp-iwf", "upnp-iwf")
 }
 
 fn start_iwf(lab: &Lab, extra: &[&str]) -> LabChild {

@@ -1,0 +1,41 @@
+//! Finding the workspace's binaries (`cgn-sim`, `upnp-iwf`, `pcpc`, …) from the lab's tests and
+//! from `nat444-lab`: they sit in the same `target/<profile>/` directory as the running
+//! executable (or its parent, for a test binary in `deps/`). `cargo test --workspace` and
+//! `cargo build --workspace` build them all.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The `target/<profile>/` directory the running executable belongs to.
+pub fn target_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let mut dir = exe.parent()?.to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    Some(dir)
+}
+
+/// Binary `name` of workspace package `package`, if it is built.
+pub fn find(name: &str) -> Option<PathBuf> {
+    let bin = target_dir()?.join(name);
+    bin.exists().then_some(bin)
+}
+
+/// Binary `name` of workspace package `package` for a test: built with `cargo build` when it is
+/// missing (e.g. when only this test crate was asked for). Panics, as a test should, when it
+/// cannot be had.
+pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
+    if let Some(bin) = find(name) {
+        return bin;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", package, "--bin", name])
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "building {name} (package {package}) failed"
+    );
+    find(name).unwrap_or_else(|| panic!("{name} is still missing after cargo build"))
+}

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::daemon::dataplane::DataplaneOptions;
 use crate::dataplane::session::Timeouts;
-use crate::dataplane::translate::{DataplaneConfig, Filtering};
+use crate::dataplane::translate::{DataplaneConfig, Filtering, TtlMode};
 use crate::dataplane::tun::TunConfig;
 
 /// Default control socket.
@@ -189,6 +189,8 @@ impl Cli {
             inside_address: inside,
             outside_address: outside,
             max_sessions: self.max_sessions,
+            // The daemon's kernel forwards each packet into the TUN and out again.
+            ttl: TtlMode::KernelForwardsTwice,
             ..DataplaneConfig::default()
         };
         Ok(Some(DataplaneOptions {

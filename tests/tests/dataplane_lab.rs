@@ -397,6 +397,9 @@ fn lan_ping_udp_and_tcp_cross_cgn_sim_with_a_pool_source() {
         f.ctl(&["stats"]),
         f.daemon_log()
     );
+    // The reply left inet with TTL 64 and crossed two routers, the CGN and the CPE: the CGN
+    // counts as one hop although the kernel forwards through its TUN twice.
+    assert!(ping.output.contains("ttl=62"), "{}", ping.output);
 
     let _udp = f.spawn_python(Node::Inet, UDP_LISTEN, &["0.0.0.0", "7000", "60", "echo"]);
     let out = f.python(

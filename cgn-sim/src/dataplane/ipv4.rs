@@ -227,9 +227,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 
     /// Decrements the TTL (saturating at 0), updating the header checksum incrementally.
     pub fn decrement_ttl(&mut self) {
+        let ttl = self.ttl().saturating_sub(1);
+        self.set_ttl(ttl);
+    }
+
+    /// Sets the TTL, updating the header checksum incrementally.
+    pub fn set_ttl(&mut self, ttl: u8) {
         let b = self.b();
         let old = u16::from_be_bytes([b[field::TTL], b[field::PROTOCOL]]);
-        let ttl = b[field::TTL].saturating_sub(1);
         let new = u16::from_be_bytes([ttl, b[field::PROTOCOL]]);
         let c = checksum::adjust(self.header_checksum(), old, new);
         self.bm()[field::TTL] = ttl;

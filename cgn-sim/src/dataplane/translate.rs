@@ -45,6 +45,19 @@ pub enum Filtering {
     AddressAndPortDependent,
 }
 
+/// How the translator treats the TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TtlMode {
+    /// The translator is the hop: it decrements the TTL, and answers TTL 1 with ICMP Time
+    /// Exceeded itself.
+    #[default]
+    Decrement,
+    /// The kernel forwards every packet twice around the translator (into the TUN device and
+    /// out of it) and decrements the TTL both times, sending Time Exceeded itself when it runs
+    /// out. The translator adds one back, so the CGN counts as one hop, as a NAT should.
+    KernelForwardsTwice,
+}
+
 /// Translator settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataplaneConfig {
@@ -66,6 +79,8 @@ pub struct DataplaneConfig {
     pub max_sessions: usize,
     /// Most unsolicited SYNs held at once.
     pub max_pending_syns: usize,
+    /// TTL handling.
+    pub ttl: TtlMode,
 }
 
 impl Default for DataplaneConfig {
@@ -80,6 +95,7 @@ impl Default for DataplaneConfig {
             outside_address: Ipv4Addr::new(203, 0, 113, 1),
             max_sessions: 4_000_000,
             max_pending_syns: 1024,
+            ttl: TtlMode::Decrement,
         }
     }
 }
@@ -325,7 +341,7 @@ impl Translator {
         if !from_inside && !to_pool {
             return Verdict::Drop(DropReason::NotNatTraffic);
         }
-        if ttl <= 1 {
+        if ttl <= 1 && self.config.ttl == TtlMode::Decrement {
             let from = if from_inside {
                 self.config.inside_address
             } else {
@@ -402,7 +418,7 @@ impl Translator {
         let Ok(mut ip) = Ipv4Packet::new_checked(&mut *packet) else {
             return Verdict::Drop(DropReason::Malformed);
         };
-        ip.decrement_ttl();
+        apply_ttl(&mut ip, self.config.ttl);
         if ip.total_len() <= self.config.mtu {
             return Verdict::Forward;
         }
@@ -638,7 +654,7 @@ impl Translator {
         for mut p in early {
             if apply_fragment(&mut p, rewrite).is_ok() {
                 if let Ok(mut ip) = Ipv4Packet::new_checked(&mut p[..]) {
-                    ip.decrement_ttl();
+                    apply_ttl(&mut ip, self.config.ttl);
                 }
                 self.counters.fragments += 1;
                 self.out.push_back(p);
@@ -664,6 +680,17 @@ impl Translator {
             },
             None if self.fragments.hold_early(now_s, key, packet) => Verdict::Consumed,
             None => Verdict::Drop(DropReason::FragmentOrphan),
+        }
+    }
+}
+
+/// One hop's worth of TTL (see [`TtlMode`]).
+fn apply_ttl(ip: &mut Ipv4Packet<&mut [u8]>, mode: TtlMode) {
+    match mode {
+        TtlMode::Decrement => ip.decrement_ttl(),
+        TtlMode::KernelForwardsTwice => {
+            let ttl = ip.ttl();
+            ip.set_ttl(ttl.saturating_add(1));
         }
     }
 }

@@ -291,6 +291,34 @@ fn ttl_one_gets_time_exceeded() {
     );
 }
 
+// In the TUN daemon the kernel forwards twice and decrements twice: the translator gives one
+// back, so a packet crossing the CGN loses exactly one TTL; TTL expiry is left to the kernel.
+#[test]
+fn kernel_forwarding_mode_gives_back_one_ttl() {
+    let dp = DataplaneConfig {
+        ttl: super::translate::TtlMode::KernelForwardsTwice,
+        ..Default::default()
+    };
+    let mut r = rig_with(EngineConfig::with_pools(&["198.51.100.0/28"]), dp);
+    let mut p = udp((A, 5000), (PEER, 9000), b"x");
+    assert_eq!(r.send(1, &mut p), Verdict::Forward);
+    assert_eq!(
+        p[8], 65,
+        "64 in, 65 out: the kernel's second decrement makes it 63 on the wire"
+    );
+    assert!(valid_ip_checksum(&p));
+    let mut one = udp((A, 5000), (PEER, 9000), b"x");
+    one[8] = 1;
+    let c = Ipv4HeaderSlice::from_slice(&one)
+        .expect("ip")
+        .to_header()
+        .calc_header_checksum();
+    one[10..12].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(r.send(2, &mut one), Verdict::Forward, "not ours to expire");
+    assert_eq!(one[8], 2);
+    assert!(r.nat.poll_transmit().is_none());
+}
+
 // RFC 4787 REQ-13: DF and too big → Fragmentation Needed; without DF → fragmented.
 #[test]
 fn too_big_packets_are_refused_with_df_and_fragmented_without() {

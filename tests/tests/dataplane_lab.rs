@@ -10,7 +10,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -136,37 +135,6 @@ for i in range(n):
     print('%d %s' % (40000 + i, got or 'none'), flush=True)
 "#;
 
-/// Binaries of this workspace, built once per test process (so a stale binary is never used).
-fn workspace_bin(package: &str, name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    let exe = std::env::current_exe().expect("test path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target profile dir")
-        .to_path_buf();
-    BUILT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "cgn-sim",
-                "--bin",
-                "cgn-sim",
-                "-p",
-                "pcp-client",
-                "--bin",
-                "pcpc",
-            ])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building cgn-sim and pcpc");
-    });
-    let bin = dir.join(name);
-    assert!(bin.exists(), "{package}: {} missing", bin.display());
-    bin
-}
-
 /// A lab whose CGN is `cgn-sim --dataplane tun` and whose CPEs masquerade on `wan0`.
 struct Fixture {
     nft_table: String,
@@ -182,8 +150,8 @@ static TABLES: AtomicU32 = AtomicU32::new(0);
 
 impl Fixture {
     fn new(second_subscriber: bool, extra: &[&str]) -> Fixture {
-        let cgn_sim = workspace_bin("cgn-sim", "cgn-sim");
-        let pcpc = workspace_bin("pcp-client", "pcpc").display().to_string();
+        let cgn_sim = nat444_tests::bins::workspace_bin("cgn-sim", "cgn-sim");
+        let pcpc = nat444_tests::bins::workspace_bin("pcp-client", "pcpc").display().to_string();
         let lab = LabBuilder::new()
             .second_subscriber(second_subscriber)
             .build()

@@ -151,7 +151,9 @@ static TABLES: AtomicU32 = AtomicU32::new(0);
 impl Fixture {
     fn new(second_subscriber: bool, extra: &[&str]) -> Fixture {
         let cgn_sim = nat444_tests::bins::workspace_bin("cgn-sim", "cgn-sim");
-        let pcpc = nat444_tests::bins::workspace_bin("pcp-client", "pcpc").display().to_string();
+        let pcpc = nat444_tests::bins::workspace_bin("pcp-client", "pcpc")
+            .display()
+            .to_string();
         let lab = LabBuilder::new()
             .second_subscriber(second_subscriber)
             .build()

@@ -170,6 +170,25 @@ impl Server {
         })
     }
 
+    /// Inserts the binding of `internal` to `external`, taken from pool address `addr_index`,
+    /// labelled with that address's pool and section (the table's `Pool:` and `Section:`).
+    pub(crate) fn insert_pool_binding(
+        &mut self,
+        protocol: Protocol,
+        realm: u16,
+        internal: SocketAddrV4,
+        external: SocketAddrV4,
+        addr_index: u16,
+    ) -> u32 {
+        let (pool_id, section) = self
+            .pool
+            .address(addr_index)
+            .map_or((0, 0), |a| (a.pool, a.section));
+        self.table.insert_binding(
+            protocol, realm, internal, external, addr_index, pool_id, section,
+        )
+    }
+
     /// Records a new binding of the subscriber (anchor, count, creation token).
     pub(crate) fn account_new_binding(
         &mut self,

@@ -248,18 +248,12 @@ impl Server {
             Ok(c) => c,
             Err(result) => return self.err(result),
         };
-        let (pool_id, section) = self
-            .pool
-            .address(chosen.addr_index)
-            .map_or((0, 0), |a| (a.pool, a.section));
-        let id = self.table.insert_binding(
+        let id = self.insert_pool_binding(
             map.protocol,
             opts.realm,
             SocketAddrV4::new(subscriber, map.internal_port),
             chosen.external,
             chosen.addr_index,
-            pool_id,
-            section,
         );
         let extra = build_extra(None, filters, &opts, source);
         let pf = if opts.prefer_failure {
@@ -335,13 +329,7 @@ impl Server {
         {
             return Err(StaticError::InUse);
         }
-        let (pool_id, section) = self
-            .pool
-            .address(index)
-            .map_or((0, 0), |a| (a.pool, a.section));
-        let id = self.table.insert_binding(
-            s.protocol, 0, s.internal, s.external, index, pool_id, section,
-        );
+        let id = self.insert_pool_binding(s.protocol, 0, s.internal, s.external, index);
         self.table.set_map(
             id,
             Default::default(),
@@ -408,19 +396,8 @@ impl Server {
             suggested_port: 0,
             exact: false,
         })?;
-        let (pool_id, section) = self
-            .pool
-            .address(chosen.addr_index)
-            .map_or((0, 0), |a| (a.pool, a.section));
-        let id = self.table.insert_binding(
-            protocol,
-            0,
-            internal,
-            chosen.external,
-            chosen.addr_index,
-            pool_id,
-            section,
-        );
+        let id =
+            self.insert_pool_binding(protocol, 0, internal, chosen.external, chosen.addr_index);
         self.table.touch_implicit(id, now_s.saturating_add(idle));
         self.account_new_binding(0, *internal.ip(), chosen.addr_index, now_s);
         Ok(chosen.external)

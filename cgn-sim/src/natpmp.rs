@@ -186,18 +186,12 @@ impl Server {
             suggested_port: suggested,
             exact: false,
         })?;
-        let (pool_id, section) = self
-            .pool
-            .address(chosen.addr_index)
-            .map_or((0, 0), |a| (a.pool, a.section));
-        let id = self.table.insert_binding(
+        let id = self.insert_pool_binding(
             protocol,
             0,
             SocketAddrV4::new(subscriber, internal_port),
             chosen.external,
             chosen.addr_index,
-            pool_id,
-            section,
         );
         self.table
             .set_map(id, Nonce::default(), expires, lifetime, flags::NATPMP, None);

@@ -132,18 +132,12 @@ impl Server {
             Ok(c) => c,
             Err(result) => return self.err(result),
         };
-        let (pool_id, section) = self
-            .pool
-            .address(chosen.addr_index)
-            .map_or((0, 0), |a| (a.pool, a.section));
-        let id = self.table.insert_binding(
+        let id = self.insert_pool_binding(
             map.protocol,
             opts.realm,
             SocketAddrV4::new(subscriber, map.internal_port),
             chosen.external,
             chosen.addr_index,
-            pool_id,
-            section,
         );
         self.table.insert_peer(
             id,

@@ -7,7 +7,6 @@ use std::time::Instant;
 use pcp_client::wire::{self, Nonce, OpcodeData, Options, Protocol, ResponseRepr, ResultCode};
 
 use crate::announce::ANNOUNCE_MULTICAST;
-use crate::hold::{HeldPort, HoldOwner};
 use crate::pool::proto_index;
 use crate::server::{Server, Transmit};
 use crate::table::FreedBinding;
@@ -125,29 +124,8 @@ impl Server {
             self.updates.clear();
             let mut seen = std::collections::HashSet::new();
             for f in bindings {
-                let proto = proto_index(Protocol(f.internal.protocol)).unwrap_or(0);
-                let held = HeldPort {
-                    proto: proto as u8,
-                    addr: f.addr_index,
-                    port: f.external.port,
-                };
-                if !seen.insert(held) {
-                    continue;
-                }
-                if self.config.port_hold_secs == 0 {
-                    self.pool.release(f.addr_index, proto, f.external.port);
-                } else {
-                    self.holds.hold(
-                        held,
-                        HoldOwner {
-                            proto: proto as u8,
-                            realm: f.internal.realm,
-                            addr: f.internal.addr,
-                            port: f.internal.port,
-                            nonce: f.nonce,
-                        },
-                        now_s.saturating_add(self.config.port_hold_secs),
-                    );
+                if seen.insert(Server::held_port(&f)) {
+                    self.release_or_hold(&f, now_s);
                 }
             }
             self.epoch.reset(now);

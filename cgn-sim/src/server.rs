@@ -495,20 +495,28 @@ impl Server {
 
     /// A binding lost its last part: its port goes into hold-down for its owner
     /// (RFC 6888 REQ-8; RFC 6887 §15), and the subscriber's count drops.
-    pub(crate) fn on_freed(&mut self, f: FreedBinding, now_s: u32) {
+    /// The external port a freed binding held.
+    pub(crate) fn held_port(f: &FreedBinding) -> HeldPort {
         let proto = proto_index(Protocol(f.internal.protocol)).unwrap_or(0);
-        let held = HeldPort {
+        HeldPort {
             proto: proto as u8,
             addr: f.addr_index,
             port: f.external.port,
-        };
+        }
+    }
+
+    /// Releases the external port of a freed binding, or holds it for its owner (the same
+    /// internal endpoint and nonce) for `port_hold_secs` (RFC 6888 REQ-8, RFC 6887 §15).
+    pub(crate) fn release_or_hold(&mut self, f: &FreedBinding, now_s: u32) {
+        let held = Self::held_port(f);
         if self.config.port_hold_secs == 0 {
-            self.pool.release(f.addr_index, proto, f.external.port);
+            self.pool
+                .release(held.addr, usize::from(held.proto), held.port);
         } else {
             self.holds.hold(
                 held,
                 HoldOwner {
-                    proto: proto as u8,
+                    proto: held.proto,
                     realm: f.internal.realm,
                     addr: f.internal.addr,
                     port: f.internal.port,
@@ -517,6 +525,10 @@ impl Server {
                 now_s.saturating_add(self.config.port_hold_secs),
             );
         }
+    }
+
+    pub(crate) fn on_freed(&mut self, f: FreedBinding, now_s: u32) {
+        self.release_or_hold(&f, now_s);
         let key = (f.internal.realm, f.internal.addr);
         if let Some(s) = self.subs.get_mut(&key) {
             s.bindings = s.bindings.saturating_sub(1);

@@ -292,10 +292,7 @@ impl<'a> RequestRepr<'a> {
         packet.set_opcode(false, self.data.opcode());
         packet.set_lifetime(self.lifetime);
         packet.set_request_header_fields(self.client_ip);
-        let body_end = HEADER_LEN + self.data.buffer_len();
-        self.data.emit(&mut out[HEADER_LEN..body_end]);
-        self.options.emit(&mut out[body_end..])?;
-        Ok(out.len())
+        emit_body(&self.data, &self.options, out)
     }
 }
 
@@ -364,11 +361,18 @@ impl<'a> ResponseRepr<'a> {
         packet.set_lifetime(self.lifetime);
         packet.set_epoch(self.epoch);
         packet.clear_response_reserved();
-        let body_end = HEADER_LEN + self.data.buffer_len();
-        self.data.emit(&mut out[HEADER_LEN..body_end]);
-        self.options.emit(&mut out[body_end..])?;
-        Ok(out.len())
+        emit_body(&self.data, &self.options, out)
     }
+}
+
+/// Writes the opcode data and the options after the common header of `out` (which is exactly
+/// the message's size) and returns the message length.
+#[inline]
+fn emit_body(data: &OpcodeData, options: &Options<'_>, out: &mut [u8]) -> Result<usize, EmitError> {
+    let body_end = HEADER_LEN + data.buffer_len();
+    data.emit(&mut out[HEADER_LEN..body_end]);
+    options.emit(&mut out[body_end..])?;
+    Ok(out.len())
 }
 
 /// The first `need` bytes of `buf`, after the size rules.

@@ -609,3 +609,141 @@ proptest! {
         }
     }
 }
+
+// RFC 7857 §5, §6: mapping and filtering are protocol-dependent: a UDP binding neither serves
+// TCP outbound nor admits TCP inbound on its port.
+#[test]
+fn bindings_are_protocol_dependent() {
+    let mut r = rig();
+    let mut u = udp((A, 5000), (PEER, 9000), b"x");
+    r.send(1, &mut u);
+    let ext = flow(&u).0;
+    let mut syn_in = tcp((PEER, 9000), ext, true, false);
+    assert_ne!(
+        r.send(2, &mut syn_in),
+        Verdict::Forward,
+        "a UDP binding admits no TCP"
+    );
+    let mut t = tcp((A, 5000), (PEER, 80), true, false);
+    assert_eq!(r.send(3, &mut t), Verdict::Forward);
+    assert_eq!(
+        r.server.table().counts().bindings,
+        2,
+        "TCP got its own binding"
+    );
+}
+
+// RFC 5382 REQ-8: TCP hairpins like UDP, with the external source.
+#[test]
+fn tcp_hairpin_carries_the_external_source() {
+    let mut r = rig();
+    let mut first = tcp((A, 6000), (PEER, 80), true, false);
+    r.send(1, &mut first);
+    let a_ext = flow(&first).0;
+    let mut syn = tcp((B, 7000), a_ext, true, false);
+    assert_eq!(r.send(2, &mut syn), Verdict::Forward);
+    let (src, dst) = flow(&syn);
+    assert_eq!(dst, (A, 6000));
+    assert!(
+        r.server.pool().index_of(src.0).is_some(),
+        "B's external endpoint"
+    );
+}
+
+// RFC 5382 REQ-4a: when policy says so, unsolicited SYNs are dropped silently.
+#[test]
+fn silent_syn_policy_sends_nothing() {
+    let dp = DataplaneConfig {
+        syn_port_unreachable: false,
+        ..Default::default()
+    };
+    let mut r = rig_with(EngineConfig::with_pools(&["198.51.100.0/28"]), dp);
+    let mut syn = tcp(
+        (PEER, 4000),
+        (Ipv4Addr::new(198, 51, 100, 3), 8080),
+        true,
+        false,
+    );
+    assert_eq!(
+        r.send(1, &mut syn),
+        Verdict::Drop(DropReason::UnsolicitedSyn)
+    );
+    r.send(10, &mut udp((A, 1), (PEER, 2), b"tick"));
+    let icmp: Vec<_> = std::iter::from_fn(|| r.nat.poll_transmit())
+        .filter(|p| p[9] == 1)
+        .collect();
+    assert!(icmp.is_empty(), "{icmp:?}");
+}
+
+// RFC 5508 REQ-7: an ICMP error about a hairpinned packet is hairpinned too, its outer
+// destination set to the translated source of the embedded packet.
+#[test]
+fn icmp_error_about_a_hairpinned_packet_is_hairpinned() {
+    let mut r = rig();
+    let b_ext = r.map(B, 6000, &[]);
+    let mut p = udp((A, 7000), (*b_ext.ip(), b_ext.port()), b"to B");
+    assert_eq!(r.send(1, &mut p), Verdict::Forward);
+    // B's host refuses it: port unreachable about the packet as B received it.
+    let mut err = [0u8; 600];
+    let n = super::icmp::build_error(&p, B, super::icmp::IcmpError::PortUnreachable, 1, &mut err)
+        .expect("error");
+    let mut err = err[..n].to_vec();
+    assert_eq!(r.send(2, &mut err), Verdict::Forward);
+    match classify(&err) {
+        Ok(Classified::IcmpError {
+            outer_src,
+            outer_dst,
+            embedded,
+            ..
+        }) => {
+            assert_eq!(outer_dst, A, "delivered to A");
+            assert_eq!(outer_src, *b_ext.ip(), "from B's external address");
+            assert_eq!(embedded.src, (A, 7000), "A sees its own packet");
+            assert_eq!(embedded.dst, (*b_ext.ip(), b_ext.port()));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+// RFC 5508 REQ-3: IP options in the embedded header are skipped to find the transport header.
+#[test]
+fn icmp_error_with_embedded_ip_options_is_translated() {
+    let mut r = rig();
+    let mut p = udp((A, 5000), (PEER, 9000), b"probe");
+    r.send(1, &mut p);
+    // The packet as it left, with a 4-byte IP option (NOP NOP NOP EOL) inserted.
+    let mut with_opts = Vec::new();
+    with_opts.extend_from_slice(&p[..20]);
+    with_opts.extend_from_slice(&[1, 1, 1, 0]);
+    with_opts.extend_from_slice(&p[20..]);
+    with_opts[0] = 0x46;
+    let total = u16::try_from(with_opts.len()).expect("small");
+    with_opts[2..4].copy_from_slice(&total.to_be_bytes());
+    with_opts[10] = 0;
+    with_opts[11] = 0;
+    let c = super::checksum::checksum(&with_opts[..24]);
+    with_opts[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut err = [0u8; 600];
+    let n = super::icmp::build_error(
+        &with_opts,
+        PEER,
+        super::icmp::IcmpError::PortUnreachable,
+        1,
+        &mut err,
+    )
+    .expect("error");
+    let mut err = err[..n].to_vec();
+    assert_eq!(r.send(2, &mut err), Verdict::Forward);
+    match classify(&err) {
+        Ok(Classified::IcmpError {
+            outer_dst,
+            embedded,
+            ..
+        }) => {
+            assert_eq!(outer_dst, A);
+            assert_eq!(embedded.src, (A, 5000));
+            assert_eq!(embedded.dst, (PEER, 9000));
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -71,6 +71,29 @@ fn flow(packet: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
     }
 }
 
+/// Recomputes the IPv4 header checksum (with etherparse) after a test edited header bytes.
+fn refresh_ip_checksum(packet: &mut [u8]) {
+    let c = Ipv4HeaderSlice::from_slice(packet)
+        .expect("ip")
+        .to_header()
+        .calc_header_checksum();
+    packet[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The ICMP Port Unreachable `from` sends about `packet`.
+fn port_unreachable(packet: &[u8], from: Ipv4Addr) -> Vec<u8> {
+    let mut err = [0u8; 600];
+    let n = super::icmp::build_error(
+        packet,
+        from,
+        super::icmp::IcmpError::PortUnreachable,
+        1,
+        &mut err,
+    )
+    .expect("error");
+    err[..n].to_vec()
+}
+
 fn valid_ip_checksum(packet: &[u8]) -> bool {
     let h = Ipv4HeaderSlice::from_slice(packet).expect("ip").to_header();
     h.header_checksum == h.calc_header_checksum()
@@ -276,11 +299,7 @@ fn ttl_one_gets_time_exceeded() {
     let mut r = rig();
     let mut p = udp((A, 5000), (PEER, 9000), b"x");
     p[8] = 1;
-    let c = etherparse::Ipv4HeaderSlice::from_slice(&p)
-        .expect("ip")
-        .to_header()
-        .calc_header_checksum();
-    p[10..12].copy_from_slice(&c.to_be_bytes());
+    refresh_ip_checksum(&mut p);
     assert_eq!(r.send(1, &mut p), Verdict::Drop(DropReason::TtlExceeded));
     let icmp = r.nat.poll_transmit().expect("ICMP");
     assert_eq!((icmp[20], icmp[21]), (11, 0));
@@ -309,11 +328,7 @@ fn kernel_forwarding_mode_gives_back_one_ttl() {
     assert!(valid_ip_checksum(&p));
     let mut one = udp((A, 5000), (PEER, 9000), b"x");
     one[8] = 1;
-    let c = Ipv4HeaderSlice::from_slice(&one)
-        .expect("ip")
-        .to_header()
-        .calc_header_checksum();
-    one[10..12].copy_from_slice(&c.to_be_bytes());
+    refresh_ip_checksum(&mut one);
     assert_eq!(r.send(2, &mut one), Verdict::Forward, "not ours to expire");
     assert_eq!(one[8], 2);
     assert!(r.nat.poll_transmit().is_none());
@@ -329,11 +344,7 @@ fn too_big_packets_are_refused_with_df_and_fragmented_without() {
     let mut r = rig_with(EngineConfig::with_pools(&["198.51.100.0/28"]), dp);
     let mut p = udp((A, 5000), (PEER, 9000), &[7u8; 1000]);
     p[6] |= 0x40;
-    let c = Ipv4HeaderSlice::from_slice(&p)
-        .expect("ip")
-        .to_header()
-        .calc_header_checksum();
-    p[10..12].copy_from_slice(&c.to_be_bytes());
+    refresh_ip_checksum(&mut p);
     assert_eq!(r.send(1, &mut p), Verdict::Drop(DropReason::TooBig));
     let icmp = r.nat.poll_transmit().expect("ICMP");
     assert_eq!((icmp[20], icmp[21]), (3, 4));
@@ -341,11 +352,7 @@ fn too_big_packets_are_refused_with_df_and_fragmented_without() {
 
     let mut p = udp((A, 5000), (PEER, 9000), &[7u8; 1000]);
     p[6] &= !0x40; // DF off (etherparse sets it)
-    let c = Ipv4HeaderSlice::from_slice(&p)
-        .expect("ip")
-        .to_header()
-        .calc_header_checksum();
-    p[10..12].copy_from_slice(&c.to_be_bytes());
+    refresh_ip_checksum(&mut p);
     assert_eq!(r.send(2, &mut p), Verdict::Consumed);
     let mut pieces = Vec::new();
     while let Some(f) = r.nat.poll_transmit() {
@@ -367,16 +374,7 @@ fn inbound_icmp_error_reaches_the_subscriber() {
     let mut p = udp((A, 5000), (PEER, 9000), b"probe");
     r.send(1, &mut p);
     // What the peer answers (built from the translated packet as it left).
-    let mut err = [0u8; 600];
-    let n = super::icmp::build_error(
-        &p,
-        PEER,
-        super::icmp::IcmpError::PortUnreachable,
-        1,
-        &mut err,
-    )
-    .expect("error");
-    let mut err = err[..n].to_vec();
+    let mut err = port_unreachable(&p, PEER);
     assert_eq!(r.send(2, &mut err), Verdict::Forward);
     match classify(&err) {
         Ok(Classified::IcmpError {
@@ -549,11 +547,7 @@ fn fragments_in_and_out_of_order() {
     // Orphans are counted once their hold expires.
     let mut other = udp((A, 5001), (PEER, 9000), &[1u8; 1000]);
     other[5] = 99; // another IP Identification: another datagram
-    let c = Ipv4HeaderSlice::from_slice(&other)
-        .expect("ip")
-        .to_header()
-        .calc_header_checksum();
-    other[10..12].copy_from_slice(&c.to_be_bytes());
+    refresh_ip_checksum(&mut other);
     let orphan = super::translate::fragment_for_test(&other, 576);
     let mut o = orphan[1].clone();
     assert_eq!(r.send(2, &mut o), Verdict::Consumed);
@@ -684,10 +678,7 @@ fn icmp_error_about_a_hairpinned_packet_is_hairpinned() {
     let mut p = udp((A, 7000), (*b_ext.ip(), b_ext.port()), b"to B");
     assert_eq!(r.send(1, &mut p), Verdict::Forward);
     // B's host refuses it: port unreachable about the packet as B received it.
-    let mut err = [0u8; 600];
-    let n = super::icmp::build_error(&p, B, super::icmp::IcmpError::PortUnreachable, 1, &mut err)
-        .expect("error");
-    let mut err = err[..n].to_vec();
+    let mut err = port_unreachable(&p, B);
     assert_eq!(r.send(2, &mut err), Verdict::Forward);
     match classify(&err) {
         Ok(Classified::IcmpError {
@@ -719,20 +710,8 @@ fn icmp_error_with_embedded_ip_options_is_translated() {
     with_opts[0] = 0x46;
     let total = u16::try_from(with_opts.len()).expect("small");
     with_opts[2..4].copy_from_slice(&total.to_be_bytes());
-    with_opts[10] = 0;
-    with_opts[11] = 0;
-    let c = super::checksum::checksum(&with_opts[..24]);
-    with_opts[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut err = [0u8; 600];
-    let n = super::icmp::build_error(
-        &with_opts,
-        PEER,
-        super::icmp::IcmpError::PortUnreachable,
-        1,
-        &mut err,
-    )
-    .expect("error");
-    let mut err = err[..n].to_vec();
+    refresh_ip_checksum(&mut with_opts);
+    let mut err = port_unreachable(&with_opts, PEER);
     assert_eq!(r.send(2, &mut err), Verdict::Forward);
     match classify(&err) {
         Ok(Classified::IcmpError {

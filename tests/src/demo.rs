@@ -390,27 +390,15 @@ fn tour(
         out,
         "\n3. [by hand] PCP MAP UDP {APP_PORT} from the home router to the CGN, kept alive: pcpc --keep"
     )?;
-    let pcpc = lab.spawn(
-        Node::Cpe,
-        &[
-            &s(&bins.pcpc),
-            "--server",
-            "100.64.0.1",
-            "--json",
-            "map",
-            "--protocol",
-            "udp",
-            "--internal-port",
-            &APP_PORT.to_string(),
-            "--suggest",
-            &format!("0.0.0.0:{APP_PORT}"),
-            "--lifetime",
-            "120",
-            "--description",
-            "nat444 demo",
-            "--keep",
-        ],
-    )?;
+    let keep = pcpc_map(
+        bins,
+        "udp",
+        &format!("0.0.0.0:{APP_PORT}"),
+        "120",
+        &["--description", "nat444 demo", "--keep"],
+    );
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+    let pcpc = lab.spawn(Node::Cpe, &keep)?;
     if !wait_until(15, interrupted, || pcpc.log().contains("external_port")) {
         return Err(step_err("PCP MAP", pcpc.log()));
     }
@@ -424,24 +412,15 @@ fn tour(
     let external = parse_external(first).ok_or_else(|| step_err("PCP MAP answer", first))?;
     summary.external = Some(external);
     // The TCP mapping for the same port, one-shot (lives its 600 s lifetime).
-    let tcp = lab.exec_ok(
-        Node::Cpe,
-        &[
-            &s(&bins.pcpc),
-            "--server",
-            "100.64.0.1",
-            "--json",
-            "map",
-            "--protocol",
-            "tcp",
-            "--internal-port",
-            &APP_PORT.to_string(),
-            "--suggest",
-            &format!("{}:{APP_PORT}", external.ip()),
-            "--lifetime",
-            "600",
-        ],
-    )?;
+    let once = pcpc_map(
+        bins,
+        "tcp",
+        &format!("{}:{APP_PORT}", external.ip()),
+        "600",
+        &[],
+    );
+    let once: Vec<&str> = once.iter().map(String::as_str).collect();
+    let tcp = lab.exec_ok(Node::Cpe, &once)?;
     writeln!(out, "   {}", tcp.trim())?;
     check(interrupted)?;
 
@@ -543,6 +522,36 @@ fn tour(
     summary.restored = same && again;
     let _ = (cgn, iwf);
     Ok(())
+}
+
+/// `pcpc --json map` for the application's port at the CGN, with `extra` flags.
+fn pcpc_map(
+    bins: &Binaries,
+    protocol: &str,
+    suggest: &str,
+    lifetime: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        bins.pcpc.display().to_string().as_str(),
+        "--server",
+        "100.64.0.1",
+        "--json",
+        "map",
+        "--protocol",
+        protocol,
+        "--internal-port",
+        &APP_PORT.to_string(),
+        "--suggest",
+        suggest,
+        "--lifetime",
+        lifetime,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    argv.extend(extra.iter().map(|a| a.to_string()));
+    argv
 }
 
 /// `external_address` and `external_port` from a pcpc JSON line.

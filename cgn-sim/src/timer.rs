@@ -73,33 +73,26 @@ impl<T: Copy> TimerWheel<T> {
         }
         let steps = (now - self.now) as usize;
         let mut due = Vec::new();
-        if steps >= SLOTS {
-            for slot in &mut self.slots {
-                let before = slot.len();
-                slot.retain(|&(d, item)| {
-                    if d <= now {
-                        due.push((d, item));
-                        false
-                    } else {
-                        true
-                    }
-                });
-                self.len -= before - slot.len();
-            }
+        // The slots of the seconds passed; a jump of a whole revolution or more visits every
+        // slot once.
+        let (first, count) = if steps >= SLOTS {
+            (0, SLOTS)
         } else {
-            for s in self.now + 1..=now {
-                let slot = &mut self.slots[s as usize % SLOTS];
-                let before = slot.len();
-                slot.retain(|&(d, item)| {
-                    if d <= now {
-                        due.push((d, item));
-                        false
-                    } else {
-                        true
-                    }
-                });
-                self.len -= before - slot.len();
-            }
+            ((self.now as usize).wrapping_add(1), steps)
+        };
+        for k in 0..count {
+            let i = first.wrapping_add(k) % SLOTS;
+            let slot = &mut self.slots[i];
+            let before = slot.len();
+            slot.retain(|&(d, item)| {
+                if d <= now {
+                    due.push((d, item));
+                    false
+                } else {
+                    true
+                }
+            });
+            self.len -= before - slot.len();
         }
         self.now = now;
         due.sort_by_key(|(d, _)| *d);

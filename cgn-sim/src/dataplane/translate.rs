@@ -513,15 +513,11 @@ impl Translator {
             self.pending_syns
                 .retain(|p| !(p.external == external && p.remote == ep(flow.dst)));
         }
-        let first_of_many = first_fragment_key(packet);
-        if let Err(e) = rewrite_flow(packet, Side::Source, (*external.ip(), external.port())) {
-            return Verdict::Drop(map_err(e));
+        let verdict = self.rewrite(now_s, packet, Side::Source, external);
+        if verdict == Verdict::Forward {
+            self.counters.outbound += 1;
         }
-        if let Some(k) = first_of_many {
-            self.learn_fragments(now_s, k, FragmentRewrite::Source(*external.ip()));
-        }
-        self.counters.outbound += 1;
-        Verdict::Forward
+        verdict
     }
 
     fn inbound(
@@ -569,14 +565,27 @@ impl Translator {
         let _ = self
             .sessions
             .touch(now_s, key, ep(flow.dst), Dir::In, tcp_flags, &t, true);
+        let verdict = self.rewrite(now_s, packet, Side::Destination, internal);
+        if verdict == Verdict::Forward {
+            self.counters.inbound += 1;
+        }
+        verdict
+    }
+
+    /// Rewrites one end of a flow packet to `to`; a first fragment with more to come teaches
+    /// the fragment table how to rewrite the rest of its datagram.
+    fn rewrite(&mut self, now_s: u32, packet: &mut [u8], side: Side, to: SocketAddrV4) -> Verdict {
         let first_of_many = first_fragment_key(packet);
-        if let Err(e) = rewrite_flow(packet, Side::Destination, (*internal.ip(), internal.port())) {
+        if let Err(e) = rewrite_flow(packet, side, (*to.ip(), to.port())) {
             return Verdict::Drop(map_err(e));
         }
         if let Some(k) = first_of_many {
-            self.learn_fragments(now_s, k, FragmentRewrite::Destination(*internal.ip()));
+            let rewrite = match side {
+                Side::Source => FragmentRewrite::Source(*to.ip()),
+                Side::Destination => FragmentRewrite::Destination(*to.ip()),
+            };
+            self.learn_fragments(now_s, k, rewrite);
         }
-        self.counters.inbound += 1;
         Verdict::Forward
     }
 

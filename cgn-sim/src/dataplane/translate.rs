@@ -315,6 +315,22 @@ impl Translator {
             .map_or(second, |p| p.due.min(second))
     }
 
+    /// Translates a batch of packets in place: `verdicts[i]` is what to do with `packets[i]`
+    /// (as [`Translator::process`] for each, in order). Batches let the translator overlap the
+    /// memory accesses of many packets; the device adapter hands over what one drain read.
+    /// Only the first `min(packets.len(), verdicts.len())` packets are handled.
+    pub fn process_batch(
+        &mut self,
+        server: &mut Server,
+        now: Instant,
+        packets: &mut [&mut [u8]],
+        verdicts: &mut [Verdict],
+    ) {
+        for (packet, verdict) in packets.iter_mut().zip(verdicts.iter_mut()) {
+            *verdict = self.process(server, now, packet);
+        }
+    }
+
     /// Translates `packet` in place (see the module docs).
     pub fn process(&mut self, server: &mut Server, now: Instant, packet: &mut [u8]) -> Verdict {
         let verdict = self.process_inner(server, now, packet);

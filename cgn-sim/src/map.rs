@@ -369,6 +369,18 @@ impl Server {
         internal: SocketAddrV4,
         idle: u32,
     ) -> Result<SocketAddrV4, ResultCode> {
+        self.outbound_binding(now, protocol, internal, idle)
+            .map(|(_, external)| external)
+    }
+
+    /// [`Server::outbound_with_idle`], also returning the binding's id in the table.
+    pub fn outbound_binding(
+        &mut self,
+        now: std::time::Instant,
+        protocol: Protocol,
+        internal: SocketAddrV4,
+        idle: u32,
+    ) -> Result<(u32, SocketAddrV4), ResultCode> {
         let now_s = self.seconds(now);
         self.handle_timeout(now);
         let key = InternalKey {
@@ -380,7 +392,7 @@ impl Server {
         if let Some(id) = self.table.lookup_internal(&key) {
             let ext = self.table.binding(id).map(|b| b.external);
             self.table.touch_implicit(id, now_s.saturating_add(idle));
-            return ext.ok_or(ResultCode::NoResources);
+            return ext.map(|e| (id, e)).ok_or(ResultCode::NoResources);
         }
         if proto_index(protocol).is_none() {
             return Err(ResultCode::UnsuppProtocol);
@@ -400,7 +412,51 @@ impl Server {
             self.insert_pool_binding(protocol, 0, internal, chosen.external, chosen.addr_index);
         self.table.touch_implicit(id, now_s.saturating_add(idle));
         self.account_new_binding(0, *internal.ip(), chosen.addr_index, now_s);
-        Ok(chosen.external)
+        Ok((id, chosen.external))
+    }
+
+    /// The dataplane's fast path for an outbound packet of a known session: if binding `id`
+    /// is live and still maps `protocol`/`internal` (no THIRD_PARTY_ID realm) to `external`,
+    /// its implicit part is refreshed to `expires` (as [`Server::outbound_binding`] would) and
+    /// true returned; otherwise nothing changes and the caller takes the full path.
+    #[inline]
+    pub fn refresh_outbound(
+        &mut self,
+        id: u32,
+        protocol: u8,
+        internal: SocketAddrV4,
+        external: SocketAddrV4,
+        expires: u32,
+    ) -> bool {
+        let same = self.table.binding(id).is_some_and(|b| {
+            b.protocol == protocol && b.realm == 0 && b.internal == internal && b.external == external
+        });
+        if same {
+            self.table.touch_implicit(id, expires);
+        }
+        same
+    }
+
+    /// The fast path's check for an inbound packet of a known session: binding `id` is live
+    /// and maps `internal` to `external` for `protocol`.
+    #[inline]
+    pub fn binding_maps(
+        &self,
+        id: u32,
+        protocol: u8,
+        internal: SocketAddrV4,
+        external: SocketAddrV4,
+    ) -> bool {
+        self.table.binding(id).is_some_and(|b| {
+            b.protocol == protocol && b.internal == internal && b.external == external
+        })
+    }
+
+    /// Reads binding `id`'s first word, so its line is on its way to the cache when the fast
+    /// path needs it (see [`crate::dataplane::flow_index`]).
+    #[inline(always)]
+    pub fn touch_binding(&self, id: u32) -> u8 {
+        self.table.binding_flags(id)
     }
 }
 

@@ -146,6 +146,8 @@ pub struct NatPool {
     port_max: u16,
     parity: bool,
     reserved: Vec<u16>,
+    /// Lowest and highest address (as integers): a quick "not in the pool" test.
+    span: (u32, u32),
 }
 
 /// How to pick a port.
@@ -167,6 +169,7 @@ impl NatPool {
             port_max: config.port_max,
             parity: config.preserve_parity,
             reserved: config.reserved_ports.clone(),
+            span: (u32::MAX, 0),
         };
         for p in &config.pools {
             for s in &p.sections {
@@ -209,6 +212,8 @@ impl NatPool {
             subscribers: 0,
         });
         self.index.insert(addr, i);
+        let a = u32::from(addr);
+        self.span = (self.span.0.min(a), self.span.1.max(a));
         Ok(())
     }
 
@@ -230,6 +235,14 @@ impl NatPool {
     /// All addresses.
     pub fn addresses(&self) -> &[PoolAddress] {
         &self.addrs
+    }
+
+    /// True if `addr` is a pool address. Cheaper than [`NatPool::index_of`] for the common
+    /// case of an address outside the pool's span (the dataplane asks for every packet).
+    #[inline]
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        let a = u32::from(addr);
+        a >= self.span.0 && a <= self.span.1 && self.index.contains_key(&addr)
     }
 
     /// Index of `addr` if it is in the pool.

@@ -8,6 +8,8 @@
 //! device and the routing that steer traffic through the translator.
 
 pub mod checksum;
+pub mod fast;
+pub mod flow_index;
 pub mod fragment;
 pub mod icmp;
 pub mod ipv4;
@@ -16,6 +18,8 @@ pub mod session;
 pub mod translate;
 pub mod tun;
 
+#[cfg(test)]
+mod fast_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

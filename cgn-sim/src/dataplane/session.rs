@@ -9,7 +9,7 @@
 
 use std::net::SocketAddrV4;
 
-use crate::fasthash::{FastMap, KeyedState};
+use super::flow_index::{FlowHash, FlowIndex, FlowKey};
 use crate::timer::TimerWheel;
 
 /// Session key: protocol, internal endpoint, remote endpoint.
@@ -34,6 +34,7 @@ pub enum Dir {
 
 /// TCP connection state (RFC 7857 §2.1, RFC 6146 §3.5.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum TcpState {
     /// Not TCP, or nothing seen yet.
     Closed,
@@ -126,24 +127,119 @@ impl Timeouts {
     }
 }
 
-/// One session.
+/// One session, as the table reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Session {
     /// External endpoint of the binding the session runs on.
     pub external: SocketAddrV4,
+    /// The mapping table's id of that binding.
+    pub binding: u32,
     /// TCP state.
     pub tcp: TcpState,
     /// Deadline, engine seconds.
     pub expires: u32,
-    /// The deadline of this session's wheel entry.
-    scheduled: u32,
 }
 
-/// The session table.
+/// A session as stored: 32 bytes, so two share a cache line and none straddles one.
+/// `protocol == 0` marks a free slot.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
+struct Slot {
+    internal_addr: u32,
+    remote_addr: u32,
+    external_addr: u32,
+    internal_port: u16,
+    remote_port: u16,
+    external_port: u16,
+    protocol: u8,
+    tcp: TcpState,
+    expires: u32,
+    /// The deadline of this session's wheel entry.
+    scheduled: u32,
+    binding: u32,
+}
+
+const FREE_SLOT: Slot = Slot {
+    internal_addr: 0,
+    remote_addr: 0,
+    external_addr: 0,
+    internal_port: 0,
+    remote_port: 0,
+    external_port: 0,
+    protocol: 0,
+    tcp: TcpState::Closed,
+    expires: 0,
+    scheduled: 0,
+    binding: 0,
+};
+
+impl Slot {
+    fn out_key(&self) -> FlowKey {
+        FlowKey {
+            protocol: self.protocol,
+            addr: self.internal_addr,
+            port: self.internal_port,
+            remote_addr: self.remote_addr,
+            remote_port: self.remote_port,
+        }
+    }
+
+    fn in_key(&self) -> FlowKey {
+        FlowKey {
+            protocol: self.protocol,
+            addr: self.external_addr,
+            port: self.external_port,
+            remote_addr: self.remote_addr,
+            remote_port: self.remote_port,
+        }
+    }
+
+    fn key(&self) -> SessionKey {
+        SessionKey {
+            protocol: self.protocol,
+            internal: SocketAddrV4::new(self.internal_addr.into(), self.internal_port),
+            remote: SocketAddrV4::new(self.remote_addr.into(), self.remote_port),
+        }
+    }
+
+    fn external(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.external_addr.into(), self.external_port)
+    }
+
+    fn session(&self) -> Session {
+        Session {
+            external: self.external(),
+            binding: self.binding,
+            tcp: self.tcp,
+            expires: self.expires,
+        }
+    }
+}
+
+impl SessionKey {
+    /// The outbound index key.
+    pub fn flow_key(&self) -> FlowKey {
+        FlowKey {
+            protocol: self.protocol,
+            addr: (*self.internal.ip()).into(),
+            port: self.internal.port(),
+            remote_addr: (*self.remote.ip()).into(),
+            remote_port: self.remote.port(),
+        }
+    }
+}
+
+/// The session table: sessions in a slab of [`Slot`]s, found by two [`FlowIndex`]es, one
+/// keyed by (protocol, internal endpoint, remote endpoint) for outbound packets and one by
+/// (protocol, external endpoint, remote endpoint) for inbound ones, so either direction finds
+/// its session with one index probe and one slot read, both of which a batch can fetch ahead.
 #[derive(Debug, Clone)]
 pub struct Sessions {
-    map: FastMap<SessionKey, Session>,
-    wheel: TimerWheel<SessionKey>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_out: FlowIndex,
+    by_in: FlowIndex,
+    wheel: TimerWheel<u32>,
     max: usize,
 }
 
@@ -160,7 +256,10 @@ impl Sessions {
     /// An empty table holding at most `max` sessions, its clock at engine second `now`.
     pub fn new(now: u32, max: usize) -> Sessions {
         Sessions {
-            map: FastMap::with_hasher(KeyedState::random()),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_out: FlowIndex::new(),
+            by_in: FlowIndex::new(),
             wheel: TimerWheel::new(now),
             max,
         }
@@ -168,84 +267,218 @@ impl Sessions {
 
     /// Live sessions.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.by_out.len()
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.by_out.is_empty()
     }
 
     /// The session, if live.
-    pub fn get(&self, key: &SessionKey) -> Option<&Session> {
-        self.map.get(key)
+    pub fn get(&self, key: &SessionKey) -> Option<Session> {
+        let k = key.flow_key();
+        self.find_out(self.by_out.hash(&k), &k)
+            .map(|id| self.slots[id as usize].session())
     }
 
-    /// Records a packet of the session `key` on the binding with `external` endpoint: creates
-    /// the session if `create` (and there is room), advances the TCP state, and moves the
-    /// deadline to `now + idle(state)`.
+    /// The outbound index hash of `key`.
+    #[inline(always)]
+    pub fn hash_out(&self, key: &FlowKey) -> FlowHash {
+        self.by_out.hash(key)
+    }
+
+    /// The inbound index hash of `key` (its endpoint is the external one).
+    #[inline(always)]
+    pub fn hash_in(&self, key: &FlowKey) -> FlowHash {
+        self.by_in.hash(key)
+    }
+
+    /// Starts fetching the inbound or outbound index line of `h` (see [`FlowIndex::touch`]).
+    #[inline(always)]
+    pub fn touch_index(&self, h: FlowHash, inbound: bool) -> u32 {
+        if inbound {
+            self.by_in.touch(h)
+        } else {
+            self.by_out.touch(h)
+        }
+    }
+
+    /// Starts fetching the slot the outbound (`inbound == false`) or inbound index suggests
+    /// for `h`; returns the binding id stored there (a guess, for fetching the binding next).
+    #[inline(always)]
+    pub fn touch_candidate(&self, h: FlowHash, inbound: bool) -> Option<u32> {
+        let index = if inbound { &self.by_in } else { &self.by_out };
+        let slot = index.first_candidate(h)?;
+        self.slots.get(slot as usize).map(|s| s.binding)
+    }
+
+    /// The slot of the session with outbound key `key` (hash `h`).
+    #[inline]
+    pub fn find_out(&self, h: FlowHash, key: &FlowKey) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_out.find(h, |id| {
+            slots
+                .get(id as usize)
+                .is_some_and(|s| s.protocol != 0 && s.out_key() == *key)
+        })
+    }
+
+    /// The slot of the session with inbound key `key` (hash `h`).
+    #[inline]
+    pub fn find_in(&self, h: FlowHash, key: &FlowKey) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_in.find(h, |id| {
+            slots
+                .get(id as usize)
+                .is_some_and(|s| s.protocol != 0 && s.in_key() == *key)
+        })
+    }
+
+    /// The session in slot `id` with its internal endpoint, if live.
+    #[inline]
+    pub fn slot(&self, id: u32) -> Option<(Session, SocketAddrV4)> {
+        let s = self.slots.get(id as usize).filter(|s| s.protocol != 0)?;
+        Some((
+            s.session(),
+            SocketAddrV4::new(s.internal_addr.into(), s.internal_port),
+        ))
+    }
+
+    /// Records a packet of the session `key` on binding `binding` with `external` endpoint:
+    /// creates the session if `create` (and there is room), advances the TCP state, and
+    /// moves the deadline to `now + idle(state)`.
     #[allow(clippy::too_many_arguments)]
     pub fn touch(
         &mut self,
         now: u32,
         key: SessionKey,
         external: SocketAddrV4,
+        binding: u32,
         dir: Dir,
         tcp_flags: u8,
         timeouts: &Timeouts,
         create: bool,
     ) -> Option<Touch> {
-        let len = self.map.len();
-        let entry = match self.map.get_mut(&key) {
-            Some(s) => s,
+        let k = key.flow_key();
+        let id = match self.find_out(self.by_out.hash(&k), &k) {
+            Some(id) => {
+                self.rebind(id, external, binding);
+                id
+            }
             None if !create => return None,
-            None if len >= self.max => return Some(Touch::Full),
+            None if self.len() >= self.max => return Some(Touch::Full),
+            None => self.insert(&k, external, binding),
+        };
+        Some(Touch::Live(self.touch_slot(id, now, dir, tcp_flags, timeouts)))
+    }
+
+    /// Records a packet of the live session in slot `id` (found with [`Sessions::find_out`]
+    /// or [`Sessions::find_in`]): TCP state and deadline, as [`Sessions::touch`].
+    #[inline]
+    pub fn touch_slot(
+        &mut self,
+        id: u32,
+        now: u32,
+        dir: Dir,
+        tcp_flags: u8,
+        timeouts: &Timeouts,
+    ) -> Session {
+        let Some(s) = self.slots.get_mut(id as usize) else {
+            return FREE_SLOT.session();
+        };
+        if s.protocol == super::ipv4::proto::TCP {
+            s.tcp = s.tcp.next(dir, tcp_flags);
+        }
+        s.expires = now.saturating_add(timeouts.idle(s.protocol, s.tcp));
+        if s.scheduled == 0 || s.scheduled > s.expires {
+            // First entry, or the deadline moved earlier (e.g. RST): schedule it.
+            s.scheduled = s.expires;
+            let at = s.expires;
+            self.wheel.insert(at, id);
+        }
+        s.session()
+    }
+
+    /// Moves session `id` to another binding or external endpoint (its binding expired and
+    /// outbound traffic made a new one), keeping the inbound index in step.
+    fn rebind(&mut self, id: u32, external: SocketAddrV4, binding: u32) {
+        let Some(s) = self.slots.get_mut(id as usize) else {
+            return;
+        };
+        s.binding = binding;
+        if s.external() == external {
+            return;
+        }
+        let old = s.in_key();
+        s.external_addr = (*external.ip()).into();
+        s.external_port = external.port();
+        let new = s.in_key();
+        self.by_in.remove(&old, id);
+        let slots = &self.slots;
+        self.by_in
+            .insert(&new, id, |i| slots[i as usize].in_key());
+    }
+
+    fn insert(&mut self, k: &FlowKey, external: SocketAddrV4, binding: u32) -> u32 {
+        let slot = Slot {
+            internal_addr: k.addr,
+            remote_addr: k.remote_addr,
+            external_addr: (*external.ip()).into(),
+            internal_port: k.port,
+            remote_port: k.remote_port,
+            external_port: external.port(),
+            protocol: k.protocol,
+            tcp: TcpState::Closed,
+            expires: 0,
+            scheduled: 0,
+            binding,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = slot;
+                id
+            }
             None => {
-                self.map.insert(
-                    key,
-                    Session {
-                        external,
-                        tcp: TcpState::Closed,
-                        expires: 0,
-                        scheduled: 0,
-                    },
-                );
-                self.map.get_mut(&key)?
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
             }
         };
-        entry.external = external;
-        if key.protocol == super::ipv4::proto::TCP {
-            entry.tcp = entry.tcp.next(dir, tcp_flags);
-        }
-        entry.expires = now.saturating_add(timeouts.idle(key.protocol, entry.tcp));
-        if entry.scheduled == 0 || entry.scheduled > entry.expires {
-            // First entry, or the deadline moved earlier (e.g. RST): schedule it.
-            entry.scheduled = entry.expires;
-            let at = entry.expires;
-            self.wheel.insert(at, key);
-        }
-        Some(Touch::Live(*entry))
+        let slots = &self.slots;
+        self.by_out
+            .insert(k, id, |i| slots[i as usize].out_key());
+        self.by_in
+            .insert(&slot.in_key(), id, |i| slots[i as usize].in_key());
+        id
+    }
+
+    fn remove(&mut self, id: u32) -> Option<(SessionKey, Session)> {
+        let s = *self.slots.get(id as usize).filter(|s| s.protocol != 0)?;
+        self.by_out.remove(&s.out_key(), id);
+        self.by_in.remove(&s.in_key(), id);
+        self.slots[id as usize] = FREE_SLOT;
+        self.free.push(id);
+        Some((s.key(), s.session()))
     }
 
     /// Expires sessions due at or before `now`, calling `gone` for each.
     pub fn expire(&mut self, now: u32, mut gone: impl FnMut(SessionKey, Session)) {
         let mut due = Vec::new();
-        self.wheel
-            .advance(now, |deadline, key| due.push((deadline, key)));
-        for (deadline, key) in due {
-            let Some(s) = self.map.get_mut(&key) else {
+        self.wheel.advance(now, |deadline, id| due.push((deadline, id)));
+        for (deadline, id) in due {
+            let Some(s) = self.slots.get_mut(id as usize) else {
                 continue;
             };
-            if s.scheduled != deadline {
+            if s.protocol == 0 || s.scheduled != deadline {
                 continue; // a stale entry; the current one is elsewhere in the wheel
             }
             if s.expires > now {
                 // Refreshed since it was scheduled: one entry, moved to the new deadline.
                 s.scheduled = s.expires;
                 let at = s.expires;
-                self.wheel.insert(at, key);
-            } else if let Some(s) = self.map.remove(&key) {
-                gone(key, s);
+                self.wheel.insert(at, id);
+            } else if let Some((key, session)) = self.remove(id) {
+                gone(key, session);
             }
         }
     }
@@ -257,15 +490,20 @@ impl Sessions {
 
     /// Drops every session (state loss) and restarts the clock at `now`.
     pub fn clear(&mut self, now: u32) {
-        self.map.clear();
+        self.slots = Vec::new();
+        self.free = Vec::new();
+        self.by_out.clear();
+        self.by_in.clear();
         self.wheel.clear(now);
     }
 
     /// Heap bytes used, approximately (for the memory-per-session figure).
     pub fn heap_bytes(&self) -> usize {
-        self.map.capacity()
-            * (std::mem::size_of::<SessionKey>() + std::mem::size_of::<Session>() + 1)
-            + self.wheel.len() * (std::mem::size_of::<SessionKey>() + 4)
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.free.capacity() * 4
+            + self.by_out.heap_bytes()
+            + self.by_in.heap_bytes()
+            + self.wheel.len() * 8
     }
 }
 
@@ -331,8 +569,8 @@ mod tests {
     fn udp_session_expires_after_idle_time_since_last_packet() {
         let t = Timeouts::default();
         let mut s = Sessions::new(1, 100);
-        s.touch(10, key(17), ext(), Dir::Out, 0, &t, true);
-        s.touch(100, key(17), ext(), Dir::Out, 0, &t, true);
+        s.touch(10, key(17), ext(), 7, Dir::Out, 0, &t, true);
+        s.touch(100, key(17), ext(), 7, Dir::Out, 0, &t, true);
         let mut gone = Vec::new();
         s.expire(399, |k, _| gone.push(k));
         assert!(gone.is_empty(), "refreshed at 100: lives until 400");
@@ -346,15 +584,15 @@ mod tests {
     fn rst_shortens_an_established_session_to_the_hold_time() {
         let t = Timeouts::default();
         let mut s = Sessions::new(1, 100);
-        s.touch(10, key(6), ext(), Dir::Out, SYN, &t, true);
-        s.touch(11, key(6), ext(), Dir::In, SYN | ACK, &t, false);
-        match s.touch(12, key(6), ext(), Dir::Out, ACK, &t, false) {
+        s.touch(10, key(6), ext(), 7, Dir::Out, SYN, &t, true);
+        s.touch(11, key(6), ext(), 7, Dir::In, SYN | ACK, &t, false);
+        match s.touch(12, key(6), ext(), 7, Dir::Out, ACK, &t, false) {
             Some(Touch::Live(x)) => {
                 assert_eq!((x.tcp, x.expires), (TcpState::Established, 12 + 7440))
             }
             other => panic!("{other:?}"),
         }
-        s.touch(20, key(6), ext(), Dir::In, RST, &t, false);
+        s.touch(20, key(6), ext(), 7, Dir::In, RST, &t, false);
         let mut gone = 0;
         s.expire(259, |_, _| gone += 1);
         assert_eq!(gone, 0);
@@ -368,7 +606,7 @@ mod tests {
         let t = Timeouts::default();
         let mut s = Sessions::new(1, 100);
         for now in 2..2000 {
-            s.touch(now, key(17), ext(), Dir::Out, 0, &t, true);
+            s.touch(now, key(17), ext(), 7, Dir::Out, 0, &t, true);
             s.expire(now, |_, _| {});
         }
         assert_eq!(s.len(), 1);
@@ -379,15 +617,15 @@ mod tests {
     fn table_limit_is_enforced_and_existing_sessions_survive() {
         let t = Timeouts::default();
         let mut s = Sessions::new(1, 1);
-        s.touch(2, key(17), ext(), Dir::Out, 0, &t, true);
+        s.touch(2, key(17), ext(), 7, Dir::Out, 0, &t, true);
         assert_eq!(
-            s.touch(2, key(6), ext(), Dir::Out, SYN, &t, true),
+            s.touch(2, key(6), ext(), 7, Dir::Out, SYN, &t, true),
             Some(Touch::Full)
         );
         assert!(matches!(
-            s.touch(3, key(17), ext(), Dir::Out, 0, &t, true),
+            s.touch(3, key(17), ext(), 7, Dir::Out, 0, &t, true),
             Some(Touch::Live(_))
         ));
-        assert_eq!(s.touch(3, key(1), ext(), Dir::In, 0, &t, false), None);
+        assert_eq!(s.touch(3, key(1), ext(), 7, Dir::In, 0, &t, false), None);
     }
 }

@@ -169,6 +169,9 @@ pub struct Counters {
     pub fragments: u64,
     /// Packets fragmented to fit the MTU.
     pub fragmented: u64,
+    /// Packets [`Translator::process_batch`] translated on its fast path (also counted in
+    /// `outbound` or `inbound`).
+    pub fast_path: u64,
 }
 
 impl Counters {
@@ -208,12 +211,12 @@ struct PendingSyn {
 
 /// The translator state (see the module docs).
 pub struct Translator {
-    config: DataplaneConfig,
-    sessions: Sessions,
+    pub(super) config: DataplaneConfig,
+    pub(super) sessions: Sessions,
     fragments: Fragments,
     pending_syns: VecDeque<PendingSyn>,
     out: VecDeque<Vec<u8>>,
-    counters: Counters,
+    pub(super) counters: Counters,
     ident: u16,
 }
 
@@ -315,22 +318,6 @@ impl Translator {
             .map_or(second, |p| p.due.min(second))
     }
 
-    /// Translates a batch of packets in place: `verdicts[i]` is what to do with `packets[i]`
-    /// (as [`Translator::process`] for each, in order). Batches let the translator overlap the
-    /// memory accesses of many packets; the device adapter hands over what one drain read.
-    /// Only the first `min(packets.len(), verdicts.len())` packets are handled.
-    pub fn process_batch(
-        &mut self,
-        server: &mut Server,
-        now: Instant,
-        packets: &mut [&mut [u8]],
-        verdicts: &mut [Verdict],
-    ) {
-        for (packet, verdict) in packets.iter_mut().zip(verdicts.iter_mut()) {
-            *verdict = self.process(server, now, packet);
-        }
-    }
-
     /// Translates `packet` in place (see the module docs).
     pub fn process(&mut self, server: &mut Server, now: Instant, packet: &mut [u8]) -> Verdict {
         let verdict = self.process_inner(server, now, packet);
@@ -353,7 +340,7 @@ impl Translator {
         };
         let (src, dst, ttl) = (ip.src(), ip.dst(), ip.ttl());
         let from_inside = server.is_subscriber(src);
-        let to_pool = server.pool().index_of(dst).is_some();
+        let to_pool = server.pool().contains(dst);
         if !from_inside && !to_pool {
             return Verdict::Drop(DropReason::NotNatTraffic);
         }
@@ -371,7 +358,7 @@ impl Translator {
                 flow, tcp_flags, ..
             } if from_inside => {
                 match self.outbound(server, now, packet, flow, tcp_flags) {
-                    Verdict::Forward if server.pool().index_of(flow.dst.0).is_some() => {
+                    Verdict::Forward if server.pool().contains(flow.dst.0) => {
                         // Hairpin: the packet now carries the external source.
                         self.counters.hairpinned += 1;
                         let flow = Flow {
@@ -388,7 +375,7 @@ impl Translator {
             } => self.inbound(server, now, packet, flow, tcp_flags),
             Classified::IcmpError { embedded, .. } if from_inside => {
                 match self.icmp_error(server, packet, embedded, Dir::Out) {
-                    Verdict::Forward if server.pool().index_of(embedded.src.0).is_some() => {
+                    Verdict::Forward if server.pool().contains(embedded.src.0) => {
                         let Ok(Classified::IcmpError { embedded, .. }) = classify(packet) else {
                             return Verdict::Drop(DropReason::Malformed);
                         };
@@ -491,7 +478,7 @@ impl Translator {
             .map_or(super::session::TcpState::Closed, |s| s.tcp);
         let next = state.next(Dir::Out, tcp_flags);
         let idle = self.config.timeouts.idle(flow.protocol, next);
-        let external = match server.outbound_with_idle(now, protocol, internal, idle) {
+        let (binding, external) = match server.outbound_binding(now, protocol, internal, idle) {
             Ok(e) => e,
             Err(code) => {
                 let reason = match code {
@@ -512,7 +499,7 @@ impl Translator {
         let t = self.config.timeouts;
         match self
             .sessions
-            .touch(now_s, key, external, Dir::Out, tcp_flags, &t, true)
+            .touch(now_s, key, external, binding, Dir::Out, tcp_flags, &t, true)
         {
             Some(Touch::Live(_)) => {}
             Some(Touch::Full) | None => {
@@ -525,9 +512,8 @@ impl Translator {
             }
         }
         if flow.protocol == proto::TCP && tcp_flags & TCP_SYN != 0 {
-            // RFC 5382 REQ-4: the outbound SYN of a held connection silences the held one.
-            self.pending_syns
-                .retain(|p| !(p.external == external && p.remote == ep(flow.dst)));
+            let (addr, port) = flow.dst;
+            self.silence_held_syns(external, addr.into(), port);
         }
         let verdict = self.rewrite(now_s, packet, Side::Source, external);
         if verdict == Verdict::Forward {
@@ -580,7 +566,7 @@ impl Translator {
         // A full session table does not stop traffic a mapping admits; only state is lost.
         let _ = self
             .sessions
-            .touch(now_s, key, ep(flow.dst), Dir::In, tcp_flags, &t, true);
+            .touch(now_s, key, ep(flow.dst), id, Dir::In, tcp_flags, &t, true);
         let verdict = self.rewrite(now_s, packet, Side::Destination, internal);
         if verdict == Verdict::Forward {
             self.counters.inbound += 1;
@@ -603,6 +589,21 @@ impl Translator {
             self.learn_fragments(now_s, k, rewrite);
         }
         Verdict::Forward
+    }
+
+    /// RFC 5382 REQ-4: the outbound SYN of a held connection silences the held one.
+    pub(super) fn silence_held_syns(
+        &mut self,
+        external: SocketAddrV4,
+        remote_addr: u32,
+        remote_port: u16,
+    ) {
+        if self.pending_syns.is_empty() {
+            return;
+        }
+        let remote = SocketAddrV4::new(remote_addr.into(), remote_port);
+        self.pending_syns
+            .retain(|p| !(p.external == external && p.remote == remote));
     }
 
     /// Drops an inbound packet; an unsolicited SYN is held instead (RFC 5382 REQ-4).

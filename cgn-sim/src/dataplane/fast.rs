@@ -29,8 +29,12 @@ use super::session::{Dir, TcpState};
 use super::translate::{TtlMode, Translator, Verdict};
 use crate::server::Server;
 
-/// Packets whose memory accesses are overlapped (the stages' width).
-pub const CHUNK: usize = 32;
+/// Packets between two stages of the pipeline (see [`Translator::process_batch`]).
+pub const LAG: usize = 8;
+/// Packets in the pipeline at once (a power of two above `3 * LAG`).
+const RING: usize = 32;
+/// Batch sizes the tests use to cross the pipeline's boundaries.
+pub const CHUNK: usize = 3 * LAG;
 
 const TCP_SYN: u8 = 0x02;
 
@@ -157,64 +161,40 @@ impl Translator {
         // gives the same table, as the clock does not move within a batch.
         server.handle_timeout(now);
         let now_s = server.seconds(now);
-        let mut start = 0;
-        while start < n {
-            let end = (start + CHUNK).min(n);
-            self.chunk(
-                server,
-                now,
-                now_s,
-                &mut packets[start..end],
-                &mut verdicts[start..end],
-            );
-            start = end;
-        }
-    }
-
-    fn chunk(
-        &mut self,
-        server: &mut Server,
-        now: Instant,
-        now_s: u32,
-        packets: &mut [&mut [u8]],
-        verdicts: &mut [Verdict],
-    ) {
-        let mut metas: [Option<Meta>; CHUNK] = [None; CHUNK];
-        let mut bindings = [u32::MAX; CHUNK];
-        // Stage 1: parse and hash (the packets are in the cache already).
-        for (m, p) in metas.iter_mut().zip(packets.iter()) {
-            *m = self.meta(server, p);
-        }
-        // The fetch loops are kept short: their loads are plain reads, which the CPU only
-        // overlaps as far as its out-of-order window reaches, so the less work between two
-        // loads, the more of them are in flight at once.
+        let mut metas: [Option<Meta>; RING] = [None; RING];
+        let mut bindings = [u32::MAX; RING];
         let mut warm = 0u32;
-        for m in metas.iter().flatten() {
-            warm ^= self.sessions.touch_index(m.hash, m.inbound);
-        }
-        // Stage 2: fetch the slots the index lines suggest.
-        for (m, b) in metas.iter().zip(bindings.iter_mut()) {
-            if let Some(m) = m {
-                if let Some(id) = self.sessions.touch_candidate(m.hash, m.inbound) {
-                    *b = id;
+        // Packet `step` enters stage 1 while packet `step - LAG` is in stage 2, `step - 2 LAG`
+        // in stage 3 and `step - 3 LAG` is translated: each fetch has LAG packets' worth of
+        // work to arrive in, and no stage waits for its own loads.
+        for step in 0..n + 3 * LAG {
+            if let Some(p) = packets.get(step).filter(|_| step < n) {
+                let m = self.meta(server, p);
+                if let Some(m) = &m {
+                    warm ^= self.sessions.touch_index(m.hash, m.inbound);
                 }
+                metas[step % RING] = m;
+            }
+            if let Some(j) = step.checked_sub(LAG).filter(|j| *j < n) {
+                bindings[j % RING] = metas[j % RING]
+                    .and_then(|m| self.sessions.touch_candidate(m.hash, m.inbound))
+                    .unwrap_or(u32::MAX);
+            }
+            if let Some(j) = step.checked_sub(2 * LAG).filter(|j| *j < n) {
+                warm ^= u32::from(server.touch_binding(bindings[j % RING]));
+            }
+            if let Some(j) = step.checked_sub(3 * LAG).filter(|j| *j < n) {
+                let p = &mut *packets[j];
+                verdicts[j] = match &metas[j % RING] {
+                    Some(m) => match self.fast_one(server, now_s, p, m) {
+                        Some(v) => v,
+                        None => self.process(server, now, p),
+                    },
+                    None => self.process(server, now, p),
+                };
             }
         }
-        // Stage 3: fetch the bindings those slots name.
-        for b in &bindings {
-            warm ^= u32::from(server.touch_binding(*b));
-        }
         black_box(warm);
-        // Stage 4: translate, everything now (most likely) in the cache.
-        for ((m, p), v) in metas.iter().zip(packets.iter_mut()).zip(verdicts.iter_mut()) {
-            *v = match m {
-                Some(m) => match self.fast_one(server, now_s, p, m) {
-                    Some(v) => v,
-                    None => self.process(server, now, p),
-                },
-                None => self.process(server, now, p),
-            };
-        }
     }
 
     /// Stage 1 for one packet: `None` sends it to the full path.

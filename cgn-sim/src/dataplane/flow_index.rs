@@ -54,7 +54,8 @@ const EMPTY_BUCKET: Bucket = Bucket {
     slots: [0; WAYS],
 };
 
-/// The hash of a key and where it lives.
+/// The hash of a key: its tag and the bits that choose its home bucket (masked with the
+/// table's size when used, so a hash stays valid when the table grows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowHash {
     tag: u32,
@@ -133,7 +134,7 @@ impl FlowIndex {
         let tag = ((h >> 32) as u32).max(TOMBSTONE + 1);
         FlowHash {
             tag,
-            bucket: (h as usize) & self.mask,
+            bucket: h as usize,
         }
     }
 

@@ -33,8 +33,8 @@ use crate::server::Server;
 pub const LAG: usize = 8;
 /// Packets in the pipeline at once (a power of two above `3 * LAG`).
 const RING: usize = 32;
-/// Batch sizes the tests use to cross the pipeline's boundaries.
-pub const CHUNK: usize = 3 * LAG;
+/// The pipeline's depth in packets: the tests use batch sizes around it.
+pub const CHUNK: usize = RING;
 
 const TCP_SYN: u8 = 0x02;
 

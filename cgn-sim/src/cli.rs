@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::daemon::dataplane::DataplaneOptions;
+use crate::dataplane::bypass::Bypass;
 use crate::dataplane::session::Timeouts;
 use crate::dataplane::translate::{DataplaneConfig, Filtering, TtlMode};
 use crate::dataplane::tun::TunConfig;
@@ -21,7 +22,8 @@ pub const DEFAULT_CTL: &str = "/tmp/cgn-sim.sock";
 ///   cgn-sim --dataplane none --inside 127.0.0.1 --port 15351 --pool 198.51.100.0/28
 ///   cgn-sim --inside 100.64.0.1 --pool 198.51.100.0/28 --quota 64 --ctl /run/cgn.sock
 ///   cgn-sim --inside 100.64.0.1 --outside 203.0.113.1 --pool 198.51.100.0/28 \
-///           --tun cgn0 --inside-iface inside0 --filtering apdf --udp-timeout 300
+///           --tun cgn0 --inside-iface inside0 --filtering apdf --udp-timeout 300 \
+///           --no-translate 203.0.113.53/32:udp/53
 ///   cgn-sim --ctl /run/cgn.sock ctl mappings --json
 #[derive(Debug, Parser)]
 #[command(name = "cgn-sim", version, about, verbatim_doc_comment)]
@@ -116,6 +118,13 @@ pub struct Cli {
     /// Port Unreachable (RFC 5382 REQ-4a).
     #[arg(long)]
     pub silent_syn_drop: bool,
+    /// Forward subscriber traffic to this destination untranslated (RFC 6888 REQ-6):
+    /// `PREFIX`, `PREFIX:PROTO` or `PREFIX:PROTO/PORT` with PROTO tcp, udp or icmp, e.g.
+    /// `203.0.113.53/32:udp/53` (repeatable). Packets keep their subscriber (100.64/10) source,
+    /// so name only servers inside the provider's network with a route back to the
+    /// subscribers: their replies bypass the CGN too.
+    #[arg(long = "no-translate", value_name = "PREFIX[:PROTO[/PORT]]")]
+    pub no_translate: Vec<Bypass>,
     /// Most translator sessions (beyond: ICMP Host Unreachable for new ones).
     #[arg(long, value_name = "N", default_value_t = 4_000_000)]
     pub max_sessions: usize,
@@ -191,6 +200,7 @@ impl Cli {
             max_sessions: self.max_sessions,
             // The daemon's kernel forwards each packet into the TUN and out again.
             ttl: TtlMode::KernelForwardsTwice,
+            bypass: self.no_translate.clone(),
             ..DataplaneConfig::default()
         };
         Ok(Some(DataplaneOptions {
@@ -257,5 +267,54 @@ impl CtlAction {
             CtlAction::Config => crate::ctl::Request::Config,
             CtlAction::Pool { ranges } => crate::ctl::Request::Pool(ranges.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // RFC 6888 REQ-6: `--no-translate` is repeatable, reaches the translator's config, and a
+    // bad rule is refused with the reason.
+    #[test]
+    fn no_translate_flags_reach_the_translator_and_bad_ones_are_refused() {
+        let cli = Cli::try_parse_from([
+            "cgn-sim",
+            "--pool",
+            "198.51.100.0/28",
+            "--no-translate",
+            "203.0.113.53/32:udp/53",
+            "--no-translate",
+            "192.0.2.0/24",
+        ])
+        .expect("parses");
+        let options = cli
+            .dataplane_options(IpAddr::from([100, 64, 0, 1]))
+            .expect("valid")
+            .expect("tun dataplane");
+        let rules: Vec<String> = options
+            .translator
+            .bypass
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(rules, ["203.0.113.53/32:udp/53", "192.0.2.0/24"]);
+
+        let err = Cli::try_parse_from(["cgn-sim", "--no-translate", "203.0.113.53:udp/0"])
+            .expect_err("port 0")
+            .to_string();
+        assert!(
+            err.contains("--no-translate") && err.contains("\"0\" is not a port (1 to 65535)"),
+            "{err}"
+        );
+        let none = Cli::try_parse_from(["cgn-sim"]).expect("parses");
+        let options = none
+            .dataplane_options(IpAddr::from([100, 64, 0, 1]))
+            .expect("valid")
+            .expect("tun dataplane");
+        assert!(
+            options.translator.bypass.is_empty(),
+            "translate everything by default"
+        );
     }
 }

@@ -429,7 +429,10 @@ impl Server {
         expires: u32,
     ) -> bool {
         let same = self.table.binding(id).is_some_and(|b| {
-            b.protocol == protocol && b.realm == 0 && b.internal == internal && b.external == external
+            b.protocol == protocol
+                && b.realm == 0
+                && b.internal == internal
+                && b.external == external
         });
         if same {
             self.table.touch_implicit(id, expires);

@@ -3,7 +3,10 @@
 //! (one with a FILTER): it never panics, and no packet it forwards or originates carries a
 //! subscriber address (100.64.0.0/10) towards a non-subscriber destination, in the outer
 //! header or in the header embedded in an ICMP error (RFC 6598 §4: shared address space must
-//! not leak beyond the provider).
+//! not leak beyond the provider). The only exceptions are the two destinations configured
+//! as untranslated (RFC 6888 REQ-6, `DataplaneConfig::bypass`): every packet to
+//! [`BYPASS_ALL`], and UDP port 53 (with the later fragments and ICMP errors of such flows)
+//! to [`BYPASS_DNS`].
 //!
 //! `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O dataplane -- -runs=2000000 -max_total_time=300`
 //!
@@ -17,6 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use cgn_sim::config::EngineConfig;
+use cgn_sim::dataplane::bypass::Bypass;
 use cgn_sim::dataplane::translate::{DataplaneConfig, Filtering, Translator, Verdict};
 use cgn_sim::server::{Interface, Server};
 use libfuzzer_sys::fuzz_target;
@@ -36,6 +40,11 @@ const REMOTES: [Ipv4Addr; 3] = [
     Ipv4Addr::new(8, 8, 8, 8),
 ];
 
+/// Reached untranslated whatever the protocol (`--no-translate 203.0.113.51`).
+const BYPASS_ALL: [u8; 4] = [203, 0, 113, 51];
+/// Reached untranslated on UDP 53 only (`--no-translate 8.8.8.8:udp/53`).
+const BYPASS_DNS: [u8; 4] = [8, 8, 8, 8];
+
 fn is_subscriber(a: [u8; 4]) -> bool {
     // 100.64.0.0/10
     a[0] == 100 && (a[1] & 0xc0) == 64
@@ -45,12 +54,39 @@ fn addr(p: &[u8], at: usize) -> Option<[u8; 4]> {
     p.get(at..at + 4).and_then(|s| s.try_into().ok())
 }
 
+fn port(p: &[u8], at: usize) -> Option<u16> {
+    p.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]]))
+}
+
+/// Whether `p`, to `dst`, is covered by a bypass rule and may keep a subscriber source. A
+/// later UDP fragment to [`BYPASS_DNS`] shows no port: it passes (its first fragment decided).
+fn bypassed(p: &[u8], dst: [u8; 4]) -> bool {
+    if dst == BYPASS_ALL {
+        return true;
+    }
+    if dst != BYPASS_DNS {
+        return false;
+    }
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    let later_fragment = port(p, 6).is_some_and(|f| f & 0x1fff != 0);
+    match p.get(9) {
+        Some(17) => later_fragment || port(p, ihl + 2) == Some(53),
+        // An ICMP error about a flow from the DNS server's port 53.
+        Some(1) if !later_fragment && matches!(p.get(ihl), Some(3 | 11 | 12)) => {
+            let inner = ihl + 8;
+            let inner_ihl = p.get(inner).map_or(0, |b| usize::from(b & 0x0f) * 4);
+            p.get(inner + 9) == Some(&17) && port(p, inner + inner_ihl) == Some(53)
+        }
+        _ => false,
+    }
+}
+
 /// The leak check on one packet leaving the translator.
 fn check(p: &[u8]) {
     let (Some(src), Some(dst)) = (addr(p, 12), addr(p, 16)) else {
         return;
     };
-    if is_subscriber(dst) {
+    if is_subscriber(dst) || bypassed(p, dst) {
         return;
     }
     assert!(
@@ -179,6 +215,10 @@ fuzz_target!(|data: &[u8]| {
         mtu: 576,
         max_sessions: 64,
         max_pending_syns: 4,
+        bypass: ["203.0.113.51", "8.8.8.8:udp/53"]
+            .iter()
+            .filter_map(|r| r.parse::<Bypass>().ok())
+            .collect(),
         ..DataplaneConfig::default()
     };
     let mut nat = Translator::new(dp, &server, t0);

@@ -2,7 +2,8 @@
 //! with the CPEs using plain nftables masquerade on `wan0`: traffic from the LAN reaches the
 //! Internet peer translated to the pool, PCP MAP mappings made with `pcpc` admit inbound
 //! traffic until deleted or expired, FILTER admits only the allowed peer, the two CPEs reach
-//! each other by hairpinning, and quota exhaustion is reported as ICMP Host Unreachable.
+//! each other by hairpinning, quota exhaustion is reported as ICMP Host Unreachable, and a
+//! `--no-translate` destination sees the subscriber's own address.
 //!
 //! Needs root (CAP_NET_ADMIN); skipped otherwise unless NAT444_REQUIRE_PRIVILEGED=1. Test
 //! traffic stays inside the namespaces each test creates; every helper process is bounded in
@@ -627,4 +628,60 @@ fn restart_clears_translator_sessions_and_traffic_recovers() {
     let out = send();
     assert!(out.status.success(), "{}", stdout(&out));
     assert!(f.metric("cgn_dataplane_sessions") >= 1);
+}
+
+// RFC 6888 REQ-6: with `--no-translate 203.0.113.53/32:udp/53` the provider's DNS server sees
+// the CPE's own shared address (and, holding a route to the subscribers as an in-provider
+// server would, answers it directly through the kernel's routing), while the same port on
+// another host still sees a pool address.
+#[test]
+fn no_translate_destination_sees_the_subscriber_address() {
+    require_privileges!();
+    let f = Fixture::new(false, &["--no-translate", "203.0.113.53/32:udp/53"]);
+    for cmd in [
+        &["ip", "addr", "add", "203.0.113.53/24", "dev", "eth0"][..],
+        &["ip", "route", "add", "100.64.0.0/24", "via", "203.0.113.1"][..],
+    ] {
+        f.lab.exec_ok(Node::Inet, cmd).expect("DNS server setup");
+    }
+    // One listener per address, so each answers from the address it was asked on.
+    let dns = f.spawn_python(
+        Node::Inet,
+        UDP_LISTEN,
+        &["203.0.113.53", "53", "60", "echo"],
+    );
+    let peer = f.spawn_python(
+        Node::Inet,
+        UDP_LISTEN,
+        &["203.0.113.50", "53", "60", "echo"],
+    );
+    let ask = |dst: &str, msg: &str| {
+        let out = f.python(
+            Node::Cpe,
+            UDP_SEND,
+            &[dst, "53", msg],
+            Duration::from_secs(15),
+        );
+        assert!(
+            out.status.success(),
+            "no answer from {dst}: {}",
+            f.ctl(&["stats"])
+        );
+        stdout(&out)
+    };
+    let direct = ask("203.0.113.53", "bypassed");
+    assert!(
+        direct.starts_with("100.64.0.2:") && direct.contains("from 203.0.113.53:53"),
+        "{direct}"
+    );
+    assert!(dns.log().contains("bypassed 100.64.0.2:"), "{}", dns.log());
+    assert_eq!(f.ctl(&["mappings"]), "", "no binding for bypassed traffic");
+    let translated = ask("203.0.113.50", "translated");
+    assert!(translated.starts_with("198.51.100."), "{translated}");
+    assert!(
+        peer.log().contains("translated 198.51.100."),
+        "{}",
+        peer.log()
+    );
+    assert!(f.metric("cgn_dataplane_bypassed_packets_total") >= 1);
 }

@@ -242,6 +242,11 @@ pub fn render_metrics(c: &Counters, sessions: usize, io: IoCounters) -> String {
     }
     let _ = writeln!(
         s,
+        "# TYPE cgn_dataplane_bypassed_packets counter\n# HELP cgn_dataplane_bypassed_packets Subscriber packets forwarded untranslated to a --no-translate destination (RFC 6888 REQ-6).\ncgn_dataplane_bypassed_packets_total {}",
+        c.bypassed
+    );
+    let _ = writeln!(
+        s,
         "# TYPE cgn_dataplane_sessions gauge\n# HELP cgn_dataplane_sessions Live translator sessions.\ncgn_dataplane_sessions {sessions}"
     );
     s
@@ -268,6 +273,7 @@ mod tests {
             outbound: 3,
             inbound: 2,
             hairpinned: 1,
+            bypassed: 4,
             ..Counters::default()
         };
         c.drops[0] = 7;
@@ -290,6 +296,7 @@ mod tests {
             assert!(text.contains(&format!("reason=\"{}\"", r.name())), "{r:?}");
         }
         assert!(text.contains("cgn_dataplane_sessions 5"));
+        assert!(text.contains("cgn_dataplane_bypassed_packets_total 4"));
         assert!(text.contains("cgn_dataplane_tun_packets_total{io=\"rx\"} 9"));
         let all = splice_metrics("a 1\n# EOF\n".into(), &text);
         assert!(all.starts_with("a 1\n# TYPE cgn_dataplane_packets counter"));

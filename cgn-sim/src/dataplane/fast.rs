@@ -26,7 +26,7 @@ use super::checksum;
 use super::flow_index::{FlowHash, FlowKey};
 use super::ipv4::proto;
 use super::session::{Dir, TcpState};
-use super::translate::{TtlMode, Translator, Verdict};
+use super::translate::{Translator, TtlMode, Verdict};
 use crate::server::Server;
 
 /// Packets between two stages of the pipeline (see [`Translator::process_batch`]).
@@ -203,32 +203,43 @@ impl Translator {
         let h = plain(p, self.config.mtu, self.config.ttl)?;
         let from_inside = server.is_subscriber(Ipv4Addr::from(h.src));
         let to_pool = server.pool().contains(Ipv4Addr::from(h.dst));
-        let (inbound, key) = match (from_inside, to_pool) {
-            // Outbound: (internal endpoint, remote endpoint).
-            (true, false) => (
-                false,
-                FlowKey {
-                    protocol: h.protocol,
-                    addr: h.src,
-                    port: h.sport,
-                    remote_addr: h.dst,
-                    remote_port: h.dport,
-                },
-            ),
-            // Inbound: (external endpoint, remote endpoint).
-            (false, true) => (
-                true,
-                FlowKey {
-                    protocol: h.protocol,
-                    addr: h.dst,
-                    port: h.dport,
-                    remote_addr: h.src,
-                    remote_port: h.sport,
-                },
-            ),
-            // Hairpins and strays take the full path.
-            _ => return None,
-        };
+        let (inbound, key) =
+            match (from_inside, to_pool) {
+                // A bypassed destination (RFC 6888 REQ-6) is never translated, even where an
+                // inbound packet made a session with it.
+                (true, false)
+                    if !self.config.bypass.is_empty()
+                        && self.config.bypass.iter().any(|r| {
+                            r.matches(Ipv4Addr::from(h.dst), h.protocol, Some(h.dport))
+                        }) =>
+                {
+                    return None;
+                }
+                // Outbound: (internal endpoint, remote endpoint).
+                (true, false) => (
+                    false,
+                    FlowKey {
+                        protocol: h.protocol,
+                        addr: h.src,
+                        port: h.sport,
+                        remote_addr: h.dst,
+                        remote_port: h.dport,
+                    },
+                ),
+                // Inbound: (external endpoint, remote endpoint).
+                (false, true) => (
+                    true,
+                    FlowKey {
+                        protocol: h.protocol,
+                        addr: h.dst,
+                        port: h.dport,
+                        remote_addr: h.src,
+                        remote_port: h.sport,
+                    },
+                ),
+                // Hairpins and strays take the full path.
+                _ => return None,
+            };
         let hash = if inbound {
             self.sessions.hash_in(&key)
         } else {

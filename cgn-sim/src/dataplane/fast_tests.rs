@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::fast::CHUNK;
-use super::translate::{DataplaneConfig, Filtering, TtlMode, Translator, Verdict};
+use super::translate::{DataplaneConfig, Filtering, Translator, TtlMode, Verdict};
 use crate::config::EngineConfig;
 use crate::server::Server;
 
@@ -34,7 +34,10 @@ const SUBSCRIBERS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(100, 64, 0, 3),
     Ipv4Addr::new(100, 64, 0, 4),
 ];
-const REMOTES: [Ipv4Addr; 2] = [Ipv4Addr::new(203, 0, 113, 50), Ipv4Addr::new(203, 0, 113, 51)];
+const REMOTES: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(203, 0, 113, 50),
+    Ipv4Addr::new(203, 0, 113, 51),
+];
 
 fn build(
     rng: &mut StdRng,
@@ -72,7 +75,10 @@ fn packet(rng: &mut StdRng, externals: &[(u8, Ipv4Addr, u16)]) -> Vec<u8> {
     let protocol = [17u8, 17, 6, 6, 1][rng.gen_range(0..5)];
     let sub = SUBSCRIBERS[rng.gen_range(0..SUBSCRIBERS.len())];
     let port = 4000 + rng.gen_range(0..6u16);
-    let remote = (REMOTES[rng.gen_range(0..REMOTES.len())], 80 + rng.gen_range(0..2u16));
+    let remote = (
+        REMOTES[rng.gen_range(0..REMOTES.len())],
+        80 + rng.gen_range(0..2u16),
+    );
     let ttl = if rng.gen_ratio(1, 30) { 1 } else { 64 };
     let mut p = match rng.gen_range(0..10) {
         // Inbound to a known external endpoint.
@@ -95,11 +101,11 @@ fn packet(rng: &mut StdRng, externals: &[(u8, Ipv4Addr, u16)]) -> Vec<u8> {
         _ => build(rng, (sub, port), remote, ttl, protocol),
     };
     match rng.gen_range(0..40) {
-        0 => p[10] ^= 0x01,                  // bad header checksum
-        1 => p[6] |= 0x20,                   // more fragments
-        2 => p[0] = 0x46,                    // claims options
-        3 => p.truncate(p.len().min(24)),   // cut short
-        4 => p[9] = 47,                      // GRE
+        0 => p[10] ^= 0x01,               // bad header checksum
+        1 => p[6] |= 0x20,                // more fragments
+        2 => p[0] = 0x46,                 // claims options
+        3 => p.truncate(p.len().min(24)), // cut short
+        4 => p[9] = 47,                   // GRE
         _ => {}
     }
     p
@@ -142,7 +148,11 @@ fn run(seed: u64, dp: DataplaneConfig) {
             c.server.handle_timeout(now);
             c.nat.handle_timeout(&mut c.server, now);
         }
-        assert_eq!(drain(&mut one.nat), drain(&mut batched.nat), "round {round}: timers");
+        assert_eq!(
+            drain(&mut one.nat),
+            drain(&mut batched.nat),
+            "round {round}: timers"
+        );
         let n = [1, 3, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 5, 100][rng.gen_range(0..7)];
         let packets: Vec<Vec<u8>> = (0..n).map(|_| packet(&mut rng, &externals)).collect();
         let mut expected = Vec::new();
@@ -173,7 +183,11 @@ fn run(seed: u64, dp: DataplaneConfig) {
             }
         }
         fast_forwarded += verdicts.iter().filter(|v| **v == Verdict::Forward).count();
-        assert_eq!(drain(&mut one.nat), drain(&mut batched.nat), "round {round}: sent");
+        assert_eq!(
+            drain(&mut one.nat),
+            drain(&mut batched.nat),
+            "round {round}: sent"
+        );
         let fast = batched.nat.counters().fast_path;
         let same = super::translate::Counters {
             fast_path: 0,
@@ -188,7 +202,10 @@ fn run(seed: u64, dp: DataplaneConfig) {
             "seed {seed} round {round}: mapping tables"
         );
     }
-    assert!(fast_forwarded > 500, "too few packets forwarded: {fast_forwarded}");
+    assert!(
+        fast_forwarded > 500,
+        "too few packets forwarded: {fast_forwarded}"
+    );
     // Most forwarded packets belong to flows seen before: the fast path must have taken them.
     assert!(
         fast_total * 3 > fast_forwarded as u64,
@@ -205,6 +222,7 @@ fn fast_path_matches_the_full_path() {
     }
 }
 
+// Also with address-and-port-dependent filtering and the TTL mode of the TUN daemon.
 #[test]
 fn fast_path_matches_the_full_path_with_apdf_and_the_tun_ttl_mode() {
     let dp = DataplaneConfig {
@@ -213,6 +231,20 @@ fn fast_path_matches_the_full_path_with_apdf_and_the_tun_ttl_mode() {
         ..DataplaneConfig::default()
     };
     for seed in 100..106 {
+        run(seed, dp.clone());
+    }
+}
+
+// And with a bypassed destination port (RFC 6888 REQ-6) that inbound traffic from that server
+// has made sessions with (endpoint-independent filtering admits it): outbound packets to it
+// stay untranslated on both paths.
+#[test]
+fn fast_path_matches_the_full_path_with_a_bypassed_destination() {
+    let dp = DataplaneConfig {
+        bypass: vec!["203.0.113.51:udp/81".parse().expect("rule")],
+        ..DataplaneConfig::default()
+    };
+    for seed in 200..206 {
         run(seed, dp.clone());
     }
 }
@@ -231,7 +263,10 @@ fn a_new_flow_and_its_followers_in_one_batch() {
     let mut verdicts = vec![Verdict::Consumed; 40];
     c.nat
         .process_batch(&mut c.server, start, &mut slices, &mut verdicts);
-    assert!(verdicts.iter().all(|v| *v == Verdict::Forward), "{verdicts:?}");
+    assert!(
+        verdicts.iter().all(|v| *v == Verdict::Forward),
+        "{verdicts:?}"
+    );
     let first = flow_src(&bufs[0]).expect("translated");
     assert_eq!(first.1.octets()[..3], [198, 51, 100]);
     assert!(bufs.iter().all(|b| flow_src(b) == Some(first)));

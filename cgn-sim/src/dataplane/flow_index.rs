@@ -341,13 +341,19 @@ mod tests {
             idx.insert(&key(i), i, |s| ks[&s]);
         }
         assert_eq!(idx.len(), 1_000);
-        assert!(idx.heap_bytes() <= size * 2, "{} > 2 × {size}", idx.heap_bytes());
+        assert!(
+            idx.heap_bytes() <= size * 2,
+            "{} > 2 × {size}",
+            idx.heap_bytes()
+        );
     }
 
     #[test]
     fn hash_is_keyed_per_table() {
         let (a, b) = (FlowIndex::new(), FlowIndex::new());
-        let same = (0..64).filter(|i| a.hash(&key(*i)) == b.hash(&key(*i))).count();
+        let same = (0..64)
+            .filter(|i| a.hash(&key(*i)) == b.hash(&key(*i)))
+            .count();
         assert!(same < 8, "{same} of 64 hashes equal across two tables");
     }
 }

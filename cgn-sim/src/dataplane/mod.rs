@@ -4,9 +4,11 @@
 //! its endpoints in place with incremental checksum updates; [`icmp`] builds the ICMP errors
 //! the translator originates; [`session`] and [`fragment`] hold per-connection and
 //! per-datagram state; [`translate::Translator`] ties them to the PCP server's mapping table,
-//! pool and quotas, so implicit and PCP mappings share one external port space. [`tun`] is the
-//! device and the routing that steer traffic through the translator.
+//! pool and quotas, so implicit and PCP mappings share one external port space; [`bypass`]
+//! names the destinations it leaves untranslated. [`tun`] is the device and the routing that
+//! steer traffic through the translator.
 
+pub mod bypass;
 pub mod checksum;
 pub mod fast;
 pub mod flow_index;

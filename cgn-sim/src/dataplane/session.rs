@@ -370,7 +370,9 @@ impl Sessions {
             None if self.len() >= self.max => return Some(Touch::Full),
             None => self.insert(&k, external, binding),
         };
-        Some(Touch::Live(self.touch_slot(id, now, dir, tcp_flags, timeouts)))
+        Some(Touch::Live(
+            self.touch_slot(id, now, dir, tcp_flags, timeouts),
+        ))
     }
 
     /// Records a packet of the live session in slot `id` (found with [`Sessions::find_out`]
@@ -416,8 +418,7 @@ impl Sessions {
         let new = s.in_key();
         self.by_in.remove(&old, id);
         let slots = &self.slots;
-        self.by_in
-            .insert(&new, id, |i| slots[i as usize].in_key());
+        self.by_in.insert(&new, id, |i| slots[i as usize].in_key());
     }
 
     fn insert(&mut self, k: &FlowKey, external: SocketAddrV4, binding: u32) -> u32 {
@@ -445,8 +446,7 @@ impl Sessions {
             }
         };
         let slots = &self.slots;
-        self.by_out
-            .insert(k, id, |i| slots[i as usize].out_key());
+        self.by_out.insert(k, id, |i| slots[i as usize].out_key());
         self.by_in
             .insert(&slot.in_key(), id, |i| slots[i as usize].in_key());
         id
@@ -464,7 +464,8 @@ impl Sessions {
     /// Expires sessions due at or before `now`, calling `gone` for each.
     pub fn expire(&mut self, now: u32, mut gone: impl FnMut(SessionKey, Session)) {
         let mut due = Vec::new();
-        self.wheel.advance(now, |deadline, id| due.push((deadline, id)));
+        self.wheel
+            .advance(now, |deadline, id| due.push((deadline, id)));
         for (deadline, id) in due {
             let Some(s) = self.slots.get_mut(id as usize) else {
                 continue;

@@ -18,6 +18,8 @@
 //!   over the MTU gets Fragmentation Needed, others are fragmented (RFC 4787 REQ-13).
 //! * **Unsolicited inbound SYNs** are held 6 s; an outbound SYN of the same connection
 //!   discards them silently, otherwise ICMP Port Unreachable goes back (RFC 5382 REQ-4).
+//! * **Bypassed destinations** ([`DataplaneConfig::bypass`], RFC 6888 REQ-6): outbound packets
+//!   to them leave untranslated (TTL and MTU handled as usual); see [`super::bypass`].
 //!
 //! Every drop has a reason and a counter ([`DropReason`]).
 
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use pcp_client::wire::{Protocol, ResultCode};
 
+use super::bypass::Bypass;
 use super::fragment::{FragmentKey, FragmentRewrite, Fragments};
 use super::icmp::{IcmpError, build_error};
 use super::ipv4::{Ipv4Packet, MIN_HEADER_LEN, PacketError, proto};
@@ -81,6 +84,9 @@ pub struct DataplaneConfig {
     pub max_pending_syns: usize,
     /// TTL handling.
     pub ttl: TtlMode,
+    /// Destinations (prefix, optionally protocol and port) that subscribers reach untranslated
+    /// (RFC 6888 REQ-6). Empty by default: everything is translated.
+    pub bypass: Vec<Bypass>,
 }
 
 impl Default for DataplaneConfig {
@@ -96,6 +102,7 @@ impl Default for DataplaneConfig {
             max_sessions: 4_000_000,
             max_pending_syns: 1024,
             ttl: TtlMode::Decrement,
+            bypass: Vec::new(),
         }
     }
 }
@@ -172,6 +179,9 @@ pub struct Counters {
     /// Packets [`Translator::process_batch`] translated on its fast path (also counted in
     /// `outbound` or `inbound`).
     pub fast_path: u64,
+    /// Outbound packets forwarded untranslated to a bypassed destination (RFC 6888 REQ-6;
+    /// their later fragments count in `fragments`).
+    pub bypassed: u64,
 }
 
 impl Counters {
@@ -353,6 +363,13 @@ impl Translator {
             self.emit_error(packet, from, IcmpError::TimeExceeded);
             return Verdict::Drop(DropReason::TtlExceeded);
         }
+        if from_inside
+            && !to_pool
+            && !self.config.bypass.is_empty()
+            && super::bypass::covers(&self.config.bypass, &class, dst)
+        {
+            return self.bypass(server.seconds(now), packet, src);
+        }
         let verdict = match class {
             Classified::Flow {
                 flow, tcp_flags, ..
@@ -405,6 +422,20 @@ impl Translator {
         };
         if verdict == Verdict::Forward {
             return self.finish(packet, from_inside);
+        }
+        verdict
+    }
+
+    /// Forwards an outbound packet to a bypassed destination untranslated (RFC 6888 REQ-6):
+    /// no binding, no session, only TTL and MTU. A first fragment makes the rest of its
+    /// datagram follow unchanged (the fragment table "rewrites" its source to itself).
+    fn bypass(&mut self, now_s: u32, packet: &mut [u8], src: Ipv4Addr) -> Verdict {
+        if let Some(k) = first_fragment_key(packet) {
+            self.learn_fragments(now_s, k, FragmentRewrite::Source(src));
+        }
+        let verdict = self.finish(packet, true);
+        if !matches!(verdict, Verdict::Drop(_)) {
+            self.counters.bypassed += 1;
         }
         verdict
     }

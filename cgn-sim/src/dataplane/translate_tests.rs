@@ -16,6 +16,10 @@ use super::translate::{DataplaneConfig, DropReason, Filtering, Translator, Verdi
 use crate::config::EngineConfig;
 use crate::server::{Interface, Server};
 
+mod bypass;
+mod icmp_errors;
+mod refresh_and_ids;
+
 const A: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 const B: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 3);
 const PEER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);

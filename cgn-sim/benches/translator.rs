@@ -17,7 +17,13 @@ use criterion::{Criterion, Throughput};
 use etherparse::PacketBuilder;
 use rand::{Rng, SeedableRng};
 
-const LIVE: u32 = 1_000_000;
+/// Live sessions (`TRANSLATOR_SESSIONS` overrides it, e.g. for a quick run under callgrind).
+fn live() -> u32 {
+    std::env::var("TRANSLATOR_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
 const PER_SUBSCRIBER: u32 = 16;
 /// Packets per measured iteration (one "batch" as the daemon would drain it).
 const BATCH: usize = 256;
@@ -70,15 +76,15 @@ struct Rig {
 fn populated() -> Rig {
     let t0 = Instant::now();
     let mut config = EngineConfig::with_pools(&["198.51.100.0/24"]);
-    config.max_mappings = 2 * LIVE as usize;
+    config.max_mappings = 2 * live() as usize;
     config.quota_per_subscriber = 2 * PER_SUBSCRIBER;
     let mut server = Server::new(config, t0, Box::new(rand::rngs::StdRng::seed_from_u64(1)))
         .unwrap_or_else(|e| panic!("config: {e}"));
     let rss0 = rss_bytes();
     let mut nat = Translator::new(DataplaneConfig::default(), &server, t0);
-    let mut external = Vec::with_capacity(LIVE as usize);
+    let mut external = Vec::with_capacity(live() as usize);
     let started = Instant::now();
-    for i in 0..LIVE {
+    for i in 0..live() {
         let mut p = udp64((subscriber(i), internal_port(i)), (PEER, 9000));
         match nat.process(&mut server, t0, &mut p) {
             Verdict::Forward => {
@@ -126,7 +132,14 @@ fn rate(rig: &mut Rig, ring: &[u8], secs: f64) -> (f64, f64) {
     let (wall0, cpu0) = (Instant::now(), thread_cpu_ns());
     let mut packets = 0u64;
     let mut next = 0usize;
-    while wall0.elapsed().as_secs_f64() < secs {
+    // TRANSLATOR_BATCHES: a fixed amount of work instead of a fixed time (for callgrind).
+    let fixed: Option<u64> = std::env::var("TRANSLATOR_BATCHES")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    while match fixed {
+        Some(b) => packets < b * BATCH as u64,
+        None => wall0.elapsed().as_secs_f64() < secs,
+    } {
         for _ in 0..64 {
             let from = (next % (SAMPLE / BATCH)) * BATCH * 64;
             next += 1;
@@ -148,13 +161,13 @@ fn bench(c: &mut Criterion) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);
     let outbound: Vec<Vec<u8>> = (0..SAMPLE)
         .map(|_| {
-            let i = rng.gen_range(0..LIVE);
+            let i = rng.gen_range(0..live());
             udp64((subscriber(i), internal_port(i)), (PEER, 9000))
         })
         .collect();
     let inbound: Vec<Vec<u8>> = (0..SAMPLE)
         .map(|_| {
-            let i = rng.gen_range(0..LIVE as usize);
+            let i = rng.gen_range(0..live() as usize);
             udp64((PEER, 9000), rig.external[i])
         })
         .collect();
@@ -162,7 +175,7 @@ fn bench(c: &mut Criterion) {
     // separates the per-packet work from the cost of reaching 1 M random entries in memory.
     let hot: Vec<Vec<u8>> = (0..SAMPLE)
         .map(|_| {
-            let i = rng.gen_range(0..1024);
+            let i = rng.gen_range(0..1024.min(live()));
             udp64((subscriber(i), internal_port(i)), (PEER, 9000))
         })
         .collect();

@@ -29,12 +29,9 @@ use super::session::{Dir, TcpState};
 use super::translate::{Translator, TtlMode, Verdict};
 use crate::server::Server;
 
-/// Packets between two stages of the pipeline (see [`Translator::process_batch`]).
-pub const LAG: usize = 8;
-/// Packets in the pipeline at once (a power of two above `3 * LAG`).
-const RING: usize = 32;
-/// The pipeline's depth in packets: the tests use batch sizes around it.
-pub const CHUNK: usize = RING;
+/// Packets whose fetches are overlapped (each stage runs over this many packets before the
+/// next starts).
+pub const CHUNK: usize = 64;
 
 const TCP_SYN: u8 = 0x02;
 
@@ -61,48 +58,45 @@ struct Plain {
 }
 
 #[inline(always)]
-fn be16(p: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([p[at], p[at + 1]])
-}
-
-#[inline(always)]
-fn be32(p: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]])
-}
-
-#[inline(always)]
 fn plain(p: &[u8], mtu: usize, ttl: TtlMode) -> Option<Plain> {
-    let h = p.get(..40.min(p.len()))?;
-    if h.len() < 28 || h[0] != 0x45 {
+    // Fixed-size views: the compiler checks the length once, not at every field.
+    let h: &[u8; 28] = p.get(..28)?.try_into().ok()?;
+    if h[0] != 0x45 {
         return None;
     }
-    let total = usize::from(be16(h, 2));
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
     let protocol = h[9];
-    let need = match protocol {
-        proto::UDP => 28,
-        proto::TCP => 40,
+    let (need, tcp_flags) = match protocol {
+        proto::UDP => (28, 0),
+        proto::TCP => (40, *p.get(33)?),
         _ => return None,
     };
-    if total < need || total > p.len() || total > mtu || h.len() < need {
+    if total < need || total > p.len() || total > mtu {
         return None;
     }
-    if be16(h, 6) & 0x3fff != 0 {
+    if (h[6] & 0x3f) | h[7] != 0 {
         return None; // MF or an offset: fragments take the full path
     }
-    let ok_ttl = match ttl {
-        TtlMode::Decrement => h[8] > 1,
-        TtlMode::KernelForwardsTwice => true,
-    };
-    if !ok_ttl || checksum::fold(checksum::sum(&h[..20])) != 0xffff {
+    if ttl == TtlMode::Decrement && h[8] <= 1 {
+        return None;
+    }
+    let word = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    let sum = u64::from(word(0))
+        + u64::from(word(4))
+        + u64::from(word(8))
+        + u64::from(word(12))
+        + u64::from(word(16));
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    if checksum::fold(sum as u32 + (sum >> 32) as u32) != 0xffff {
         return None;
     }
     Some(Plain {
         protocol,
-        src: be32(h, 12),
-        dst: be32(h, 16),
-        sport: be16(h, 20),
-        dport: be16(h, 22),
-        tcp_flags: if protocol == proto::TCP { h[33] } else { 0 },
+        src: word(12),
+        dst: word(16),
+        sport: u16::from_be_bytes([h[20], h[21]]),
+        dport: u16::from_be_bytes([h[22], h[23]]),
+        tcp_flags,
     })
 }
 
@@ -111,37 +105,54 @@ fn plain(p: &[u8], mtu: usize, ttl: TtlMode) -> Option<Plain> {
 /// full path (`rewrite_flow`, then the TTL), so both give the same bytes.
 #[inline(always)]
 fn rewrite(p: &mut [u8], inbound: bool, to: SocketAddrV4, ttl: TtlMode) {
+    let tcp_checksum = p.get(36..38).map(|c| u16::from_be_bytes([c[0], c[1]]));
+    let Some(h) = p.get_mut(..28) else {
+        return;
+    };
+    let Ok(h): Result<&mut [u8; 28], _> = h.try_into() else {
+        return;
+    };
     let (addr_at, port_at) = if inbound { (16, 22) } else { (12, 20) };
-    let old_addr = Ipv4Addr::from(be32(p, addr_at));
-    let new_addr = *to.ip();
-    let c = checksum::adjust_addr(be16(p, 10), old_addr, new_addr);
-    p[addr_at..addr_at + 4].copy_from_slice(&new_addr.octets());
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    let old_port = be16(p, port_at);
-    p[port_at..port_at + 2].copy_from_slice(&to.port().to_be_bytes());
-    let udp = p[9] == proto::UDP;
-    let ck_at = if udp { 26 } else { 36 };
-    let c = be16(p, ck_at);
-    if !(udp && c == 0) {
-        let mut c = checksum::adjust_addr(c, old_addr, new_addr);
-        c = checksum::adjust(c, old_port, to.port());
-        if udp && c == 0 {
-            c = 0xffff;
-        }
-        p[ck_at..ck_at + 2].copy_from_slice(&c.to_be_bytes());
-    }
-    let old_ttl = p[8];
+    let old_addr = u32::from_be_bytes([h[addr_at], h[addr_at + 1], h[addr_at + 2], h[addr_at + 3]]);
+    let new_addr = u32::from(*to.ip());
+    let old_port = u16::from_be_bytes([h[port_at], h[port_at + 1]]);
+    let old_ttl = h[8];
     let new_ttl = match ttl {
         TtlMode::Decrement => old_ttl.saturating_sub(1),
         TtlMode::KernelForwardsTwice => old_ttl.saturating_add(1),
     };
-    let c = checksum::adjust(
-        be16(p, 10),
-        u16::from_be_bytes([old_ttl, p[9]]),
-        u16::from_be_bytes([new_ttl, p[9]]),
-    );
-    p[8] = new_ttl;
-    p[10..12].copy_from_slice(&c.to_be_bytes());
+    // RFC 1624 eqn. 3 for every changed word at once, HC' = ~(~HC + Σ(~m + m')): the same
+    // checksum as applying the words one by one (each fold keeps the value modulo 0xffff and
+    // is zero only for a zero sum), which the full path does.
+    let addr_delta = u32::from(!(old_addr >> 16) as u16)
+        + u32::from(!old_addr as u16)
+        + (new_addr >> 16)
+        + (new_addr & 0xffff);
+    let ttl_delta = u32::from(!u16::from_be_bytes([old_ttl, h[9]]))
+        + u32::from(u16::from_be_bytes([new_ttl, h[9]]));
+    let ip_ck =
+        !checksum::fold(u32::from(!u16::from_be_bytes([h[10], h[11]])) + addr_delta + ttl_delta);
+    h[addr_at..addr_at + 4].copy_from_slice(&new_addr.to_be_bytes());
+    h[8] = new_ttl;
+    h[10..12].copy_from_slice(&ip_ck.to_be_bytes());
+    h[port_at..port_at + 2].copy_from_slice(&to.port().to_be_bytes());
+    let port_delta = u32::from(!old_port) + u32::from(to.port());
+    let l4 = |c: u16| !checksum::fold(u32::from(!c) + addr_delta + port_delta);
+    if h[9] == proto::UDP {
+        let c = u16::from_be_bytes([h[26], h[27]]);
+        if c != 0 {
+            // A result of zero is sent as all ones (RFC 768); zero means "no checksum".
+            let c = match l4(c) {
+                0 => 0xffff,
+                c => c,
+            };
+            h[26..28].copy_from_slice(&c.to_be_bytes());
+        }
+    } else if let Some(c) = tcp_checksum {
+        if let Some(at) = p.get_mut(36..38) {
+            at.copy_from_slice(&l4(c).to_be_bytes());
+        }
+    }
 }
 
 impl Translator {
@@ -161,40 +172,72 @@ impl Translator {
         // gives the same table, as the clock does not move within a batch.
         server.handle_timeout(now);
         let now_s = server.seconds(now);
-        let mut metas: [Option<Meta>; RING] = [None; RING];
-        let mut bindings = [u32::MAX; RING];
+        let mut start = 0;
+        while start < n {
+            let end = (start + CHUNK).min(n);
+            self.chunk(
+                server,
+                now,
+                now_s,
+                &mut packets[start..end],
+                &mut verdicts[start..end],
+            );
+            start = end;
+        }
+    }
+
+    /// One [`CHUNK`] of a batch, stage by stage.
+    fn chunk(
+        &mut self,
+        server: &mut Server,
+        now: Instant,
+        now_s: u32,
+        packets: &mut [&mut [u8]],
+        verdicts: &mut [Verdict],
+    ) {
+        let mut metas: [Option<Meta>; CHUNK] = [None; CHUNK];
+        let mut slots = [u32::MAX; CHUNK];
+        let mut bindings = [u32::MAX; CHUNK];
+        // Stage 1: parse and hash (the packets are in the cache already).
+        for (m, p) in metas.iter_mut().zip(packets.iter()) {
+            *m = self.meta(server, p);
+        }
+        // The fetch loops are kept tight: their loads are plain reads, which the CPU only
+        // overlaps as far as its out-of-order window reaches, so the less work between two
+        // loads, the more of them are in flight at once.
         let mut warm = 0u32;
-        // Packet `step` enters stage 1 while packet `step - LAG` is in stage 2, `step - 2 LAG`
-        // in stage 3 and `step - 3 LAG` is translated: each fetch has LAG packets' worth of
-        // work to arrive in, and no stage waits for its own loads.
-        for step in 0..n + 3 * LAG {
-            if let Some(p) = packets.get(step).filter(|_| step < n) {
-                let m = self.meta(server, p);
-                if let Some(m) = &m {
-                    warm ^= self.sessions.touch_index(m.hash, m.inbound);
-                }
-                metas[step % RING] = m;
-            }
-            if let Some(j) = step.checked_sub(LAG).filter(|j| *j < n) {
-                bindings[j % RING] = metas[j % RING]
-                    .and_then(|m| self.sessions.touch_candidate(m.hash, m.inbound))
-                    .unwrap_or(u32::MAX);
-            }
-            if let Some(j) = step.checked_sub(2 * LAG).filter(|j| *j < n) {
-                warm ^= u32::from(server.touch_binding(bindings[j % RING]));
-            }
-            if let Some(j) = step.checked_sub(3 * LAG).filter(|j| *j < n) {
-                let p = &mut *packets[j];
-                verdicts[j] = match &metas[j % RING] {
-                    Some(m) => match self.fast_one(server, now_s, p, m) {
-                        Some(v) => v,
-                        None => self.process(server, now, p),
-                    },
-                    None => self.process(server, now, p),
-                };
+        for m in metas.iter().flatten() {
+            warm ^= self.sessions.touch_index(m.hash, m.inbound);
+        }
+        // Stage 2: the slots the index lines suggest, then fetch them.
+        for (m, slot) in metas.iter().zip(slots.iter_mut()) {
+            if let Some(m) = m {
+                *slot = self.sessions.candidate(m.hash, m.inbound);
             }
         }
+        for (slot, b) in slots.iter().zip(bindings.iter_mut()) {
+            *b = self.sessions.touch_slot_binding(*slot);
+        }
+        // Stage 3: fetch the bindings those slots name.
+        for b in &bindings {
+            warm ^= u32::from(server.touch_binding(*b));
+        }
         black_box(warm);
+        // Stage 4: translate, the lines now (most likely) in the cache.
+        for (((m, p), v), slot) in metas
+            .iter()
+            .zip(packets.iter_mut())
+            .zip(verdicts.iter_mut())
+            .zip(slots)
+        {
+            *v = match m {
+                Some(m) => match self.fast_one(server, now_s, p, m, slot) {
+                    Some(v) => v,
+                    None => self.process(server, now, p),
+                },
+                None => self.process(server, now, p),
+            };
+        }
     }
 
     /// Stage 1 for one packet: `None` sends it to the full path.
@@ -262,12 +305,13 @@ impl Translator {
         now_s: u32,
         p: &mut [u8],
         m: &Meta,
+        candidate: u32,
     ) -> Option<Verdict> {
         let protocol = m.key.protocol;
         let endpoint = SocketAddrV4::new(Ipv4Addr::from(m.key.addr), m.key.port);
         let t = self.config.timeouts;
         if m.inbound {
-            let id = self.sessions.find_in(m.hash, &m.key)?;
+            let id = self.sessions.resolve(candidate, m.hash, &m.key, true)?;
             let (s, internal) = self.sessions.slot(id)?;
             // The session admits the packet (as in the full path) if its binding still owns
             // the external endpoint.
@@ -279,7 +323,7 @@ impl Translator {
             rewrite(p, true, internal, self.config.ttl);
             self.counters.inbound += 1;
         } else {
-            let id = self.sessions.find_out(m.hash, &m.key)?;
+            let id = self.sessions.resolve(candidate, m.hash, &m.key, false)?;
             let (s, _) = self.sessions.slot(id)?;
             let next = if protocol == proto::TCP {
                 s.tcp.next(Dir::Out, m.tcp_flags)

@@ -91,6 +91,17 @@ fn mum(a: u64, b: u64) -> u64 {
     (r as u64) ^ ((r >> 64) as u64)
 }
 
+/// Bit `i` set where `tags[i] == tag` (branch-free, so the compiler can compare all eight at
+/// once).
+#[inline(always)]
+fn match_mask(tags: &[u32; WAYS], tag: u32) -> u32 {
+    let mut m = 0u32;
+    for (i, t) in tags.iter().enumerate() {
+        m |= u32::from(*t == tag) << i;
+    }
+    m
+}
+
 impl FlowIndex {
     /// An empty index with a random hash key.
     pub fn new() -> FlowIndex {
@@ -153,8 +164,8 @@ impl FlowIndex {
     #[inline(always)]
     pub fn first_candidate(&self, h: FlowHash) -> Option<u32> {
         let b = self.buckets.get(h.bucket & self.mask)?;
-        let i = b.tags.iter().position(|&t| t == h.tag)?;
-        Some(b.slots[i])
+        let m = match_mask(&b.tags, h.tag);
+        (m != 0).then(|| b.slots[m.trailing_zeros() as usize])
     }
 
     /// The slot stored for `h` for which `is_key(slot)` holds.
@@ -163,15 +174,16 @@ impl FlowIndex {
         let mut bucket = h.bucket & self.mask;
         for _ in 0..self.buckets.len() {
             let b = &self.buckets[bucket];
-            let mut any_empty = false;
-            for i in 0..WAYS {
-                let t = b.tags[i];
-                if t == h.tag && is_key(b.slots[i]) {
-                    return Some(b.slots[i]);
+            let mut m = match_mask(&b.tags, h.tag);
+            while m != 0 {
+                let slot = b.slots[m.trailing_zeros() as usize];
+                if is_key(slot) {
+                    return Some(slot);
                 }
-                any_empty |= t == EMPTY;
+                m &= m - 1;
             }
-            if any_empty {
+            // A bucket with a free entry ends the probe (an insert would have used it).
+            if b.tags.contains(&EMPTY) {
                 return None;
             }
             bucket = (bucket + 1) & self.mask;

@@ -304,13 +304,42 @@ impl Sessions {
         }
     }
 
-    /// Starts fetching the slot the outbound (`inbound == false`) or inbound index suggests
-    /// for `h`; returns the binding id stored there (a guess, for fetching the binding next).
+    /// The slot the outbound (`inbound == false`) or inbound index line suggests for `h` (a
+    /// guess, to fetch the slot ahead; `u32::MAX` if none).
     #[inline(always)]
-    pub fn touch_candidate(&self, h: FlowHash, inbound: bool) -> Option<u32> {
+    pub fn candidate(&self, h: FlowHash, inbound: bool) -> u32 {
         let index = if inbound { &self.by_in } else { &self.by_out };
-        let slot = index.first_candidate(h)?;
-        self.slots.get(slot as usize).map(|s| s.binding)
+        index.first_candidate(h).unwrap_or(u32::MAX)
+    }
+
+    /// Reads the binding id of slot `id` (0 if there is none): starts fetching the slot, and
+    /// tells which binding to fetch next.
+    #[inline(always)]
+    pub fn touch_slot_binding(&self, id: u32) -> u32 {
+        self.slots.get(id as usize).map_or(u32::MAX, |s| s.binding)
+    }
+
+    /// The slot of the session with key `key` (hash `h`) in the outbound or inbound index,
+    /// trying `candidate` (from [`Sessions::candidate`]) first.
+    #[inline(always)]
+    pub fn resolve(
+        &self,
+        candidate: u32,
+        h: FlowHash,
+        key: &FlowKey,
+        inbound: bool,
+    ) -> Option<u32> {
+        if let Some(s) = self.slots.get(candidate as usize) {
+            let k = if inbound { s.in_key() } else { s.out_key() };
+            if s.protocol != 0 && k == *key {
+                return Some(candidate);
+            }
+        }
+        if inbound {
+            self.find_in(h, key)
+        } else {
+            self.find_out(h, key)
+        }
     }
 
     /// The slot of the session with outbound key `key` (hash `h`).
@@ -377,7 +406,7 @@ impl Sessions {
 
     /// Records a packet of the live session in slot `id` (found with [`Sessions::find_out`]
     /// or [`Sessions::find_in`]): TCP state and deadline, as [`Sessions::touch`].
-    #[inline]
+    #[inline(always)]
     pub fn touch_slot(
         &mut self,
         id: u32,

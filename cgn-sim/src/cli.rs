@@ -128,6 +128,14 @@ pub struct Cli {
     /// Most translator sessions (beyond: ICMP Host Unreachable for new ones).
     #[arg(long, value_name = "N", default_value_t = 4_000_000)]
     pub max_sessions: usize,
+    /// Open the TUN device without the offload interface (no GSO super-packets: one read
+    /// and one write system call per packet). Without the flag the daemon asks for it and
+    /// falls back by itself if the kernel refuses.
+    #[arg(long)]
+    pub no_tun_offload: bool,
+    /// Packets the TUN device queues for the daemon before the kernel drops (txqueuelen).
+    #[arg(long, value_name = "N", default_value_t = crate::dataplane::tun::DEFAULT_QUEUE_LEN)]
+    pub tun_queue_len: u32,
     /// Routing table holding `default dev TUN` for subscriber traffic.
     #[arg(long, value_name = "ID", default_value_t = 4444)]
     pub route_table: u32,
@@ -211,6 +219,8 @@ impl Cli {
                 inside_interfaces: Vec::new(),
                 table: self.route_table,
                 rule_priority: self.rule_priority,
+                offload: !self.no_tun_offload,
+                queue_len: self.tun_queue_len,
             },
             inside_ifaces: self.inside_iface.clone(),
             translator,

@@ -1,10 +1,13 @@
 //! The TUN dataplane inside the daemon: the [`Translator`] and the [`Tun`] device, owned by
 //! the engine task next to the PCP [`Server`] (no lock on the packet path).
 //!
-//! After each wake-up of the device up to [`TUN_BATCH`] queued packets are drained without
-//! waiting; each is translated in place and written back to the device (the kernel then
-//! routes it, see [`crate::dataplane::tun`]), followed by whatever the translator emits
-//! itself (ICMP errors, fragments).
+//! After each wake-up of the device one batch is handled: up to [`TUN_BATCH`] queued packets
+//! are read without waiting ([`Tun::recv_batch`]; with the offload interface one read may
+//! carry many segments of a flow), translated in place with one
+//! [`Translator::process_batch`] call, and the forwarded ones written back together
+//! ([`Tun::send_batch`], which coalesces runs of one flow into one write) followed by
+//! whatever the translator emits itself (ICMP errors, fragments). The kernel then routes them,
+//! see [`crate::dataplane::tun`]. The packet buffers are allocated once.
 
 use std::fmt::Write as _;
 use std::io;
@@ -14,15 +17,14 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use crate::dataplane::translate::{Counters, DataplaneConfig, DropReason, Translator, Verdict};
-use crate::dataplane::tun::{Tun, TunConfig, covering_prefixes, interface_with_address};
+use crate::dataplane::tun::{
+    MAX_SEGMENTS, PacketBatch, Tun, TunConfig, covering_prefixes, interface_with_address,
+};
 use crate::server::Server;
 
 /// Packets handled per wake-up of the device before timers and control requests are looked
 /// at again.
 pub const TUN_BATCH: usize = 256;
-
-/// Largest packet read from the device (the MTU is at most this).
-const BUF_LEN: usize = 65_535;
 
 /// How the dataplane is set up (`--dataplane tun`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +41,14 @@ pub struct DataplaneOptions {
 /// Device I/O counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IoCounters {
-    /// Packets read from the device.
+    /// Packets read from the device (segments of a super-packet each count).
     pub rx: u64,
-    /// Packets written to the device.
+    /// Packets written to the device (before coalescing).
     pub tx: u64,
-    /// Writes that failed.
+    /// Packets whose write failed.
     pub tx_errors: u64,
+    /// Read system calls that returned packets: `rx / reads` is the read batching.
+    pub reads: u64,
 }
 
 /// The running dataplane.
@@ -52,7 +56,10 @@ pub(crate) struct Dataplane {
     tun: Tun,
     translator: Translator,
     io: IoCounters,
-    buf: Vec<u8>,
+    batch: PacketBatch,
+    verdicts: Vec<Verdict>,
+    /// The allocation behind the slices handed to the translator, empty between batches.
+    packets: Vec<&'static mut [u8]>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -92,18 +99,24 @@ impl Dataplane {
         let tun = Tun::open(&tun_config)
             .await
             .with_context(|| format!("opening the TUN dataplane {}", tun_config.name))?;
+        let (offload, uso) = tun.offload();
         tracing::info!(
             tun = %tun.name(),
+            offload,
+            uso,
             inside = ?tun_config.inside_interfaces,
             pool = ?tun_config.pool,
             filtering = ?options.translator.filtering,
             "TUN dataplane up"
         );
+        let batch = PacketBatch::new(TUN_BATCH, tun.mtu());
         Ok(Dataplane {
             tun,
             translator: Translator::new(translator, server, now),
             io: IoCounters::default(),
-            buf: vec![0u8; BUF_LEN],
+            batch,
+            verdicts: vec![Verdict::Consumed; TUN_BATCH + MAX_SEGMENTS],
+            packets: Vec::with_capacity(TUN_BATCH + MAX_SEGMENTS),
         })
     }
 
@@ -112,25 +125,26 @@ impl Dataplane {
         self.tun.readable().await
     }
 
-    /// Translates every queued packet, up to [`TUN_BATCH`].
+    /// Translates the queued packets, up to [`TUN_BATCH`] (plus the segments of the last
+    /// super-packet read).
     pub(crate) async fn drain(&mut self, server: &mut Server) {
         let now = Instant::now();
-        for _ in 0..TUN_BATCH {
-            let n = match self.tun.try_recv(&mut self.buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "TUN read failed");
-                    break;
-                }
-            };
-            self.io.rx += 1;
-            let Some(packet) = self.buf.get_mut(..n) else {
-                continue;
-            };
-            if let Verdict::Forward = self.translator.process(server, now, packet) {
-                send(&self.tun, &mut self.io, packet).await;
-            }
+        let (reads, read) = self.tun.recv_batch(&mut self.batch);
+        self.io.reads += reads as u64;
+        if let Err(e) = read {
+            tracing::warn!(error = %e, "TUN read failed");
+        }
+        let n = self.batch.len();
+        self.io.rx += n as u64;
+        if let Some(verdicts) = self.verdicts.get_mut(..n) {
+            let mut packets = recycle(std::mem::take(&mut self.packets));
+            packets.extend(self.batch.packets_mut());
+            self.translator
+                .process_batch(server, now, &mut packets, verdicts);
+            self.packets = recycle(packets);
+            let verdicts = &self.verdicts;
+            self.batch
+                .retain(|i| matches!(verdicts.get(i), Some(Verdict::Forward)));
         }
         self.flush().await;
     }
@@ -168,26 +182,44 @@ impl Dataplane {
         }
     }
 
+    /// Writes the batch (the forwarded packets) and the translator's own packets after them,
+    /// in the same batch while there is room.
     async fn flush(&mut self) {
+        let mut overflow = None;
         while let Some(p) = self.translator.poll_transmit() {
-            send(&self.tun, &mut self.io, &p).await;
+            if !self.batch.push(&p) {
+                overflow = Some(p);
+                break;
+            }
+        }
+        let n = self.batch.len() as u64;
+        match self.tun.send_batch(&mut self.batch) {
+            Ok(_) => self.io.tx += n,
+            Err(e) => {
+                self.io.tx_errors += n;
+                tracing::debug!(error = %e, packets = n, "TUN write failed");
+            }
+        }
+        // More than a batch (a burst of fragments): one write each.
+        while let Some(p) = overflow.take().or_else(|| self.translator.poll_transmit()) {
+            match self.tun.send(&p).await {
+                Ok(_) => self.io.tx += 1,
+                Err(e) => {
+                    self.io.tx_errors += 1;
+                    tracing::debug!(error = %e, len = p.len(), "TUN write failed");
+                }
+            }
         }
     }
 }
 
-async fn send(tun: &Tun, io: &mut IoCounters, packet: &[u8]) {
-    // Non-blocking first: the device queue almost always has room.
-    let sent = match tun.try_send(packet) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => tun.send(packet).await,
-        other => other,
-    };
-    match sent {
-        Ok(_) => io.tx += 1,
-        Err(e) => {
-            io.tx_errors += 1;
-            tracing::debug!(error = %e, len = packet.len(), "TUN write failed");
-        }
-    }
+/// Empties `v` and gives its allocation back with another lifetime (collecting an empty
+/// `vec::IntoIter` into a `Vec` of a same-sized type reuses the buffer).
+// `filter` cannot change the element type, which is the point here.
+#[allow(clippy::unnecessary_filter_map)]
+fn recycle<'b>(mut v: Vec<&mut [u8]>) -> Vec<&'b mut [u8]> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
 }
 
 /// The dataplane's counters and gauges in OpenMetrics text (no `# EOF` line).
@@ -223,6 +255,11 @@ pub fn render_metrics(c: &Counters, sessions: usize, io: IoCounters) -> String {
     for (d, v) in [("rx", io.rx), ("tx", io.tx), ("tx_error", io.tx_errors)] {
         let _ = writeln!(s, "cgn_dataplane_tun_packets_total{{io=\"{d}\"}} {v}");
     }
+    let _ = writeln!(
+        s,
+        "# TYPE cgn_dataplane_tun_reads counter\n# HELP cgn_dataplane_tun_reads Read system calls on the TUN device that returned packets (one may carry a GSO super-packet).\ncgn_dataplane_tun_reads_total {}",
+        io.reads
+    );
     let _ = writeln!(
         s,
         "# TYPE cgn_dataplane_icmp_errors counter\n# HELP cgn_dataplane_icmp_errors ICMP errors translated or generated by the NAT."
@@ -284,6 +321,7 @@ mod tests {
                 rx: 9,
                 tx: 8,
                 tx_errors: 0,
+                reads: 4,
             },
         );
         assert!(text.contains("cgn_dataplane_packets_total{direction=\"outbound\"} 3"));
@@ -298,6 +336,7 @@ mod tests {
         assert!(text.contains("cgn_dataplane_sessions 5"));
         assert!(text.contains("cgn_dataplane_bypassed_packets_total 4"));
         assert!(text.contains("cgn_dataplane_tun_packets_total{io=\"rx\"} 9"));
+        assert!(text.contains("cgn_dataplane_tun_reads_total 4"));
         let all = splice_metrics("a 1\n# EOF\n".into(), &text);
         assert!(all.starts_with("a 1\n# TYPE cgn_dataplane_packets counter"));
         assert!(all.ends_with("cgn_dataplane_sessions 5\n# EOF\n"));

@@ -6,11 +6,15 @@
 //!   robin, until S seconds or N packets, whichever comes first; prints what it sent.
 //! * `udp-blast recv --bind ADDR:PORT [--secs S]`: counts datagrams for at most S seconds
 //!   (stops 1 s after the traffic stops) and prints `received N packets … pps`.
-//! * `udp-blast compare [--secs S] [--flows K] [--size B]`: builds a lab twice, once with kernel
-//!   nftables NAT (snat to the pool, `persistent` = paired) in the cgn namespace and once with
-//!   `cgn-sim --dataplane tun` there (the `cgn-sim` binary next to this one), blasts from the
-//!   CPE (100.64.0.2) to the Internet peer (203.0.113.50:9999) and prints both receive rates.
-//!   Needs root. Traffic stays inside the lab's namespaces; everything is bounded in time.
+//! * `udp-blast compare [--secs S] [--flows K] [--size B] [--gro]`: builds a lab twice, once
+//!   with kernel nftables NAT (snat to the pool, `persistent` = paired) in the cgn namespace
+//!   and once with `cgn-sim --dataplane tun` there (the `cgn-sim` binary next to this one),
+//!   blasts from the CPE (100.64.0.2) to the Internet peer (203.0.113.50:9999) and prints both
+//!   receive rates. `--gro` turns on GRO and UDP GRO forwarding (`ethtool -K sub1 gro on
+//!   rx-udp-gro-forwarding on`) on the CGN's subscriber-facing veth in both configurations,
+//!   so the kernel may coalesce a flow's packets before NAT (needs `ethtool`);
+//!   `--cgn-arg=ARG` (repeatable) passes ARG to cgn-sim (e.g. `--no-tun-offload`). Needs root.
+//!   Traffic stays inside the lab's namespaces; everything is bounded in time.
 //!
 //! ```text
 //! cargo build --release -p cgn-sim --bin cgn-sim -p nat444-tests --bin udp-blast
@@ -77,6 +81,13 @@ enum Cmd {
         /// IPv4 packet size in bytes.
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// Turn on GRO and UDP GRO forwarding on the CGN's subscriber-facing veth (both
+        /// configurations).
+        #[arg(long)]
+        gro: bool,
+        /// Extra argument for cgn-sim (repeatable), e.g. `--cgn-arg=--no-tun-offload`.
+        #[arg(long = "cgn-arg", value_name = "ARG", allow_hyphen_values = true)]
+        cgn_args: Vec<String>,
     },
 }
 
@@ -121,7 +132,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::Compare { secs, flows, size } => compare(secs.clamp(1.0, 60.0), flows, size),
+        Cmd::Compare {
+            secs,
+            flows,
+            size,
+            gro,
+            cgn_args,
+        } => compare(secs.clamp(1.0, 60.0), flows, size, gro, &cgn_args),
     }
 }
 
@@ -279,13 +296,34 @@ fn measure(lab: &Lab, me: &str, secs: f64, flows: usize, size: usize) -> anyhow:
     })
 }
 
-fn compare(secs: f64, flows: usize, size: usize) -> anyhow::Result<()> {
+fn compare(
+    secs: f64,
+    flows: usize,
+    size: usize,
+    gro: bool,
+    cgn_args: &[String],
+) -> anyhow::Result<()> {
     let me_path = std::env::current_exe()?;
     let me = me_path.display().to_string();
     let cgn_sim = sibling("cgn-sim")?.display().to_string();
     let mut results = Vec::new();
     for mode in ["kernel-nft", "cgn-sim-tun"] {
         let lab = LabBuilder::new().build().context("building the lab")?;
+        if gro {
+            lab.exec_ok(
+                Node::Cgn,
+                &[
+                    "ethtool",
+                    "-K",
+                    "sub1",
+                    "gro",
+                    "on",
+                    "rx-udp-gro-forwarding",
+                    "on",
+                ],
+            )
+            .context("--gro")?;
+        }
         let table = format!("n444blast_{}", std::process::id());
         let mut daemon = None;
         if mode == "kernel-nft" {
@@ -296,22 +334,21 @@ fn compare(secs: f64, flows: usize, size: usize) -> anyhow::Result<()> {
         } else {
             let sock = std::env::temp_dir().join(format!("{}-blast.sock", lab.prefix()));
             let sock_s = sock.display().to_string();
-            let child = lab.spawn(
-                Node::Cgn,
-                &[
-                    &cgn_sim,
-                    "--dataplane",
-                    "tun",
-                    "--inside",
-                    "100.64.0.1",
-                    "--outside",
-                    "203.0.113.1",
-                    "--pool",
-                    "198.51.100.0/28",
-                    "--ctl",
-                    &sock_s,
-                ],
-            )?;
+            let mut argv = vec![
+                cgn_sim.as_str(),
+                "--dataplane",
+                "tun",
+                "--inside",
+                "100.64.0.1",
+                "--outside",
+                "203.0.113.1",
+                "--pool",
+                "198.51.100.0/28",
+                "--ctl",
+                &sock_s,
+            ];
+            argv.extend(cgn_args.iter().map(String::as_str));
+            let child = lab.spawn(Node::Cgn, &argv)?;
             let t = Instant::now();
             while !sock.exists() {
                 if t.elapsed() > Duration::from_secs(15) {
@@ -338,7 +375,7 @@ fn compare(secs: f64, flows: usize, size: usize) -> anyhow::Result<()> {
                 .unwrap_or_default();
             for l in stats.lines().filter(|l| {
                 (l.starts_with("cgn_dataplane_packets_total")
-                    || l.starts_with("cgn_dataplane_tun_packets_total"))
+                    || l.starts_with("cgn_dataplane_tun_"))
                     && !l.ends_with(" 0")
             }) {
                 println!("  {mode}: {l}");

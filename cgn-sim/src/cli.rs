@@ -108,9 +108,14 @@ pub struct Cli {
     /// TCP established idle timeout, seconds (RFC 5382 REQ-5: ≥ 7440).
     #[arg(long, value_name = "SECS", default_value_t = 7440)]
     pub tcp_established_timeout: u32,
-    /// TCP opening/closing and RST hold timeout, seconds (RFC 7857 §2.1: default ≥ 240).
+    /// TCP closing and RST hold timeout, seconds (RFC 7857 §2.1, §2.2: default ≥ 240); also
+    /// the opening timeout unless --tcp-opening-timeout is given.
     #[arg(long, value_name = "SECS", default_value_t = 240)]
     pub tcp_transitory_timeout: u32,
+    /// TCP opening timeout (SYN seen one way only), seconds (RFC 7857 §2.1: configurable
+    /// separately from closing; default: --tcp-transitory-timeout).
+    #[arg(long, value_name = "SECS")]
+    pub tcp_opening_timeout: Option<u32>,
     /// ICMP query session timeout, seconds (RFC 5508 REQ-2: ≥ 60).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub icmp_timeout: u32,
@@ -199,6 +204,9 @@ impl Cli {
                 udp: self.udp_timeout,
                 tcp_established: self.tcp_established_timeout,
                 tcp_transitory: self.tcp_transitory_timeout,
+                tcp_opening: self
+                    .tcp_opening_timeout
+                    .unwrap_or(self.tcp_transitory_timeout),
                 icmp: self.icmp_timeout,
             },
             syn_port_unreachable: !self.silent_syn_drop,
@@ -286,6 +294,30 @@ mod tests {
 
     // RFC 6888 REQ-6: `--no-translate` is repeatable, reaches the translator's config, and a
     // bad rule is refused with the reason.
+    #[test]
+    fn tcp_opening_timeout_follows_the_transitory_one_unless_given() {
+        // RFC 7857 §2.1: opening and closing timeouts configurable separately.
+        let timeouts = |args: &[&str]| {
+            let mut all = vec!["cgn-sim", "--pool", "198.51.100.0/28"];
+            all.extend_from_slice(args);
+            let cli = Cli::try_parse_from(all).expect("parses");
+            cli.dataplane_options(IpAddr::from([100, 64, 0, 1]))
+                .expect("valid")
+                .expect("tun dataplane")
+                .translator
+                .timeouts
+        };
+        let t = timeouts(&["--tcp-transitory-timeout", "300"]);
+        assert_eq!((t.tcp_opening, t.tcp_transitory), (300, 300));
+        let t = timeouts(&[
+            "--tcp-opening-timeout",
+            "60",
+            "--tcp-transitory-timeout",
+            "300",
+        ]);
+        assert_eq!((t.tcp_opening, t.tcp_transitory), (60, 300));
+    }
+
     #[test]
     fn no_translate_flags_reach_the_translator_and_bad_ones_are_refused() {
         let cli = Cli::try_parse_from([

@@ -96,8 +96,12 @@ pub struct Timeouts {
     pub udp: u32,
     /// TCP established (≥ 7440 = 2 h 4 min).
     pub tcp_established: u32,
-    /// TCP opening/closing and RST hold (≥ 240 recommended).
+    /// TCP closing (FINs from both sides) and RST hold (≥ 240 recommended, RFC 7857 §2.1,
+    /// §2.2).
     pub tcp_transitory: u32,
+    /// TCP opening: a SYN seen in one direction only, or no SYN yet (RFC 7857 §2.1 asks for
+    /// opening and closing timeouts to be configurable separately; default 240 as well).
+    pub tcp_opening: u32,
     /// ICMP query (≥ 60).
     pub icmp: u32,
 }
@@ -108,6 +112,7 @@ impl Default for Timeouts {
             udp: 300,
             tcp_established: 7440,
             tcp_transitory: 240,
+            tcp_opening: 240,
             icmp: 60,
         }
     }
@@ -116,12 +121,13 @@ impl Default for Timeouts {
 impl Timeouts {
     /// Idle time of a session of `protocol` in `state`.
     pub fn idle(&self, protocol: u8, state: TcpState) -> u32 {
-        match protocol {
-            super::ipv4::proto::TCP if state.is_transitory() || state == TcpState::Closed => {
-                self.tcp_transitory
+        match (protocol, state) {
+            (super::ipv4::proto::TCP, TcpState::Closed | TcpState::OutInit | TcpState::InInit) => {
+                self.tcp_opening
             }
-            super::ipv4::proto::TCP => self.tcp_established,
-            super::ipv4::proto::ICMP => self.icmp,
+            (super::ipv4::proto::TCP, s) if s.is_transitory() => self.tcp_transitory,
+            (super::ipv4::proto::TCP, _) => self.tcp_established,
+            (super::ipv4::proto::ICMP, _) => self.icmp,
             _ => self.udp,
         }
     }
@@ -592,6 +598,32 @@ mod tests {
         assert_eq!(t.idle(6, TcpState::Trans), 240);
         assert_eq!(t.idle(17, TcpState::Closed), 300);
         assert_eq!(t.idle(1, TcpState::Closed), 60);
+    }
+
+    // RFC 7857 §2.1: opening and closing timeouts are configured separately.
+    #[test]
+    fn opening_and_closing_timeouts_are_separate() {
+        let t = Timeouts {
+            tcp_opening: 30,
+            tcp_transitory: 500,
+            ..Timeouts::default()
+        };
+        assert_eq!(t.idle(6, TcpState::OutInit), 30);
+        assert_eq!(t.idle(6, TcpState::InInit), 30);
+        assert_eq!(t.idle(6, TcpState::Closed), 30);
+        assert_eq!(t.idle(6, TcpState::BothFin), 500);
+        assert_eq!(t.idle(6, TcpState::Trans), 500);
+        assert_eq!(t.idle(6, TcpState::Established), 7440);
+        let mut s = Sessions::new(1, 100);
+        s.touch(10, key(6), ext(), 7, Dir::Out, SYN, &t, true);
+        let mut gone = 0;
+        s.expire(39, |_, _| gone += 1);
+        assert_eq!(gone, 0);
+        s.expire(40, |_, _| gone += 1);
+        assert_eq!(
+            gone, 1,
+            "a SYN nobody answered is gone after the opening timeout"
+        );
     }
 
     // Fake clock: a UDP session lives 300 s after its last packet, not less, not more.

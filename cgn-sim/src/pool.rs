@@ -148,7 +148,13 @@ pub struct NatPool {
     reserved: Vec<u16>,
     /// Lowest and highest address (as integers): a quick "not in the pool" test.
     span: (u32, u32),
+    /// One bit per address of the span, set for pool addresses (empty when the span is over
+    /// [`MEMBER_BITMAP_MAX`] addresses; then the index answers).
+    members: Vec<u64>,
 }
+
+/// Largest address span that gets a membership bitmap (1 Mi addresses = 128 KiB).
+const MEMBER_BITMAP_MAX: u64 = 1 << 20;
 
 /// How to pick a port.
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +176,7 @@ impl NatPool {
             parity: config.preserve_parity,
             reserved: config.reserved_ports.clone(),
             span: (u32::MAX, 0),
+            members: Vec::new(),
         };
         for p in &config.pools {
             for s in &p.sections {
@@ -182,6 +189,14 @@ impl NatPool {
         }
         if pool.addrs.is_empty() {
             return Err(ConfigError::NoPool);
+        }
+        let span = u64::from(pool.span.1 - pool.span.0) + 1;
+        if span <= MEMBER_BITMAP_MAX {
+            pool.members = vec![0; span.div_ceil(64) as usize];
+            for a in &pool.addrs {
+                let bit = (u32::from(a.addr) - pool.span.0) as usize;
+                pool.members[bit / 64] |= 1 << (bit % 64);
+            }
         }
         Ok(pool)
     }
@@ -242,7 +257,14 @@ impl NatPool {
     #[inline]
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
         let a = u32::from(addr);
-        a >= self.span.0 && a <= self.span.1 && self.index.contains_key(&addr)
+        if a < self.span.0 || a > self.span.1 {
+            return false;
+        }
+        let bit = (a - self.span.0) as usize;
+        match self.members.get(bit / 64) {
+            Some(w) => w & (1 << (bit % 64)) != 0,
+            None => self.index.contains_key(&addr),
+        }
     }
 
     /// Index of `addr` if it is in the pool.
@@ -432,6 +454,25 @@ mod tests {
 
     fn pool() -> NatPool {
         NatPool::new(&EngineConfig::with_pools(&["198.51.100.0/30"])).expect("pool")
+    }
+
+    // The dataplane's membership test agrees with the index, with gaps in the pool, at its
+    // edges and far outside it.
+    #[test]
+    fn contains_agrees_with_the_index() {
+        let p = NatPool::new(&EngineConfig::with_pools(&[
+            "198.51.100.0/30",
+            "198.51.100.9",
+            "198.51.100.64/27",
+        ]))
+        .expect("pool");
+        for last in 0..=255u8 {
+            let a = Ipv4Addr::new(198, 51, 100, last);
+            assert_eq!(p.contains(a), p.index_of(a).is_some(), "{a}");
+        }
+        assert!(!p.contains(Ipv4Addr::new(203, 0, 113, 1)));
+        assert!(!p.contains(Ipv4Addr::new(0, 0, 0, 0)));
+        assert!(!p.contains(Ipv4Addr::BROADCAST));
     }
 
     // RFC 6887 §11.3: external UDP 5350 and 5351 MUST NOT be mapped.

@@ -185,6 +185,7 @@ fn bench(c: &mut Criterion) {
         ("udp64_outbound_hot_1k", &hot),
     ] {
         let ring: Vec<u8> = packets.iter().flatten().copied().collect();
+        rate(&mut rig, &ring, 1.0); // warm-up
         let (wall, cpu) = rate(&mut rig, &ring, 4.0);
         println!(
             "translator: {name}_batch: {:.2} M packets/s of wall time, {:.2} M packets/s of CPU time",

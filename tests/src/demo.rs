@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::lab::plan::{self, MULTICAST_NET};
-use crate::lab::{Lab, LabBuilder, LabError, Node};
+use crate::lab::{Lab, LabBuilder, LabError, Node, cgn_sim_argv};
 
 /// One link the demo (and the smoke test) checks: `from` pings `to`'s address `addr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,24 +338,10 @@ fn tour(
         out,
         "\n1. The CGN: cgn-sim in cgn (PCP on 100.64.0.1:5351, pool 198.51.100.0/28, TUN dataplane)"
     )?;
-    let cgn = lab.spawn(
-        Node::Cgn,
-        &[
-            &s(&bins.cgn_sim),
-            "--dataplane",
-            "tun",
-            "--inside",
-            "100.64.0.1",
-            "--outside",
-            "203.0.113.1",
-            "--pool",
-            "198.51.100.0/28",
-            "--min-lifetime",
-            "30",
-            "--ctl",
-            &sock_s,
-        ],
-    )?;
+    let mut argv = cgn_sim_argv(&s(&bins.cgn_sim), "tun", &sock_s);
+    argv.extend(["--min-lifetime".to_string(), "30".to_string()]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let cgn = lab.spawn(Node::Cgn, &argv)?;
     if !wait_until(10, interrupted, || sock.exists()) {
         return Err(step_err("starting cgn-sim", cgn.log()));
     }

@@ -90,6 +90,27 @@ fn netns_locked<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// The command line of `cgn-sim` as the CGN of the lab plan: `bin` with the given
+/// `--dataplane` (`tun` or `none`), the CGN's inside and outside addresses, the pool
+/// 198.51.100.0/28 and its control socket at `ctl`. Callers append their own flags.
+pub fn cgn_sim_argv(bin: &str, dataplane: &str, ctl: &str) -> Vec<String> {
+    [
+        bin,
+        "--dataplane",
+        dataplane,
+        "--inside",
+        "100.64.0.1",
+        "--outside",
+        "203.0.113.1",
+        "--pool",
+        "198.51.100.0/28",
+        "--ctl",
+        ctl,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Namespace name of `node` in the lab with `prefix`.
 pub fn namespace_name(prefix: &str, node: Node) -> String {
     format!("{prefix}-{}", node.name())

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nat444_tests::bins::workspace_bin;
-use nat444_tests::lab::{LabBuilder, Node};
+use nat444_tests::lab::{LabBuilder, Node, cgn_sim_argv};
 use nat444_tests::require_privileges;
 
 fn cgn_sim() -> PathBuf {
@@ -20,24 +20,9 @@ fn start_cgn(lab: &nat444_tests::lab::Lab, bin: &Path) -> (nat444_tests::lab::La
     let sock = std::env::temp_dir().join(format!("{}-cgn.sock", lab.prefix()));
     let sock_s = sock.display().to_string();
     let bin_s = bin.display().to_string();
-    let child = lab
-        .spawn(
-            Node::Cgn,
-            &[
-                &bin_s,
-                "--dataplane",
-                "none",
-                "--inside",
-                "100.64.0.1",
-                "--outside",
-                "203.0.113.1",
-                "--pool",
-                "198.51.100.0/28",
-                "--ctl",
-                &sock_s,
-            ],
-        )
-        .expect("spawn cgn-sim");
+    let argv = cgn_sim_argv(&bin_s, "none", &sock_s);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let child = lab.spawn(Node::Cgn, &argv).expect("spawn cgn-sim");
     let t = Instant::now();
     while !sock.exists() {
         assert!(

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use nat444_tests::lab::{Lab, LabBuilder, LabChild, Node, plan};
+use nat444_tests::lab::{Lab, LabBuilder, LabChild, Node, cgn_sim_argv, plan};
 use nat444_tests::require_privileges;
 
 /// `listen ADDR PORT SECS [echo]`: prints `MSG SRC:PORT` per UDP datagram (flushed), and
@@ -241,20 +241,9 @@ impl Fixture {
         }
         let bin = f.cgn_sim.display().to_string();
         let sock = f.sock.display().to_string();
-        let mut argv = vec![
-            bin.as_str(),
-            "--dataplane",
-            "tun",
-            "--inside",
-            "100.64.0.1",
-            "--outside",
-            "203.0.113.1",
-            "--pool",
-            "198.51.100.0/28",
-            "--ctl",
-            &sock,
-        ];
-        argv.extend_from_slice(extra);
+        let mut argv = cgn_sim_argv(&bin, "tun", &sock);
+        argv.extend(extra.iter().map(|a| a.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let daemon = f.lab.spawn(Node::Cgn, &argv).expect("spawn cgn-sim");
         // Control requests are answered once the TUN device and its routes are in place (the
         // `ctl stats` below waits for that).

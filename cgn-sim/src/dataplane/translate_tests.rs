@@ -68,6 +68,29 @@ fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), syn: bool, ack: bool) -> Vec<
     out
 }
 
+/// An ICMP echo request from `src` to `dst` with identifier `ident`.
+fn echo_request(src: Ipv4Addr, dst: Ipv4Addr, ident: u16) -> Vec<u8> {
+    let mut ping = Vec::new();
+    PacketBuilder::ipv4(src.octets(), dst.octets(), 64)
+        .icmpv4_echo_request(ident, 1)
+        .write(&mut ping, b"ping")
+        .expect("build");
+    ping
+}
+
+/// The outer source and destination of an ICMP error and the flow it quotes.
+fn icmp_error_parts(packet: &[u8]) -> (Ipv4Addr, Ipv4Addr, super::rewrite::Flow) {
+    match classify(packet) {
+        Ok(Classified::IcmpError {
+            outer_src,
+            outer_dst,
+            embedded,
+            ..
+        }) => (outer_src, outer_dst, embedded),
+        other => panic!("not an ICMP error: {other:?}"),
+    }
+}
+
 fn flow(packet: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
     match classify(packet) {
         Ok(Classified::Flow { flow, .. }) => (flow.src, flow.dst),
@@ -380,17 +403,9 @@ fn inbound_icmp_error_reaches_the_subscriber() {
     // What the peer answers (built from the translated packet as it left).
     let mut err = port_unreachable(&p, PEER);
     assert_eq!(r.send(2, &mut err), Verdict::Forward);
-    match classify(&err) {
-        Ok(Classified::IcmpError {
-            outer_dst,
-            embedded,
-            ..
-        }) => {
-            assert_eq!(outer_dst, A);
-            assert_eq!(embedded.src, (A, 5000));
-        }
-        other => panic!("{other:?}"),
-    }
+    let (_, outer_dst, embedded) = icmp_error_parts(&err);
+    assert_eq!(outer_dst, A);
+    assert_eq!(embedded.src, (A, 5000));
     assert_eq!(r.nat.counters().icmp_errors, 1);
 }
 
@@ -515,11 +530,7 @@ fn established_tcp_binding_lives_124_minutes() {
 #[test]
 fn icmp_echo_is_translated_both_ways() {
     let mut r = rig();
-    let mut ping = Vec::new();
-    PacketBuilder::ipv4(A.octets(), PEER.octets(), 64)
-        .icmpv4_echo_request(0x4242, 1)
-        .write(&mut ping, b"ping")
-        .expect("build");
+    let mut ping = echo_request(A, PEER, 0x4242);
     assert_eq!(r.send(1, &mut ping), Verdict::Forward);
     let (src, _) = flow(&ping);
     let mut pong = Vec::new();
@@ -684,20 +695,11 @@ fn icmp_error_about_a_hairpinned_packet_is_hairpinned() {
     // B's host refuses it: port unreachable about the packet as B received it.
     let mut err = port_unreachable(&p, B);
     assert_eq!(r.send(2, &mut err), Verdict::Forward);
-    match classify(&err) {
-        Ok(Classified::IcmpError {
-            outer_src,
-            outer_dst,
-            embedded,
-            ..
-        }) => {
-            assert_eq!(outer_dst, A, "delivered to A");
-            assert_eq!(outer_src, *b_ext.ip(), "from B's external address");
-            assert_eq!(embedded.src, (A, 7000), "A sees its own packet");
-            assert_eq!(embedded.dst, (*b_ext.ip(), b_ext.port()));
-        }
-        other => panic!("{other:?}"),
-    }
+    let (outer_src, outer_dst, embedded) = icmp_error_parts(&err);
+    assert_eq!(outer_dst, A, "delivered to A");
+    assert_eq!(outer_src, *b_ext.ip(), "from B's external address");
+    assert_eq!(embedded.src, (A, 7000), "A sees its own packet");
+    assert_eq!(embedded.dst, (*b_ext.ip(), b_ext.port()));
 }
 
 // RFC 5508 REQ-3: IP options in the embedded header are skipped to find the transport header.
@@ -717,16 +719,8 @@ fn icmp_error_with_embedded_ip_options_is_translated() {
     refresh_ip_checksum(&mut with_opts);
     let mut err = port_unreachable(&with_opts, PEER);
     assert_eq!(r.send(2, &mut err), Verdict::Forward);
-    match classify(&err) {
-        Ok(Classified::IcmpError {
-            outer_dst,
-            embedded,
-            ..
-        }) => {
-            assert_eq!(outer_dst, A);
-            assert_eq!(embedded.src, (A, 5000));
-            assert_eq!(embedded.dst, (PEER, 9000));
-        }
-        other => panic!("{other:?}"),
-    }
+    let (_, outer_dst, embedded) = icmp_error_parts(&err);
+    assert_eq!(outer_dst, A);
+    assert_eq!(embedded.src, (A, 5000));
+    assert_eq!(embedded.dst, (PEER, 9000));
 }

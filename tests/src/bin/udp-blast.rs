@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use nat444_tests::lab::{Lab, LabBuilder, LabChild, Node};
+use nat444_tests::lab::{Lab, LabBuilder, LabChild, Node, cgn_sim_argv};
 
 /// Bounded UDP load generator and NAT throughput comparison (see the module docs).
 #[derive(Debug, Parser)]
@@ -334,20 +334,9 @@ fn compare(
         } else {
             let sock = std::env::temp_dir().join(format!("{}-blast.sock", lab.prefix()));
             let sock_s = sock.display().to_string();
-            let mut argv = vec![
-                cgn_sim.as_str(),
-                "--dataplane",
-                "tun",
-                "--inside",
-                "100.64.0.1",
-                "--outside",
-                "203.0.113.1",
-                "--pool",
-                "198.51.100.0/28",
-                "--ctl",
-                &sock_s,
-            ];
-            argv.extend(cgn_args.iter().map(String::as_str));
+            let mut argv = cgn_sim_argv(cgn_sim.as_str(), "tun", &sock_s);
+            argv.extend(cgn_args.iter().cloned());
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             let child = lab.spawn(Node::Cgn, &argv)?;
             let t = Instant::now();
             while !sock.exists() {

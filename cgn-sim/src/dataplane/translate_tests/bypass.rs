@@ -65,11 +65,7 @@ fn no_translate_prefix_covers_every_protocol_but_never_the_pool() {
         &["203.0.113.0/24", "198.51.100.0/24"],
         DataplaneConfig::default(),
     );
-    let mut ping = Vec::new();
-    PacketBuilder::ipv4(A.octets(), PEER.octets(), 64)
-        .icmpv4_echo_request(0x4242, 1)
-        .write(&mut ping, b"ping")
-        .expect("build");
+    let mut ping = echo_request(A, PEER, 0x4242);
     assert_eq!(r.send(1, &mut ping), Verdict::Forward);
     assert_eq!(flow(&ping).0, (A, 0x4242), "echo untranslated");
     let mut t = tcp((A, 5000), (OTHER, 80), true, false);
@@ -101,18 +97,9 @@ fn no_translate_reverse_direction_is_left_to_routing_and_errors_follow_the_flow(
     let answer = udp((DNS, 53), (A, 5000), b"answer");
     let mut err = port_unreachable(&answer, A);
     assert_eq!(r.send(2, &mut err), Verdict::Forward);
-    match classify(&err) {
-        Ok(Classified::IcmpError {
-            outer_src,
-            outer_dst,
-            embedded,
-            ..
-        }) => {
-            assert_eq!((outer_src, outer_dst), (A, DNS));
-            assert_eq!((embedded.src, embedded.dst), ((DNS, 53), (A, 5000)));
-        }
-        other => panic!("{other:?}"),
-    }
+    let (outer_src, outer_dst, embedded) = icmp_error_parts(&err);
+    assert_eq!((outer_src, outer_dst), (A, DNS));
+    assert_eq!((embedded.src, embedded.dst), ((DNS, 53), (A, 5000)));
     assert_eq!(r.nat.counters().bypassed, 1);
     assert_eq!(r.nat.counters().dropped(DropReason::IcmpErrorNoMapping), 0);
 }

@@ -143,11 +143,7 @@ fn icmp_errors_without_a_mapping_are_dropped_in_both_directions() {
 #[test]
 fn icmp_error_about_an_echo_session_neither_refreshes_nor_deletes_it() {
     let mut r = rig();
-    let mut ping = Vec::new();
-    PacketBuilder::ipv4(A.octets(), PEER.octets(), 64)
-        .icmpv4_echo_request(0x4242, 1)
-        .write(&mut ping, b"ping")
-        .expect("build");
+    let mut ping = echo_request(A, PEER, 0x4242);
     assert_eq!(r.send(1, &mut ping), Verdict::Forward);
     let ext = flow(&ping).0;
     assert_eq!(r.nat.session_count(), 1);

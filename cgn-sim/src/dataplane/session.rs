@@ -284,7 +284,7 @@ impl Sessions {
     /// The session, if live.
     pub fn get(&self, key: &SessionKey) -> Option<Session> {
         let k = key.flow_key();
-        self.find_out(self.by_out.hash(&k), &k)
+        self.find(self.by_out.hash(&k), &k, false)
             .map(|id| self.slots[id as usize].session())
     }
 
@@ -335,39 +335,25 @@ impl Sessions {
         key: &FlowKey,
         inbound: bool,
     ) -> Option<u32> {
-        if let Some(s) = self.slots.get(candidate as usize) {
-            let k = if inbound { s.in_key() } else { s.out_key() };
-            if s.protocol != 0 && k == *key {
-                return Some(candidate);
-            }
+        if self.slot_has(candidate, key, inbound) {
+            return Some(candidate);
         }
-        if inbound {
-            self.find_in(h, key)
-        } else {
-            self.find_out(h, key)
-        }
+        self.find(h, key, inbound)
     }
 
-    /// The slot of the session with outbound key `key` (hash `h`).
-    #[inline]
-    pub fn find_out(&self, h: FlowHash, key: &FlowKey) -> Option<u32> {
-        let slots = &self.slots;
-        self.by_out.find(h, |id| {
-            slots
-                .get(id as usize)
-                .is_some_and(|s| s.protocol != 0 && s.out_key() == *key)
+    /// True if slot `id` holds a live session whose outbound (or inbound) key is `key`.
+    #[inline(always)]
+    fn slot_has(&self, id: u32, key: &FlowKey, inbound: bool) -> bool {
+        self.slots.get(id as usize).is_some_and(|s| {
+            s.protocol != 0 && (if inbound { s.in_key() } else { s.out_key() }) == *key
         })
     }
 
-    /// The slot of the session with inbound key `key` (hash `h`).
+    /// The slot of the session with outbound (or inbound) key `key`, hash `h`.
     #[inline]
-    pub fn find_in(&self, h: FlowHash, key: &FlowKey) -> Option<u32> {
-        let slots = &self.slots;
-        self.by_in.find(h, |id| {
-            slots
-                .get(id as usize)
-                .is_some_and(|s| s.protocol != 0 && s.in_key() == *key)
-        })
+    pub fn find(&self, h: FlowHash, key: &FlowKey, inbound: bool) -> Option<u32> {
+        let index = if inbound { &self.by_in } else { &self.by_out };
+        index.find(h, |id| self.slot_has(id, key, inbound))
     }
 
     /// The session in slot `id` with its internal endpoint, if live.
@@ -396,7 +382,7 @@ impl Sessions {
         create: bool,
     ) -> Option<Touch> {
         let k = key.flow_key();
-        let id = match self.find_out(self.by_out.hash(&k), &k) {
+        let id = match self.find(self.by_out.hash(&k), &k, false) {
             Some(id) => {
                 self.rebind(id, external, binding);
                 id
@@ -410,8 +396,8 @@ impl Sessions {
         ))
     }
 
-    /// Records a packet of the live session in slot `id` (found with [`Sessions::find_out`]
-    /// or [`Sessions::find_in`]): TCP state and deadline, as [`Sessions::touch`].
+    /// Records a packet of the live session in slot `id` (found with [`Sessions::find`]
+    /// or [`Sessions::resolve`]): TCP state and deadline, as [`Sessions::touch`].
     #[inline(always)]
     pub fn touch_slot(
         &mut self,

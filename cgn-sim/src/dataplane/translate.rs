@@ -363,6 +363,11 @@ impl Translator {
             self.emit_error(packet, from, IcmpError::TimeExceeded);
             return Verdict::Drop(DropReason::TtlExceeded);
         }
+        // A DF packet over the MTU is refused with Fragmentation Needed about the packet as
+        // its sender sent it (RFC 4787 REQ-13, RFC 1191): translation keeps the length, so
+        // this is known now, and the untranslated copy is what the error must quote and go to.
+        let refused_copy =
+            (ip.total_len() > self.config.mtu && ip.dont_fragment()).then(|| packet.to_vec());
         if from_inside
             && !to_pool
             && !self.config.bypass.is_empty()
@@ -421,7 +426,7 @@ impl Translator {
             Classified::Unsupported { .. } => Verdict::Drop(DropReason::UnsupportedProtocol),
         };
         if verdict == Verdict::Forward {
-            return self.finish(packet, from_inside);
+            return self.finish(packet, from_inside, refused_copy.as_deref());
         }
         verdict
     }
@@ -433,7 +438,7 @@ impl Translator {
         if let Some(k) = first_fragment_key(packet) {
             self.learn_fragments(now_s, k, FragmentRewrite::Source(src));
         }
-        let verdict = self.finish(packet, true);
+        let verdict = self.finish(packet, true, None);
         if !matches!(verdict, Verdict::Drop(_)) {
             self.counters.bypassed += 1;
         }
@@ -447,8 +452,9 @@ impl Translator {
         }
     }
 
-    /// TTL and MTU, after translation.
-    fn finish(&mut self, packet: &mut [u8], from_inside: bool) -> Verdict {
+    /// TTL and MTU, after translation. `original` is the packet as it arrived when it was
+    /// translated and is too big with DF set (the Fragmentation Needed quotes it).
+    fn finish(&mut self, packet: &mut [u8], from_inside: bool, original: Option<&[u8]>) -> Verdict {
         let Ok(mut ip) = Ipv4Packet::new_checked(&mut *packet) else {
             return Verdict::Drop(DropReason::Malformed);
         };
@@ -463,7 +469,8 @@ impl Translator {
         };
         if ip.dont_fragment() {
             let mtu = u16::try_from(self.config.mtu).unwrap_or(u16::MAX);
-            self.emit_error(packet, from, IcmpError::FragmentationNeeded { mtu });
+            let quoted = original.unwrap_or(&*packet);
+            self.emit_error(quoted, from, IcmpError::FragmentationNeeded { mtu });
             return Verdict::Drop(DropReason::TooBig);
         }
         match fragment(packet, self.config.mtu) {

@@ -376,6 +376,29 @@ fn too_big_packets_are_refused_with_df_and_fragmented_without() {
     let icmp = r.nat.poll_transmit().expect("ICMP");
     assert_eq!((icmp[20], icmp[21]), (3, 4));
     assert_eq!(u16::from_be_bytes([icmp[26], icmp[27]]), 576);
+    // It goes to the subscriber and quotes the packet as the subscriber sent it, not as it
+    // would have left translated (found by the dataplane fuzz target: the error went to the
+    // pool address from the CGN's inside address, leaking a shared address outward).
+    let (outer_src, outer_dst, embedded) = icmp_error_parts(&icmp);
+    assert_eq!((outer_src, outer_dst), (Ipv4Addr::new(100, 64, 0, 1), A));
+    assert_eq!((embedded.src, embedded.dst), ((A, 5000), (PEER, 9000)));
+    // The same for an inbound packet: the error goes back to the remote peer from the
+    // outside address, quoting the packet with its external destination.
+    let ext = r.map(A, 6000, &[]);
+    let mut p = udp((PEER, 9000), (*ext.ip(), ext.port()), &[7u8; 1000]);
+    p[6] |= 0x40;
+    refresh_ip_checksum(&mut p);
+    assert_eq!(r.send(1, &mut p), Verdict::Drop(DropReason::TooBig));
+    let icmp = r.nat.poll_transmit().expect("ICMP");
+    let (outer_src, outer_dst, embedded) = icmp_error_parts(&icmp);
+    assert_eq!(
+        (outer_src, outer_dst),
+        (Ipv4Addr::new(203, 0, 113, 1), PEER)
+    );
+    assert_eq!(
+        (embedded.src, embedded.dst),
+        ((PEER, 9000), (*ext.ip(), ext.port()))
+    );
 
     let mut p = udp((A, 5000), (PEER, 9000), &[7u8; 1000]);
     p[6] &= !0x40; // DF off (etherparse sets it)

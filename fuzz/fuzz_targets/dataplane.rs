@@ -236,7 +236,8 @@ fn sent(nat: &mut Translator) -> Vec<Vec<u8>> {
 // bytes, own packets and counters must agree (the fast path is only an optimisation).
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
-    let (Some((mut server, mut nat)), Some((mut server2, mut nat2))) = (cgn(data, t0), cgn(data, t0))
+    let (Some((mut server, mut nat)), Some((mut server2, mut nat2))) =
+        (cgn(data, t0), cgn(data, t0))
     else {
         return;
     };
@@ -248,11 +249,11 @@ fuzz_target!(|data: &[u8]| {
     let mut expected_sent: Vec<Vec<u8>> = Vec::new();
     // The batch CGN catches up with a round, and both are compared.
     let flush = |round: &mut Vec<Vec<u8>>,
-                     expected: &mut Vec<(Verdict, Vec<u8>)>,
-                     expected_sent: &mut Vec<Vec<u8>>,
-                     server2: &mut Server,
-                     nat2: &mut Translator,
-                     now: Instant| {
+                 expected: &mut Vec<(Verdict, Vec<u8>)>,
+                 expected_sent: &mut Vec<Vec<u8>>,
+                 server2: &mut Server,
+                 nat2: &mut Translator,
+                 now: Instant| {
         let mut slices: Vec<&mut [u8]> = round.iter_mut().map(|p| &mut p[..]).collect();
         let mut verdicts = vec![Verdict::Consumed; slices.len()];
         nat2.process_batch(server2, now, &mut slices, &mut verdicts);
@@ -274,7 +275,14 @@ fuzz_target!(|data: &[u8]| {
         rest = tail;
         let flags = head[0];
         if head[1] != 0 {
-            flush(&mut round, &mut expected, &mut expected_sent, &mut server2, &mut nat2, now);
+            flush(
+                &mut round,
+                &mut expected,
+                &mut expected_sent,
+                &mut server2,
+                &mut nat2,
+                now,
+            );
             now += Duration::from_millis(u64::from(head[1]) * 500);
             server.handle_timeout(now);
             nat.handle_timeout(&mut server, now);
@@ -303,7 +311,14 @@ fuzz_target!(|data: &[u8]| {
             expected_sent.push(p);
         }
     }
-    flush(&mut round, &mut expected, &mut expected_sent, &mut server2, &mut nat2, now);
+    flush(
+        &mut round,
+        &mut expected,
+        &mut expected_sent,
+        &mut server2,
+        &mut nat2,
+        now,
+    );
     let mut c2 = nat2.counters().clone();
     c2.fast_path = 0;
     assert_eq!(nat.counters(), &c2, "counters differ");

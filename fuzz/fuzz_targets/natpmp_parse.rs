@@ -52,7 +52,10 @@ fuzz_target!(|data: &[u8]| {
 
     // The detector is exactly the digest §1.11 predicate.
     let detected = natpmp::is_unsupp_version_reply(data);
-    assert_eq!(detected, data.len() >= 4 && data[0] == 0 && data[2..4] == [0, 1]);
+    assert_eq!(
+        detected,
+        data.len() >= 4 && data[0] == 0 && data[2..4] == [0, 1]
+    );
     assert_eq!(
         natpmp::unsupp_version_reply_epoch(data).is_some(),
         detected && data.len() >= 8

@@ -762,3 +762,76 @@ fn no_translate_destination_sees_the_subscriber_address() {
     );
     assert!(f.metric("cgn_dataplane_bypassed_packets_total") >= 1);
 }
+
+// `ctl pool` renumbering: the TUN routes follow the pool (the new prefix is routed into the
+// device, the old one no longer), so subscribers leave from the new addresses and a new MAP
+// on the new pool is reachable from the Internet.
+#[test]
+fn ctl_pool_moves_the_tun_routes_to_the_new_pool() {
+    require_privileges!();
+    let f = Fixture::new(false, &[]);
+    // The Internet peer's way to the new pool (the lab plan routes only 198.51.100.0/28).
+    f.lab
+        .exec_ok(
+            Node::Inet,
+            &[
+                "ip",
+                "route",
+                "add",
+                "198.51.100.16/28",
+                "via",
+                "203.0.113.1",
+            ],
+        )
+        .expect("route to the new pool");
+    let answer = f.ctl(&["pool", "198.51.100.16/28"]);
+    assert!(
+        answer.contains("pools replaced") && answer.contains("TUN routes: 198.51.100.16/28"),
+        "{answer}"
+    );
+    let routes = f
+        .lab
+        .exec_ok(Node::Cgn, &["ip", "-4", "route", "show", "dev", "cgn0"])
+        .expect("ip route");
+    assert!(routes.contains("198.51.100.16/28"), "{routes}");
+    assert!(
+        !routes.contains("198.51.100.0/28"),
+        "old pool still routed: {routes}"
+    );
+
+    let _udp = f.spawn_python(Node::Inet, UDP_LISTEN, &["0.0.0.0", "7000", "60", "echo"]);
+    let out = f.python(
+        Node::Lan,
+        UDP_SEND,
+        &["203.0.113.50", "7000", "renumbered"],
+        Duration::from_secs(15),
+    );
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "no UDP answer: {text}\n{}",
+        f.daemon_log()
+    );
+    let last_octet: u8 = text
+        .strip_prefix("198.51.100.")
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (16..32).contains(&last_octet),
+        "source not in the new pool: {text}"
+    );
+
+    let listener = f.spawn_python(Node::Cpe, UDP_LISTEN, &["100.64.0.2", "5002", "60"]);
+    let map = f.pcpc(
+        Node::Cpe,
+        &["map", "--internal-port", "5002", "--lifetime", "600"],
+    );
+    assert!(map.contains(r#""result":"SUCCESS""#), "{map}");
+    let ext = external_endpoint(&map);
+    assert!(ext.starts_with("198.51.100."), "{ext}");
+    let (addr, port) = ext.split_once(':').expect("addr:port");
+    send_udp(&f, Node::Inet, addr, port, "to-new-pool", None);
+    let log = wait_for(&listener, "to-new-pool", Duration::from_secs(5));
+    assert!(log.contains("to-new-pool"), "inbound to {ext} lost: {log}");
+}

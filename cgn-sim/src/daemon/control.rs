@@ -82,9 +82,9 @@ pub(crate) fn execute(
                         server.table().counts().maps
                     );
                     if dataplane.is_some() {
-                        s.push_str(
-                            "warning: the TUN routes still cover the old pool; restart the daemon to route the new one\n",
-                        );
+                        // The daemon loop moves the TUN routes next (netlink is async) and
+                        // appends what it routed.
+                        s.push_str("TUN routes: ");
                     }
                     s
                 }

@@ -160,6 +160,18 @@ impl Dataplane {
         self.translator.poll_timeout(now)
     }
 
+    /// Routes the server's (new) pool into the device (after `ctl pool`); returns the
+    /// prefixes now routed.
+    pub(crate) async fn reroute(&mut self, server: &Server) -> anyhow::Result<Vec<(Ipv4Addr, u8)>> {
+        let pool: Vec<Ipv4Addr> = server.pool().addresses().iter().map(|a| a.addr).collect();
+        let prefixes = covering_prefixes(&pool);
+        self.tun
+            .set_pool(&prefixes)
+            .await
+            .with_context(|| format!("routing the new pool into {}", self.tun.name()))?;
+        Ok(prefixes)
+    }
+
     /// Forgets every session (`ctl restart` without `--keep-state`).
     pub(crate) fn clear(&mut self, server: &Server, now: Instant) {
         self.translator.clear(server, now);

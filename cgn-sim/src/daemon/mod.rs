@@ -153,7 +153,21 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
                 }
             }
             Some((req, reply)) = rx.recv() => {
-                let _ = reply.send(control::execute(&mut server, dp.as_mut(), &config, req));
+                let renumber = matches!(req, crate::ctl::Request::Pool(_));
+                let mut answer = control::execute(&mut server, dp.as_mut(), &config, req);
+                if let (true, Some(dp)) = (renumber && answer.ends_with("TUN routes: "), dp.as_mut()) {
+                    // `ctl pool`: pool-bound traffic must now reach the device for the new
+                    // addresses (and no longer for the old ones).
+                    match dp.reroute(&server).await {
+                        Ok(prefixes) => {
+                            let list: Vec<String> =
+                                prefixes.iter().map(|(p, l)| format!("{p}/{l}")).collect();
+                            answer.push_str(&format!("{}\n", list.join(" ")));
+                        }
+                        Err(e) => answer.push_str(&format!("error: {e:#}\n")),
+                    }
+                }
+                let _ = reply.send(answer);
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,

@@ -118,6 +118,10 @@ pub struct Tun {
     device: tun_rs::AsyncDevice,
     handle: Handle,
     rules: Vec<netlink_packet_route::rule::RuleMessage>,
+    /// Interface index of the device.
+    index: u32,
+    /// Pool prefixes routed into the device.
+    pool: Vec<(Ipv4Addr, u8)>,
     name: String,
     mtu: usize,
     /// Coalescing state of [`Tun::send_batch`], reused (it keeps its allocations).
@@ -403,17 +407,7 @@ impl Tun {
             .await
             .map_err(netlink(format!("set {} up", config.name)))?;
         for (prefix, len) in &config.pool {
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(*prefix, *len)
-                .output_interface(index)
-                .build();
-            handle
-                .route()
-                .add(route)
-                .replace()
-                .execute()
-                .await
-                .map_err(netlink(format!("route {prefix}/{len} dev {}", config.name)))?;
+            add_pool_route(&handle, index, &config.name, *prefix, *len).await?;
         }
         let default = RouteMessageBuilder::<Ipv4Addr>::new()
             .output_interface(index)
@@ -454,6 +448,8 @@ impl Tun {
             device,
             handle,
             rules,
+            index,
+            pool: config.pool.clone(),
             name: config.name.clone(),
             mtu: usize::from(config.mtu),
             gro: tun_rs::GROTable::new(),
@@ -550,6 +546,37 @@ impl Tun {
         }
     }
 
+    /// Routes `pool` into the device instead of the prefixes routed so far (`ctl pool`
+    /// renumbering): the new routes are added first, then the old ones no longer wanted are
+    /// removed, so pool addresses in both never lose their route.
+    pub async fn set_pool(&mut self, pool: &[(Ipv4Addr, u8)]) -> Result<(), TunError> {
+        for (prefix, len) in pool {
+            add_pool_route(&self.handle, self.index, &self.name, *prefix, *len).await?;
+        }
+        for (prefix, len) in self.pool.iter().filter(|p| !pool.contains(p)) {
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(*prefix, *len)
+                .output_interface(self.index)
+                .build();
+            self.handle
+                .route()
+                .del(route)
+                .execute()
+                .await
+                .map_err(netlink(format!(
+                    "delete route {prefix}/{len} dev {}",
+                    self.name
+                )))?;
+        }
+        self.pool = pool.to_vec();
+        Ok(())
+    }
+
+    /// Pool prefixes routed into the device.
+    pub fn pool(&self) -> &[(Ipv4Addr, u8)] {
+        &self.pool
+    }
+
     /// Removes the policy rules; the device and its routes go when `self` is dropped.
     pub async fn close(self) -> Result<(), TunError> {
         for rule in self.rules.iter().cloned() {
@@ -562,6 +589,27 @@ impl Tun {
         }
         Ok(())
     }
+}
+
+/// `PREFIX/LEN dev T` in the main table (replacing a route to the same prefix).
+async fn add_pool_route(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+    prefix: Ipv4Addr,
+    len: u8,
+) -> Result<(), TunError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(prefix, len)
+        .output_interface(index)
+        .build();
+    handle
+        .route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(netlink(format!("route {prefix}/{len} dev {name}")))
 }
 
 /// The name of the interface carrying `addr` (the default `--inside-iface`), looked up over

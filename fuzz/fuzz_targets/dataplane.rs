@@ -231,43 +231,62 @@ fn sent(nat: &mut Translator) -> Vec<Vec<u8>> {
     std::iter::from_fn(|| nat.poll_transmit()).collect()
 }
 
-// Two identical CGNs get the same packets: one packet by packet (`process`), the other a
-// round at a time (`process_batch`, the fast path). Besides the leak check, their verdicts,
-// bytes, own packets and counters must agree (the fast path is only an optimisation).
-fuzz_target!(|data: &[u8]| {
-    let t0 = Instant::now();
-    let (Some((mut server, mut nat)), Some((mut server2, mut nat2))) =
-        (cgn(data, t0), cgn(data, t0))
-    else {
-        return;
-    };
-    let pool = Ipv4Addr::new(198, 51, 100, 0);
-    let mut now = t0;
-    let mut rest = data.get(1..).unwrap_or_default();
-    let mut round: Vec<Vec<u8>> = Vec::new();
-    let mut expected: Vec<(Verdict, Vec<u8>)> = Vec::new();
-    let mut expected_sent: Vec<Vec<u8>> = Vec::new();
-    // The batch CGN catches up with a round, and both are compared.
-    let flush = |round: &mut Vec<Vec<u8>>,
-                 expected: &mut Vec<(Verdict, Vec<u8>)>,
-                 expected_sent: &mut Vec<Vec<u8>>,
-                 server2: &mut Server,
-                 nat2: &mut Translator,
-                 now: Instant| {
-        let mut slices: Vec<&mut [u8]> = round.iter_mut().map(|p| &mut p[..]).collect();
+/// The second CGN, fed a round at a time, and what the first one did with that round.
+struct Batched {
+    server: Server,
+    nat: Translator,
+    round: Vec<Vec<u8>>,
+    expected: Vec<(Verdict, Vec<u8>)>,
+    expected_sent: Vec<Vec<u8>>,
+}
+
+impl Batched {
+    /// Runs the round through `process_batch` and compares it with the first CGN's results.
+    fn flush(&mut self, now: Instant) {
+        let mut slices: Vec<&mut [u8]> = self.round.iter_mut().map(|p| &mut p[..]).collect();
         let mut verdicts = vec![Verdict::Consumed; slices.len()];
-        nat2.process_batch(server2, now, &mut slices, &mut verdicts);
-        for ((v, p), (w, q)) in expected.iter().zip(verdicts.iter().zip(round.iter())) {
+        self.nat
+            .process_batch(&mut self.server, now, &mut slices, &mut verdicts);
+        for ((v, p), (w, q)) in self
+            .expected
+            .iter()
+            .zip(verdicts.iter().zip(self.round.iter()))
+        {
             assert_eq!(v, w, "verdicts differ");
             if *v == Verdict::Forward {
                 assert_eq!(p, q, "bytes differ");
             }
         }
-        assert_eq!(*expected_sent, sent(nat2), "packets sent differ");
-        round.clear();
-        expected.clear();
-        expected_sent.clear();
+        assert_eq!(
+            self.expected_sent,
+            sent(&mut self.nat),
+            "packets sent differ"
+        );
+        self.round.clear();
+        self.expected.clear();
+        self.expected_sent.clear();
+    }
+}
+
+// Two identical CGNs get the same packets: one packet by packet (`process`), the other a
+// round at a time (`process_batch`, the fast path). Besides the leak check, their verdicts,
+// bytes, own packets and counters must agree (the fast path is only an optimisation).
+fuzz_target!(|data: &[u8]| {
+    let t0 = Instant::now();
+    let (Some((mut server, mut nat)), Some((server2, nat2))) = (cgn(data, t0), cgn(data, t0))
+    else {
+        return;
     };
+    let mut b = Batched {
+        server: server2,
+        nat: nat2,
+        round: Vec::new(),
+        expected: Vec::new(),
+        expected_sent: Vec::new(),
+    };
+    let pool = Ipv4Addr::new(198, 51, 100, 0);
+    let mut now = t0;
+    let mut rest = data.get(1..).unwrap_or_default();
     while rest.len() >= 4 {
         let (head, tail) = rest.split_at(4);
         let len = usize::from(u16::from_be_bytes([head[2], head[3]]) & 0x07ff);
@@ -275,51 +294,37 @@ fuzz_target!(|data: &[u8]| {
         rest = tail;
         let flags = head[0];
         if head[1] != 0 {
-            flush(
-                &mut round,
-                &mut expected,
-                &mut expected_sent,
-                &mut server2,
-                &mut nat2,
-                now,
-            );
+            b.flush(now);
             now += Duration::from_millis(u64::from(head[1]) * 500);
             server.handle_timeout(now);
             nat.handle_timeout(&mut server, now);
-            server2.handle_timeout(now);
-            nat2.handle_timeout(&mut server2, now);
-            assert_eq!(sent(&mut nat), sent(&mut nat2), "timer packets differ");
+            b.server.handle_timeout(now);
+            b.nat.handle_timeout(&mut b.server, now);
+            assert_eq!(sent(&mut nat), sent(&mut b.nat), "timer packets differ");
         }
         if head[1] == 0xff {
             server.restart(now, false);
             nat.clear(&server, now);
-            server2.restart(now, false);
-            nat2.clear(&server2, now);
+            b.server.restart(now, false);
+            b.nat.clear(&b.server, now);
         }
         let mut packet = bytes.to_vec();
         if flags & 0x80 == 0 {
             fix_up(&mut packet, flags, pool);
         }
-        round.push(packet.clone());
+        b.round.push(packet.clone());
         let v = nat.process(&mut server, now, &mut packet);
         if let Verdict::Forward = v {
             check(&packet);
         }
-        expected.push((v, packet));
+        b.expected.push((v, packet));
         while let Some(p) = nat.poll_transmit() {
             check(&p);
-            expected_sent.push(p);
+            b.expected_sent.push(p);
         }
     }
-    flush(
-        &mut round,
-        &mut expected,
-        &mut expected_sent,
-        &mut server2,
-        &mut nat2,
-        now,
-    );
-    let mut c2 = nat2.counters().clone();
+    b.flush(now);
+    let mut c2 = b.nat.counters().clone();
     c2.fast_path = 0;
     assert_eq!(nat.counters(), &c2, "counters differ");
     nat.handle_timeout(&mut server, now + Duration::from_secs(30));

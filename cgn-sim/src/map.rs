@@ -415,29 +415,18 @@ impl Server {
         Ok((id, chosen.external))
     }
 
-    /// The dataplane's fast path for an outbound packet of a known session: if binding `id`
-    /// is live and still maps `protocol`/`internal` (no THIRD_PARTY_ID realm) to `external`,
-    /// its implicit part is refreshed to `expires` (as [`Server::outbound_binding`] would) and
-    /// true returned; otherwise nothing changes and the caller takes the full path.
-    #[inline]
-    pub fn refresh_outbound(
-        &mut self,
+    /// Binding `id`, if it is live and maps `internal` to `external` for `protocol`: the fast
+    /// path's check that a session still runs on the binding it was made on.
+    fn binding_mapping(
+        &self,
         id: u32,
         protocol: u8,
         internal: SocketAddrV4,
         external: SocketAddrV4,
-        expires: u32,
-    ) -> bool {
-        let same = self.table.binding(id).is_some_and(|b| {
-            b.protocol == protocol
-                && b.realm == 0
-                && b.internal == internal
-                && b.external == external
-        });
-        if same {
-            self.table.touch_implicit(id, expires);
-        }
-        same
+    ) -> Option<&crate::table::Binding> {
+        self.table
+            .binding(id)
+            .filter(|b| b.protocol == protocol && b.internal == internal && b.external == external)
     }
 
     /// The fast path's check for an inbound packet of a known session: binding `id` is live
@@ -450,9 +439,30 @@ impl Server {
         internal: SocketAddrV4,
         external: SocketAddrV4,
     ) -> bool {
-        self.table.binding(id).is_some_and(|b| {
-            b.protocol == protocol && b.internal == internal && b.external == external
-        })
+        self.binding_mapping(id, protocol, internal, external)
+            .is_some()
+    }
+
+    /// The fast path's check for an outbound packet of a known session: binding `id` is the
+    /// one [`Server::outbound_binding`] would find for `internal` (live, no THIRD_PARTY_ID
+    /// realm, mapping it to `external`).
+    #[inline]
+    pub fn is_outbound_binding(
+        &self,
+        id: u32,
+        protocol: u8,
+        internal: SocketAddrV4,
+        external: SocketAddrV4,
+    ) -> bool {
+        self.binding_mapping(id, protocol, internal, external)
+            .is_some_and(|b| b.realm == 0)
+    }
+
+    /// Refreshes the implicit part of binding `id` to `expires`, as outbound traffic does
+    /// in [`Server::outbound_binding`].
+    #[inline]
+    pub fn refresh_implicit(&mut self, id: u32, expires: u32) {
+        self.table.touch_implicit(id, expires);
     }
 
     /// Reads binding `id`'s first word, so its line is on its way to the cache when the fast

@@ -74,20 +74,14 @@ pub(crate) fn execute(
             let mut c = server.config().clone();
             c.set_pool_ranges(&ranges);
             match server.replace_pools(now, c.pools) {
-                Ok(()) => {
-                    let mut s = format!(
-                        "pools replaced ({}), epoch {}, {} mappings kept\n",
-                        ranges.join(" "),
-                        server.epoch(now),
-                        server.table().counts().maps
-                    );
-                    if dataplane.is_some() {
-                        // The daemon loop moves the TUN routes next (netlink is async) and
-                        // appends what it routed.
-                        s.push_str("TUN routes: ");
-                    }
-                    s
-                }
+                // With a dataplane, the daemon loop moves the TUN routes next (netlink is
+                // async) and appends what it routed.
+                Ok(()) => format!(
+                    "pools replaced ({}), epoch {}, {} mappings kept\n",
+                    ranges.join(" "),
+                    server.epoch(now),
+                    server.table().counts().maps
+                ),
                 Err(e) => format!("error: {e}\n"),
             }
         }

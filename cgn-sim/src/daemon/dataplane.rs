@@ -58,8 +58,6 @@ pub(crate) struct Dataplane {
     io: IoCounters,
     batch: PacketBatch,
     verdicts: Vec<Verdict>,
-    /// The allocation behind the slices handed to the translator, empty between batches.
-    packets: Vec<&'static mut [u8]>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -116,7 +114,6 @@ impl Dataplane {
             io: IoCounters::default(),
             batch,
             verdicts: vec![Verdict::Consumed; TUN_BATCH + MAX_SEGMENTS],
-            packets: Vec::with_capacity(TUN_BATCH + MAX_SEGMENTS),
         })
     }
 
@@ -137,11 +134,10 @@ impl Dataplane {
         let n = self.batch.len();
         self.io.rx += n as u64;
         if let Some(verdicts) = self.verdicts.get_mut(..n) {
-            let mut packets = recycle(std::mem::take(&mut self.packets));
-            packets.extend(self.batch.packets_mut());
+            // One small vector of slices per batch (not per packet).
+            let mut packets: Vec<&mut [u8]> = self.batch.packets_mut().collect();
             self.translator
                 .process_batch(server, now, &mut packets, verdicts);
-            self.packets = recycle(packets);
             let verdicts = &self.verdicts;
             self.batch
                 .retain(|i| matches!(verdicts.get(i), Some(Verdict::Forward)));
@@ -160,16 +156,22 @@ impl Dataplane {
         self.translator.poll_timeout(now)
     }
 
-    /// Routes the server's (new) pool into the device (after `ctl pool`); returns the
-    /// prefixes now routed.
-    pub(crate) async fn reroute(&mut self, server: &Server) -> anyhow::Result<Vec<(Ipv4Addr, u8)>> {
+    /// Routes the server's pool into the device if it is not what the device routes already
+    /// (after `ctl pool`); returns the prefixes now routed, or `None` if nothing changed.
+    pub(crate) async fn reroute(
+        &mut self,
+        server: &Server,
+    ) -> anyhow::Result<Option<Vec<(Ipv4Addr, u8)>>> {
         let pool: Vec<Ipv4Addr> = server.pool().addresses().iter().map(|a| a.addr).collect();
         let prefixes = covering_prefixes(&pool);
+        if prefixes == self.tun.pool() {
+            return Ok(None);
+        }
         self.tun
             .set_pool(&prefixes)
             .await
             .with_context(|| format!("routing the new pool into {}", self.tun.name()))?;
-        Ok(prefixes)
+        Ok(Some(prefixes))
     }
 
     /// Forgets every session (`ctl restart` without `--keep-state`).
@@ -223,15 +225,6 @@ impl Dataplane {
             }
         }
     }
-}
-
-/// Empties `v` and gives its allocation back with another lifetime (collecting an empty
-/// `vec::IntoIter` into a `Vec` of a same-sized type reuses the buffer).
-// `filter` cannot change the element type, which is the point here.
-#[allow(clippy::unnecessary_filter_map)]
-fn recycle<'b>(mut v: Vec<&mut [u8]>) -> Vec<&'b mut [u8]> {
-    v.clear();
-    v.into_iter().filter_map(|_| None).collect()
 }
 
 /// The dataplane's counters and gauges in OpenMetrics text (no `# EOF` line).

@@ -155,15 +155,16 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
             Some((req, reply)) = rx.recv() => {
                 let renumber = matches!(req, crate::ctl::Request::Pool(_));
                 let mut answer = control::execute(&mut server, dp.as_mut(), &config, req);
-                if let (true, Some(dp)) = (renumber && answer.ends_with("TUN routes: "), dp.as_mut()) {
+                if let (true, Some(dp)) = (renumber, dp.as_mut()) {
                     // `ctl pool`: pool-bound traffic must now reach the device for the new
                     // addresses (and no longer for the old ones).
                     match dp.reroute(&server).await {
-                        Ok(prefixes) => {
+                        Ok(Some(prefixes)) => {
                             let list: Vec<String> =
                                 prefixes.iter().map(|(p, l)| format!("{p}/{l}")).collect();
-                            answer.push_str(&format!("{}\n", list.join(" ")));
+                            answer.push_str(&format!("TUN routes: {}\n", list.join(" ")));
                         }
+                        Ok(None) => {}
                         Err(e) => answer.push_str(&format!("error: {e:#}\n")),
                     }
                 }

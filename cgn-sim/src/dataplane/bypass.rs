@@ -87,6 +87,13 @@ pub fn covers(rules: &[Bypass], class: &Classified, dst: Ipv4Addr) -> bool {
         Classified::Fragment { .. } => return false,
         Classified::Unsupported { protocol } => (*protocol, None),
     };
+    covers_port(rules, dst, protocol, port)
+}
+
+/// Whether a packet to `dst` with IP protocol `protocol` and destination port `port` is
+/// covered by one of `rules` (the translator's fast path asks this of plain UDP and TCP).
+#[inline]
+pub fn covers_port(rules: &[Bypass], dst: Ipv4Addr, protocol: u8, port: Option<u16>) -> bool {
     rules.iter().any(|r| r.matches(dst, protocol, port))
 }
 

@@ -7,9 +7,9 @@
 //! [`CHUNK`] packets at a time in stages, VPP-style: it parses every packet and starts
 //! fetching its index line; then, for every packet, reads the slot the index suggests; then
 //! the binding that slot names; and only then translates, by which time the lines are in the
-//! cache. The stages only *read* ahead; the last one looks everything up again for real, so a
-//! wrong guess (a hash collision, a session created by an earlier packet of the same batch)
-//! costs time, never correctness.
+//! cache. The stages only *read* ahead; the last one confirms the fetched slot holds the
+//! packet's session (or looks it up properly), so a wrong guess (a hash collision, a session
+//! created by an earlier packet of the same batch) costs time, never correctness.
 //!
 //! The fast path takes plain UDP and TCP packets (no IP options, not fragments, TTL left,
 //! within the MTU) of sessions that exist, whose binding is still the one they were made on;
@@ -25,7 +25,7 @@ use std::time::Instant;
 use super::checksum;
 use super::flow_index::{FlowHash, FlowKey};
 use super::ipv4::proto;
-use super::session::{Dir, TcpState};
+use super::session::Dir;
 use super::translate::{Translator, TtlMode, Verdict};
 use crate::server::Server;
 
@@ -246,48 +246,45 @@ impl Translator {
         let h = plain(p, self.config.mtu, self.config.ttl)?;
         let from_inside = server.is_subscriber(Ipv4Addr::from(h.src));
         let to_pool = server.pool().contains(Ipv4Addr::from(h.dst));
-        let (inbound, key) =
-            match (from_inside, to_pool) {
-                // A bypassed destination (RFC 6888 REQ-6) is never translated, even where an
-                // inbound packet made a session with it.
-                (true, false)
-                    if !self.config.bypass.is_empty()
-                        && self.config.bypass.iter().any(|r| {
-                            r.matches(Ipv4Addr::from(h.dst), h.protocol, Some(h.dport))
-                        }) =>
-                {
-                    return None;
-                }
-                // Outbound: (internal endpoint, remote endpoint).
-                (true, false) => (
-                    false,
-                    FlowKey {
-                        protocol: h.protocol,
-                        addr: h.src,
-                        port: h.sport,
-                        remote_addr: h.dst,
-                        remote_port: h.dport,
-                    },
-                ),
-                // Inbound: (external endpoint, remote endpoint).
-                (false, true) => (
-                    true,
-                    FlowKey {
-                        protocol: h.protocol,
-                        addr: h.dst,
-                        port: h.dport,
-                        remote_addr: h.src,
-                        remote_port: h.sport,
-                    },
-                ),
-                // Hairpins and strays take the full path.
-                _ => return None,
-            };
-        let hash = if inbound {
-            self.sessions.hash_in(&key)
-        } else {
-            self.sessions.hash_out(&key)
+        let (inbound, key) = match (from_inside, to_pool) {
+            // A bypassed destination (RFC 6888 REQ-6) is never translated, even where an
+            // inbound packet made a session with it.
+            (true, false)
+                if super::bypass::covers_port(
+                    &self.config.bypass,
+                    Ipv4Addr::from(h.dst),
+                    h.protocol,
+                    Some(h.dport),
+                ) =>
+            {
+                return None;
+            }
+            // Outbound: (internal endpoint, remote endpoint).
+            (true, false) => (
+                false,
+                FlowKey {
+                    protocol: h.protocol,
+                    addr: h.src,
+                    port: h.sport,
+                    remote_addr: h.dst,
+                    remote_port: h.dport,
+                },
+            ),
+            // Inbound: (external endpoint, remote endpoint).
+            (false, true) => (
+                true,
+                FlowKey {
+                    protocol: h.protocol,
+                    addr: h.dst,
+                    port: h.dport,
+                    remote_addr: h.src,
+                    remote_port: h.sport,
+                },
+            ),
+            // Hairpins and strays take the full path.
+            _ => return None,
         };
+        let hash = self.sessions.hash(&key, inbound);
         Some(Meta {
             inbound,
             key,
@@ -325,19 +322,19 @@ impl Translator {
         } else {
             let id = self.sessions.resolve(candidate, m.hash, &m.key, false)?;
             let (s, _) = self.sessions.slot(id)?;
-            let next = if protocol == proto::TCP {
-                s.tcp.next(Dir::Out, m.tcp_flags)
-            } else {
-                TcpState::Closed
-            };
-            let expires = now_s.saturating_add(t.idle(protocol, next));
-            if !server.refresh_outbound(s.binding, protocol, endpoint, s.external, expires) {
+            if !server.is_outbound_binding(s.binding, protocol, endpoint, s.external) {
                 return None;
             }
-            self.sessions
+            // The binding's implicit part lives as long as the session's new deadline, as
+            // the full path's `outbound_binding` sets it.
+            let touched = self
+                .sessions
                 .touch_slot(id, now_s, Dir::Out, m.tcp_flags, &t);
+            server.refresh_implicit(s.binding, touched.expires);
             if protocol == proto::TCP && m.tcp_flags & TCP_SYN != 0 {
-                self.silence_held_syns(s.external, m.key.remote_addr, m.key.remote_port);
+                let remote =
+                    SocketAddrV4::new(Ipv4Addr::from(m.key.remote_addr), m.key.remote_port);
+                self.silence_held_syns(s.external, remote);
             }
             rewrite(p, false, s.external, self.config.ttl);
             self.counters.outbound += 1;

@@ -150,7 +150,7 @@ impl FlowIndex {
     }
 
     /// Reads the first word of the bucket `h` starts in, so that the line is on its way to
-    /// the cache when [`FlowIndex::candidates`] needs it. Returns the word: fold it into a
+    /// the cache when [`FlowIndex::first_candidate`] needs it. Returns the word: fold it into a
     /// value the caller keeps, so the load is not optimised away.
     #[inline(always)]
     pub fn touch(&self, h: FlowHash) -> u32 {

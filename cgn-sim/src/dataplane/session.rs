@@ -288,34 +288,30 @@ impl Sessions {
             .map(|id| self.slots[id as usize].session())
     }
 
-    /// The outbound index hash of `key`.
+    /// The outbound (`inbound == false`) or inbound index.
     #[inline(always)]
-    pub fn hash_out(&self, key: &FlowKey) -> FlowHash {
-        self.by_out.hash(key)
+    fn index(&self, inbound: bool) -> &FlowIndex {
+        if inbound { &self.by_in } else { &self.by_out }
     }
 
-    /// The inbound index hash of `key` (its endpoint is the external one).
+    /// The hash of `key` in the outbound or inbound index (for the inbound one, its endpoint
+    /// is the external one).
     #[inline(always)]
-    pub fn hash_in(&self, key: &FlowKey) -> FlowHash {
-        self.by_in.hash(key)
+    pub fn hash(&self, key: &FlowKey, inbound: bool) -> FlowHash {
+        self.index(inbound).hash(key)
     }
 
     /// Starts fetching the inbound or outbound index line of `h` (see [`FlowIndex::touch`]).
     #[inline(always)]
     pub fn touch_index(&self, h: FlowHash, inbound: bool) -> u32 {
-        if inbound {
-            self.by_in.touch(h)
-        } else {
-            self.by_out.touch(h)
-        }
+        self.index(inbound).touch(h)
     }
 
-    /// The slot the outbound (`inbound == false`) or inbound index line suggests for `h` (a
-    /// guess, to fetch the slot ahead; `u32::MAX` if none).
+    /// The slot the outbound or inbound index line suggests for `h` (a guess, to fetch the
+    /// slot ahead; `u32::MAX` if none).
     #[inline(always)]
     pub fn candidate(&self, h: FlowHash, inbound: bool) -> u32 {
-        let index = if inbound { &self.by_in } else { &self.by_out };
-        index.first_candidate(h).unwrap_or(u32::MAX)
+        self.index(inbound).first_candidate(h).unwrap_or(u32::MAX)
     }
 
     /// Reads the binding id of slot `id` (0 if there is none): starts fetching the slot, and
@@ -352,8 +348,8 @@ impl Sessions {
     /// The slot of the session with outbound (or inbound) key `key`, hash `h`.
     #[inline]
     pub fn find(&self, h: FlowHash, key: &FlowKey, inbound: bool) -> Option<u32> {
-        let index = if inbound { &self.by_in } else { &self.by_out };
-        index.find(h, |id| self.slot_has(id, key, inbound))
+        self.index(inbound)
+            .find(h, |id| self.slot_has(id, key, inbound))
     }
 
     /// The session in slot `id` with its internal endpoint, if live.

@@ -363,11 +363,6 @@ impl Translator {
             self.emit_error(packet, from, IcmpError::TimeExceeded);
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        // A DF packet over the MTU is refused with Fragmentation Needed about the packet as
-        // its sender sent it (RFC 4787 REQ-13, RFC 1191): translation keeps the length, so
-        // this is known now, and the untranslated copy is what the error must quote and go to.
-        let refused_copy =
-            (ip.total_len() > self.config.mtu && ip.dont_fragment()).then(|| packet.to_vec());
         if from_inside
             && !to_pool
             && !self.config.bypass.is_empty()
@@ -375,6 +370,11 @@ impl Translator {
         {
             return self.bypass(server.seconds(now), packet, src);
         }
+        // A DF packet over the MTU is refused with Fragmentation Needed about the packet as
+        // its sender sent it (RFC 4787 REQ-13, RFC 1191): translation keeps the length, so
+        // this is known now, and the untranslated copy is what the error must quote and go to.
+        let refused_copy =
+            (ip.total_len() > self.config.mtu && ip.dont_fragment()).then(|| packet.to_vec());
         let verdict = match class {
             Classified::Flow {
                 flow, tcp_flags, ..
@@ -550,8 +550,7 @@ impl Translator {
             }
         }
         if flow.protocol == proto::TCP && tcp_flags & TCP_SYN != 0 {
-            let (addr, port) = flow.dst;
-            self.silence_held_syns(external, addr.into(), port);
+            self.silence_held_syns(external, ep(flow.dst));
         }
         let verdict = self.rewrite(now_s, packet, Side::Source, external);
         if verdict == Verdict::Forward {
@@ -630,16 +629,10 @@ impl Translator {
     }
 
     /// RFC 5382 REQ-4: the outbound SYN of a held connection silences the held one.
-    pub(super) fn silence_held_syns(
-        &mut self,
-        external: SocketAddrV4,
-        remote_addr: u32,
-        remote_port: u16,
-    ) {
+    pub(super) fn silence_held_syns(&mut self, external: SocketAddrV4, remote: SocketAddrV4) {
         if self.pending_syns.is_empty() {
             return;
         }
-        let remote = SocketAddrV4::new(remote_addr.into(), remote_port);
         self.pending_syns
             .retain(|p| !(p.external == external && p.remote == remote));
     }

@@ -554,13 +554,9 @@ impl Tun {
             add_pool_route(&self.handle, self.index, &self.name, *prefix, *len).await?;
         }
         for (prefix, len) in self.pool.iter().filter(|p| !pool.contains(p)) {
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(*prefix, *len)
-                .output_interface(self.index)
-                .build();
             self.handle
                 .route()
-                .del(route)
+                .del(pool_route(self.index, *prefix, *len))
                 .execute()
                 .await
                 .map_err(netlink(format!(
@@ -591,7 +587,15 @@ impl Tun {
     }
 }
 
-/// `PREFIX/LEN dev T` in the main table (replacing a route to the same prefix).
+/// The route `PREFIX/LEN dev T` in the main table.
+fn pool_route(index: u32, prefix: Ipv4Addr, len: u8) -> netlink_packet_route::route::RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(prefix, len)
+        .output_interface(index)
+        .build()
+}
+
+/// Adds [`pool_route`] (replacing a route to the same prefix).
 async fn add_pool_route(
     handle: &Handle,
     index: u32,
@@ -599,13 +603,9 @@ async fn add_pool_route(
     prefix: Ipv4Addr,
     len: u8,
 ) -> Result<(), TunError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(prefix, len)
-        .output_interface(index)
-        .build();
     handle
         .route()
-        .add(route)
+        .add(pool_route(index, prefix, len))
         .replace()
         .execute()
         .await

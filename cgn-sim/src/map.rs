@@ -416,8 +416,11 @@ impl Server {
     }
 
     /// Binding `id`, if it is live and maps `internal` to `external` for `protocol`: the fast
-    /// path's check that a session still runs on the binding it was made on.
-    fn binding_mapping(
+    /// path's check that a session still runs on the binding it was made on (outbound, the
+    /// binding must also have no THIRD_PARTY_ID realm, as [`Server::outbound_binding`]
+    /// looks up realm 0).
+    #[inline]
+    pub fn binding_mapping(
         &self,
         id: u32,
         protocol: u8,
@@ -427,35 +430,6 @@ impl Server {
         self.table
             .binding(id)
             .filter(|b| b.protocol == protocol && b.internal == internal && b.external == external)
-    }
-
-    /// The fast path's check for an inbound packet of a known session: binding `id` is live
-    /// and maps `internal` to `external` for `protocol`.
-    #[inline]
-    pub fn binding_maps(
-        &self,
-        id: u32,
-        protocol: u8,
-        internal: SocketAddrV4,
-        external: SocketAddrV4,
-    ) -> bool {
-        self.binding_mapping(id, protocol, internal, external)
-            .is_some()
-    }
-
-    /// The fast path's check for an outbound packet of a known session: binding `id` is the
-    /// one [`Server::outbound_binding`] would find for `internal` (live, no THIRD_PARTY_ID
-    /// realm, mapping it to `external`).
-    #[inline]
-    pub fn is_outbound_binding(
-        &self,
-        id: u32,
-        protocol: u8,
-        internal: SocketAddrV4,
-        external: SocketAddrV4,
-    ) -> bool {
-        self.binding_mapping(id, protocol, internal, external)
-            .is_some_and(|b| b.realm == 0)
     }
 
     /// Refreshes the implicit part of binding `id` to `expires`, as outbound traffic does

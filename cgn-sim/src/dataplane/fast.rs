@@ -312,9 +312,7 @@ impl Translator {
             let (s, internal) = self.sessions.slot(id)?;
             // The session admits the packet (as in the full path) if its binding still owns
             // the external endpoint.
-            if !server.binding_maps(s.binding, protocol, internal, endpoint) {
-                return None;
-            }
+            server.binding_mapping(s.binding, protocol, internal, endpoint)?;
             self.sessions
                 .touch_slot(id, now_s, Dir::In, m.tcp_flags, &t);
             rewrite(p, true, internal, self.config.ttl);
@@ -322,7 +320,10 @@ impl Translator {
         } else {
             let id = self.sessions.resolve(candidate, m.hash, &m.key, false)?;
             let (s, _) = self.sessions.slot(id)?;
-            if !server.is_outbound_binding(s.binding, protocol, endpoint, s.external) {
+            let outbound = server
+                .binding_mapping(s.binding, protocol, endpoint, s.external)
+                .is_some_and(|b| b.realm == 0);
+            if !outbound {
                 return None;
             }
             // The binding's implicit part lives as long as the session's new deadline, as

@@ -260,6 +260,7 @@ fn fast(servers: Vec<SocketAddr>) -> ClientConfig {
             ..Config::default()
         },
         no_announce_listener: true,
+        announce_interface: None,
     }
 }
 
@@ -460,7 +461,7 @@ async fn unicast_announce_with_reset_epoch_recreates_mappings() {
     assert!(
         matches!(
             lost,
-            Ok(Ok(Event::ServerStateLost {
+            Ok(Some(Event::ServerStateLost {
                 announced: true,
                 ..
             }))
@@ -737,8 +738,8 @@ async fn against_cgn_sim_map_restart_and_delete() {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, events.recv()).await {
-            Ok(Ok(Event::Renewed { .. } | Event::Changed { .. } | Event::Granted { .. })) => break,
-            Ok(Ok(_)) => continue,
+            Ok(Some(Event::Restored { .. })) => break,
+            Ok(Some(_)) => continue,
             other => panic!("no re-creation after the restart: {other:?}"),
         }
     }
@@ -756,4 +757,50 @@ async fn against_cgn_sim_map_restart_and_delete() {
         .await
         .expect("answered")
         .expect("deleted");
+}
+
+// Daemon-engine defect 6: a reader that falls behind loses no event. 1 500 mappings are
+// granted while nobody reads the client's event stream (a broadcast channel of 1 024 used
+// to drop the oldest); then every grant is there, in order. Stats and per-mapping info are
+// readable from the Client.
+#[tokio::test]
+async fn slow_event_reader_loses_no_event_and_client_exposes_stats_and_mapping_info() {
+    let responder = Responder::start().await;
+    let client = Client::new(fast(vec![responder.addr]))
+        .await
+        .expect("client");
+    let mut events = client.events();
+    let mut held = Vec::new();
+    for port in 1..=1500u16 {
+        held.push(
+            client
+                .map(MapRequest::new(Protocol::UDP, port, 3600))
+                .await
+                .expect("granted"),
+        );
+    }
+    let mut granted = 0;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+        if matches!(e, Event::Granted { .. }) {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 1500, "every grant reached the slow reader");
+    let stats = client.stats().await.expect("stats");
+    assert_eq!(stats.events_dropped, 0);
+    assert!(stats.responses >= 1500);
+    let info = client
+        .mapping_info(held[0].id())
+        .await
+        .expect("running")
+        .expect("held");
+    assert_eq!(info.third_party, None);
+    assert_eq!(info.last_external, Some(held[0].external()));
+    assert_eq!(
+        info.last_result,
+        Some(pcp_client::client::ErrorCode::Pcp(ResultCode::Success))
+    );
+    let left = info.lifetime_left(Instant::now()).expect("granted");
+    assert!(left > Duration::from_secs(3500) && left <= Duration::from_secs(3600));
+    assert_eq!(client.mappings().await.expect("running").len(), 1500);
 }

@@ -34,6 +34,10 @@ struct Cli {
     /// First retransmission timeout in milliseconds (RFC 6887 IRT, default 3000).
     #[arg(long, value_name = "MS", default_value_t = 3000, global = true)]
     irt_ms: u64,
+    /// With --keep: the interface facing the PCP server, where multicast ANNOUNCE is heard
+    /// (default: the interface of the address used towards the server).
+    #[arg(long, value_name = "IFACE", global = true)]
+    announce_interface: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -246,6 +250,7 @@ async fn run(cli: Cli) -> ExitCode {
                 ..
             })
         ),
+        announce_interface: cli.announce_interface.clone(),
     };
     let client = match Client::new(config).await {
         Ok(c) => c,
@@ -271,6 +276,7 @@ async fn run(cli: Cli) -> ExitCode {
                 suggested_port: port,
                 nonce: a.common.nonce,
                 options,
+                give_up: None,
             };
             match tokio::time::timeout(timeout, client.map(request)).await {
                 Ok(Ok(m)) => granted(&cli, "MAP", &a.common, m).await,
@@ -436,6 +442,19 @@ fn print_event(cli: &Cli, e: &Event) {
                 ..
             } => serde_json::json!({
                 "event": "granted", "result": "SUCCESS", "lifetime": lifetime, "epoch": epoch,
+                "external_address": external.ip().to_string(), "external_port": external.port(),
+            }),
+            Event::Restored {
+                previous,
+                external,
+                same_endpoint,
+                lifetime,
+                epoch,
+                ..
+            } => serde_json::json!({
+                "event": "restored", "result": "SUCCESS", "lifetime": lifetime, "epoch": epoch,
+                "same_endpoint": same_endpoint,
+                "previous_address": previous.ip().to_string(), "previous_port": previous.port(),
                 "external_address": external.ip().to_string(), "external_port": external.port(),
             }),
             Event::Failed { code, lifetime, .. } => serde_json::json!({

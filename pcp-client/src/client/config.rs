@@ -61,6 +61,9 @@ pub struct Config {
     pub natpmp_fallback: bool,
     /// First retransmission timeout of NAT-PMP exchanges ([`NATPMP_IRT`]).
     pub natpmp_irt: Duration,
+    /// Most unread events kept ([`MAX_QUEUED_EVENTS`]); 0 keeps every event (for a driver
+    /// that drains [`super::Engine::poll_event`] after every input, so none is ever lost).
+    pub max_queued_events: usize,
 }
 
 impl Default for Config {
@@ -75,6 +78,7 @@ impl Default for Config {
             max_lifetime: MAX_LIFETIME,
             natpmp_fallback: true,
             natpmp_irt: NATPMP_IRT,
+            max_queued_events: MAX_QUEUED_EVENTS,
         }
     }
 }

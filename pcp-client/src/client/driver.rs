@@ -1,7 +1,15 @@
 //! The tokio driver: one task owns the [`Engine`], one connected UDP socket per server address
 //! (the Client IP field comes from `getsockname`, RFC 6887 §16.4), and the ANNOUNCE listeners
-//! on 224.0.0.1:5350 and [ff02::1]:5350 (§14.1.3). Requests and answers travel over channels,
-//! so every public future is cancellation-safe.
+//! on 224.0.0.1:5350 and [ff02::1]:5350 (§14.1.3), joined only on the interface that faces the
+//! server. Requests and answers travel over channels, so every public future is
+//! cancellation-safe.
+//!
+//! # Back-pressure
+//! No event that changes a mapping's state is ever dropped: the engine keeps every event
+//! (`max_queued_events = 0`) and the driver drains it after every input, and each
+//! [`Client::events`] stream and each [`Mapping`] has an unbounded queue of its own. A reader
+//! that falls behind makes its own queue grow (a few dozen bytes per event) and slows nobody
+//! else; a reader that is done must drop its stream, which unsubscribes it.
 
 use std::collections::HashMap;
 use std::io;
@@ -11,15 +19,15 @@ use std::time::Instant;
 
 use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::wire::{CLIENT_PORT, Nonce, ResultCode};
 
 use super::discovery::discover_gateways;
 use super::{
-    Config, Engine, ErrorCode, Event, MapRequest, MappingId, Path, PeerRequest, RequestError,
-    ServerId, Version,
+    Config, Engine, ErrorCode, Event, Exchange, MapRequest, MappingId, MappingInfo, MappingUpdate,
+    Path, PeerRequest, RequestError, ServerId, Stats, Version,
 };
 
 /// Where the client finds its server and how it behaves.
@@ -33,6 +41,12 @@ pub struct ClientConfig {
     /// Do not listen for multicast ANNOUNCE on port 5350 (unicast ANNOUNCE on the request
     /// sockets is always accepted).
     pub no_announce_listener: bool,
+    /// The interface that faces the PCP server (e.g. the router's WAN), where the ANNOUNCE
+    /// listener joins 224.0.0.1 / ff02::1 and to which it is bound (SO_BINDTODEVICE, needs
+    /// CAP_NET_RAW or root). `None`: join on the interface of the local address used towards
+    /// the server (IPv4) and accept only that membership (IP_MULTICAST_ALL off), so an
+    /// ANNOUNCE sent by a LAN host on another interface never reaches the client.
+    pub announce_interface: Option<String>,
 }
 
 /// Why a client operation failed.
@@ -62,7 +76,7 @@ pub enum ClientError {
         /// What the server offered.
         offered: SocketAddr,
     },
-    /// The exchange ran out of retransmissions (MRC/MRD).
+    /// The exchange ran out of retransmissions (MRC/MRD) or its [`super::GiveUp`] bound.
     #[error("no answer from the PCP server")]
     TimedOut,
     /// The driver task stopped.
@@ -104,6 +118,17 @@ enum Command {
     },
     Forget(MappingId),
     Announce(oneshot::Sender<Result<Announcement, ClientError>>),
+    Update {
+        id: MappingId,
+        update: Box<MappingUpdate>,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    Subscribe(mpsc::UnboundedSender<Event>),
+    Stats(oneshot::Sender<Stats>),
+    Info {
+        id: Option<MappingId>,
+        reply: oneshot::Sender<Vec<(MappingId, MappingInfo)>>,
+    },
 }
 
 enum Creation {
@@ -137,7 +162,6 @@ type CreateReply = oneshot::Sender<Result<(MappingId, GrantInfo, Subscription), 
 #[derive(Debug, Clone)]
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
-    events: broadcast::Sender<Event>,
     paths: Arc<Vec<Path>>,
 }
 
@@ -178,22 +202,30 @@ impl Client {
             });
             sockets.push(Arc::new(socket));
         }
-        let mut engine = Engine::new(config.engine);
+        let mut engine_config = config.engine.clone();
+        // The driver drains the engine after every input: keep every event (back-pressure
+        // rule in the module docs).
+        engine_config.max_queued_events = 0;
+        let mut engine = Engine::new(engine_config);
         let server = engine
             .add_server(paths.clone())
             .ok_or(ClientError::NoServer)?;
         let (commands, commands_rx) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(1024);
         let mut listeners = Vec::new();
         if !config.no_announce_listener {
-            if paths.iter().any(|p| p.remote.is_ipv4()) {
-                match announce_listener_v4() {
+            let iface = config.announce_interface.as_deref();
+            let local_v4 = paths.iter().find_map(|p| match p.local {
+                IpAddr::V4(a) if p.remote.is_ipv4() => Some(a),
+                _ => None,
+            });
+            if let Some(local) = local_v4 {
+                match announce_listener_v4(iface, local) {
                     Ok(s) => listeners.push(s),
                     Err(e) => tracing::debug!("no IPv4 ANNOUNCE listener on 224.0.0.1:5350: {e}"),
                 }
             }
             if paths.iter().any(|p| p.remote.is_ipv6()) {
-                match announce_listener_v6() {
+                match announce_listener_v6(iface) {
                     Ok(s) => listeners.push(s),
                     Err(e) => tracing::debug!("no IPv6 ANNOUNCE listener on [ff02::1]:5350: {e}"),
                 }
@@ -203,7 +235,8 @@ impl Client {
             engine,
             server,
             sockets,
-            events: events.clone(),
+            events: Vec::new(),
+            updates: HashMap::new(),
             pending: HashMap::new(),
             subscribers: HashMap::new(),
             deletes: HashMap::new(),
@@ -212,7 +245,6 @@ impl Client {
         tokio::spawn(driver.run(commands_rx, listeners));
         Ok(Client {
             commands,
-            events,
             paths: Arc::new(paths),
         })
     }
@@ -222,9 +254,48 @@ impl Client {
         &self.paths
     }
 
-    /// Every engine event (granted, renewed, changed, expired, failed, state loss …).
-    pub fn events(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+    /// Every engine event from now on (granted, renewed, changed, restored, expired, failed,
+    /// state loss …), none dropped; drop the stream to unsubscribe. An empty stream (`None`
+    /// at once) means the driver has stopped.
+    pub fn events(&self) -> mpsc::UnboundedReceiver<Event> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = self.commands.send(Command::Subscribe(tx));
+        rx
+    }
+
+    /// The engine's counters.
+    pub async fn stats(&self) -> Result<Stats, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Stats(reply))
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// What the engine knows of one mapping (THIRD_PARTY, last external endpoint, lifetime
+    /// left via [`MappingInfo::lifetime_left`], last result, phase).
+    pub async fn mapping_info(&self, id: MappingId) -> Result<Option<MappingInfo>, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Info {
+                id: Some(id),
+                reply,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        Ok(rx
+            .await
+            .map_err(|_| ClientError::Closed)?
+            .pop()
+            .map(|(_, m)| m))
+    }
+
+    /// Every mapping the engine holds, with its info.
+    pub async fn mappings(&self) -> Result<Vec<(MappingId, MappingInfo)>, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Info { id: None, reply })
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)
     }
 
     /// Creates a MAP and waits for the first answer: the granted mapping, or the server's
@@ -325,13 +396,40 @@ impl Mapping {
             Event::Renewed { lifetime, .. } => self.info.lifetime = lifetime,
             Event::Changed {
                 external, lifetime, ..
+            }
+            | Event::Updated {
+                external, lifetime, ..
             } => {
+                self.info.external = external;
+                self.info.lifetime = lifetime;
+            }
+            Event::Restored {
+                external,
+                lifetime,
+                epoch,
+                ..
+            } => {
+                self.info.epoch = epoch;
                 self.info.external = external;
                 self.info.lifetime = lifetime;
             }
             _ => {}
         }
         Some(event)
+    }
+
+    /// Changes the live mapping (lifetime, DESCRIPTION, FILTER set, PREFER_FAILURE) with the
+    /// same nonce and waits for the server's answer ([`Engine::update`]).
+    pub async fn update(&mut self, update: MappingUpdate) -> Result<(), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Update {
+                id: self.id,
+                update: Box::new(update),
+                reply,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
     }
 
     /// Deletes the mapping at the server (RFC 6887 §15.1) and waits for the confirmation.
@@ -367,7 +465,8 @@ struct Driver {
     engine: Engine,
     server: ServerId,
     sockets: Vec<Arc<UdpSocket>>,
-    events: broadcast::Sender<Event>,
+    events: Vec<mpsc::UnboundedSender<Event>>,
+    updates: HashMap<MappingId, oneshot::Sender<Result<(), ClientError>>>,
     pending: HashMap<MappingId, CreateReply>,
     subscribers: HashMap<MappingId, mpsc::UnboundedSender<Event>>,
     deletes: HashMap<MappingId, oneshot::Sender<Result<(), ClientError>>>,
@@ -467,6 +566,31 @@ impl Driver {
                     self.announces.push(reply);
                 }
             }
+            Command::Update { id, update, reply } => match self.engine.update(now, id, *update) {
+                Ok(()) => {
+                    if let Some(old) = self.updates.insert(id, reply) {
+                        let _ = old.send(Err(ClientError::Request(RequestError::Duplicate)));
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            Command::Subscribe(tx) => self.events.push(tx),
+            Command::Stats(reply) => {
+                let _ = reply.send(self.engine.stats());
+            }
+            Command::Info { id, reply } => {
+                let ids: Vec<MappingId> = match id {
+                    Some(id) => vec![id],
+                    None => self.engine.mapping_ids().collect(),
+                };
+                let infos = ids
+                    .into_iter()
+                    .filter_map(|id| self.engine.mapping(id).map(|m| (id, m)))
+                    .collect();
+                let _ = reply.send(infos);
+            }
         }
     }
 
@@ -487,7 +611,7 @@ impl Driver {
             }
         }
         while let Some(event) = self.engine.poll_event() {
-            let _ = self.events.send(event);
+            self.events.retain(|tx| tx.send(event).is_ok());
             self.dispatch(event);
         }
         // A create whose future was dropped before any answer: stop asking for it.
@@ -526,6 +650,28 @@ impl Driver {
         let Some(id) = event.mapping() else {
             return;
         };
+        if let Some(reply) = self.updates.remove(&id) {
+            let outcome = match event {
+                Event::Updated { .. } => Some(Ok(())),
+                Event::GaveUp {
+                    exchange: Exchange::Update,
+                    ..
+                } => Some(Err(ClientError::TimedOut)),
+                Event::Failed { code, lifetime, .. } => {
+                    Some(Err(ClientError::Server { code, lifetime }))
+                }
+                Event::Deleted { .. } | Event::TimedOut { .. } => Some(Err(ClientError::Closed)),
+                _ => None,
+            };
+            match outcome {
+                Some(o) => {
+                    let _ = reply.send(o);
+                }
+                None => {
+                    self.updates.insert(id, reply);
+                }
+            }
+        }
         if let Some(reply) = self.pending.remove(&id) {
             let outcome = match event {
                 Event::Granted {
@@ -556,7 +702,7 @@ impl Driver {
                     self.engine.forget(id);
                     Err(ClientError::Server { code, lifetime })
                 }
-                Event::TimedOut { .. } => Err(ClientError::TimedOut),
+                Event::TimedOut { .. } | Event::GaveUp { .. } => Err(ClientError::TimedOut),
                 Event::PreferFailureIgnored { offered, .. } => {
                     Err(ClientError::PreferFailureIgnored { offered })
                 }
@@ -631,31 +777,67 @@ fn connected_socket(remote: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
+/// The index of interface `name`, from sysfs (no `unsafe` FFI needed).
+fn interface_index(name: &str) -> io::Result<u32> {
+    if name.is_empty() || name.contains('/') || name.contains("..") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        ));
+    }
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))?;
+    text.trim().parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("interface {name}: unreadable ifindex {text:?}"),
+        )
+    })
+}
+
 /// Listens for ANNOUNCE on 224.0.0.1:5350 (RFC 6887 §14.1.3; RFC 6886 advises binding the
-/// group address rather than 0.0.0.0), shared with other clients (SO_REUSEADDR/PORT).
-fn announce_listener_v4() -> io::Result<UdpSocket> {
+/// group address rather than 0.0.0.0), shared with other clients (SO_REUSEADDR/PORT), joined
+/// only on the interface that faces the server: `iface` when given (and bound to it), else
+/// the interface of `local`. IP_MULTICAST_ALL is off, so memberships other sockets hold on
+/// other interfaces (a LAN) deliver nothing here.
+fn announce_listener_v4(iface: Option<&str>, local: Ipv4Addr) -> io::Result<UdpSocket> {
     let group = crate::natpmp::ANNOUNCE_ADDRESS;
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(SockProtocol::UDP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    socket.set_multicast_all_v4(false)?;
     socket.bind(&SockAddr::from(SocketAddr::from((group, CLIENT_PORT))))?;
-    socket.join_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED)?;
+    match iface {
+        Some(name) => {
+            socket.bind_device(Some(name.as_bytes()))?;
+            let index = interface_index(name)?;
+            socket.join_multicast_v4_n(&group, &socket2::InterfaceIndexOrAddress::Index(index))?;
+        }
+        None => socket.join_multicast_v4(&group, &local)?,
+    }
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket.into())
 }
 
-/// Listens for ANNOUNCE on [ff02::1]:5350 (RFC 6887 §14.1.3).
-fn announce_listener_v6() -> io::Result<UdpSocket> {
+/// Listens for ANNOUNCE on [ff02::1]:5350 (RFC 6887 §14.1.3), on `iface` when given.
+fn announce_listener_v6(iface: Option<&str>) -> io::Result<UdpSocket> {
     let group = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
     let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(SockProtocol::UDP))?;
     socket.set_only_v6(true)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    socket.set_multicast_all_v6(false)?;
     socket.bind(&SockAddr::from(SocketAddr::from((
         Ipv6Addr::UNSPECIFIED,
         CLIENT_PORT,
     ))))?;
-    socket.join_multicast_v6(&group, 0)?;
+    let index = match iface {
+        Some(name) => {
+            socket.bind_device(Some(name.as_bytes()))?;
+            interface_index(name)?
+        }
+        None => 0,
+    };
+    socket.join_multicast_v6(&group, index)?;
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket.into())
 }

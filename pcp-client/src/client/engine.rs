@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use crate::wire::{Nonce, Protocol};
 
-use super::config::{self, Config};
+use super::config::Config;
 use super::epoch::EpochState;
-use super::event::{Event, MappingId, Path, ServerId, Version};
-use super::request::{MapRequest, PeerRequest, RequestError, Spec};
-use super::retransmit::Retransmit;
+use super::event::{ErrorCode, Event, MappingId, Path, ServerId, Version};
+use super::request::{GiveUp, MapRequest, MappingUpdate, PeerRequest, RequestError, Spec};
+use super::retransmit::{Limit, Retransmit};
 use super::rng::{BoxRng, default_rng, seeded_rng};
 use super::slab::Slab;
 
@@ -78,9 +78,48 @@ pub(crate) struct Mapping {
     pub deadline: Option<Instant>,
     pub timer_gen: u32,
     pub queued: bool,
+    /// Re-creating after state loss, an address failure or expiry: on the §8.1.1 schedule,
+    /// unbounded, until answered (RFC 6887 §8.5, §14.1.3); the answer is [`Event::Restored`].
+    pub recovering: bool,
+    /// An [`Engine::update`] is in flight (§8.1.1 schedule, bounded by `give_up`).
+    pub updating: bool,
+    /// Bound of the current create or update exchange.
+    pub give_up: Option<GiveUp>,
+    /// The result of the last answer (SUCCESS included).
+    pub last_result: Option<ErrorCode>,
 }
 
 impl Mapping {
+    /// The MRC/MRD of a new §8.1.1 exchange of this mapping: deletes and first creates
+    /// without a bound follow the engine; bounded creates and updates their own bound;
+    /// re-creates (after state loss or expiry) and unbounded updates never give up.
+    pub fn exchange_limit(&self) -> Option<Limit> {
+        if self.deleting {
+            None
+        } else if self.updating {
+            Some(self.give_up.map_or(Limit::UNBOUNDED, GiveUp::limit))
+        } else if self.recovering || self.last_external.is_some() {
+            Some(Limit::UNBOUNDED)
+        } else {
+            self.give_up.map(GiveUp::limit)
+        }
+    }
+
+    /// Where the mapping stands.
+    pub fn phase(&self) -> MappingPhase {
+        if self.deleting {
+            MappingPhase::Deleting
+        } else if self.updating {
+            MappingPhase::Updating
+        } else if self.recovering || (self.grant.is_none() && self.last_external.is_some()) {
+            MappingPhase::Recovering
+        } else if self.grant.is_some() {
+            MappingPhase::Active
+        } else {
+            MappingPhase::Creating
+        }
+    }
+
     pub fn key(&self) -> Key {
         Key {
             server: self.server,
@@ -153,6 +192,26 @@ pub struct Stats {
     pub epoch_resets: u64,
     /// Events dropped because the queue was full.
     pub events_dropped: u64,
+    /// Mappings re-created after state loss, an address failure or expiry
+    /// ([`Event::Restored`]).
+    pub restores: u64,
+    /// Bounded exchanges that gave up ([`Event::GaveUp`]).
+    pub gave_up: u64,
+}
+
+/// Where a mapping stands in the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MappingPhase {
+    /// The first request is out, unanswered.
+    Creating,
+    /// Granted; renewed per RFC 6887 §11.2.1.
+    Active,
+    /// An [`Engine::update`] is in flight.
+    Updating,
+    /// Being re-created after state loss, an address failure or expiry.
+    Recovering,
+    /// A delete is in flight.
+    Deleting,
 }
 
 /// A read-only view of one mapping.
@@ -179,6 +238,25 @@ pub struct MappingInfo {
     pub port_set: Option<crate::wire::PortSet>,
     /// A delete is in progress.
     pub deleting: bool,
+    /// Where the mapping stands.
+    pub phase: MappingPhase,
+    /// THIRD_PARTY address, if the mapping is for another host.
+    pub third_party: Option<IpAddr>,
+    /// The last external endpoint ever granted (kept through expiry and state loss).
+    pub last_external: Option<SocketAddr>,
+    /// The requested lifetime (seconds).
+    pub requested_lifetime: u32,
+    /// PREFER_FAILURE is sent.
+    pub prefer_failure: bool,
+    /// The result code of the last answer (SUCCESS included); `None` before any.
+    pub last_result: Option<ErrorCode>,
+}
+
+impl MappingInfo {
+    /// Time left until the grant runs out at `now` (zero once expired; `None` if not granted).
+    pub fn lifetime_left(&self, now: Instant) -> Option<Duration> {
+        self.expires_at.map(|t| t.saturating_duration_since(now))
+    }
 }
 
 /// The sans-IO PCP client (see the module docs of [`crate::client`]).
@@ -312,6 +390,12 @@ impl Engine {
             via: m.grant.map(|g| g.via),
             port_set: m.grant.and(m.granted_port_set),
             deleting: m.deleting,
+            phase: m.phase(),
+            third_party: m.spec.options.third_party,
+            last_external: m.last_external,
+            requested_lifetime: m.spec.lifetime,
+            prefer_failure: m.spec.options.prefer_failure,
+            last_result: m.last_result,
         })
     }
 
@@ -323,8 +407,72 @@ impl Engine {
         server: ServerId,
         request: MapRequest,
     ) -> Result<MappingId, RequestError> {
+        let give_up = request.give_up;
         let (spec, nonce) = Spec::from_map(request)?;
-        self.insert(now, server, spec, nonce, false)
+        let id = self.insert(now, server, spec, nonce, false, give_up)?;
+        Ok(id)
+    }
+
+    /// Changes a live mapping (RFC 6887 §11.2: a new request with the same nonce is a
+    /// refresh of the same mapping): new lifetime, DESCRIPTION, FILTER set or
+    /// PREFER_FAILURE. Granted mappings are refreshed at once on the §8.1.1 schedule,
+    /// suggesting the current external endpoint, and [`Event::Updated`] reports the answer;
+    /// a mapping still being created restarts its exchange with the new parameters. An
+    /// invalid combination is refused and changes nothing.
+    pub fn update(
+        &mut self,
+        now: Instant,
+        id: MappingId,
+        update: MappingUpdate,
+    ) -> Result<(), RequestError> {
+        let m = self
+            .mappings
+            .get(&id.0)
+            .ok_or(RequestError::UnknownMapping(id.0))?;
+        if m.deleting {
+            return Err(RequestError::Deleting);
+        }
+        let mut spec = m.spec.clone();
+        let peer = spec.remote.is_some();
+        if let Some(lifetime) = update.lifetime {
+            spec.lifetime = lifetime;
+        }
+        if let Some(description) = update.description {
+            spec.options.description = description;
+        }
+        if let Some(filters) = update.filters {
+            if peer {
+                return Err(RequestError::MapOnlyOption("FILTER"));
+            }
+            spec.options.filters = filters;
+            spec.options.replace_filters = true;
+        }
+        if let Some(on) = update.prefer_failure {
+            if peer && on {
+                return Err(RequestError::PreferFailureInPeer);
+            }
+            if on && spec.suggested_port == 0 && m.last_external.is_none() {
+                return Err(RequestError::PreferFailureWithoutPort);
+            }
+            if on && spec.options.port_set.is_some() {
+                return Err(RequestError::PortSetWithPreferFailure);
+            }
+            spec.options.prefer_failure = on;
+        }
+        spec.check_common()?;
+        let granted = m.grant.is_some();
+        let Some(m) = self.mappings.get_mut(&id.0) else {
+            return Err(RequestError::UnknownMapping(id.0));
+        };
+        m.spec = spec;
+        m.give_up = update.give_up;
+        m.updating = granted;
+        m.tx = None;
+        m.hold_until = None;
+        m.stale_offers = 0;
+        m.next_send = Some(now);
+        self.fire(now, id.0);
+        Ok(())
     }
 
     /// Deletes a MAP this engine did not create (e.g. one made by an earlier run, whose nonce
@@ -345,7 +493,7 @@ impl Engine {
         request.options.filters.clear();
         request.options.replace_filters = false;
         let (spec, nonce) = Spec::from_map(request)?;
-        self.insert(now, server, spec, nonce, true)
+        self.insert(now, server, spec, nonce, true, None)
     }
 
     /// Starts a PEER (RFC 6887 §12), retransmitted and renewed like a MAP.
@@ -356,7 +504,7 @@ impl Engine {
         request: PeerRequest,
     ) -> Result<MappingId, RequestError> {
         let (spec, nonce) = Spec::from_peer(request)?;
-        self.insert(now, server, spec, nonce, false)
+        self.insert(now, server, spec, nonce, false, None)
     }
 
     fn insert(
@@ -366,6 +514,7 @@ impl Engine {
         spec: Spec,
         nonce: Option<Nonce>,
         deleting: bool,
+        give_up: Option<GiveUp>,
     ) -> Result<MappingId, RequestError> {
         let s = self
             .servers
@@ -416,6 +565,10 @@ impl Engine {
             deadline: None,
             timer_gen: 0,
             queued: false,
+            recovering: false,
+            updating: false,
+            give_up,
+            last_result: None,
         };
         let key = mapping.key();
         if self.index.contains_key(&key) {
@@ -443,6 +596,9 @@ impl Engine {
         }
         if !m.deleting {
             m.deleting = true;
+            m.recovering = false;
+            m.updating = false;
+            m.give_up = None;
             m.tx = None;
             m.hold_until = None;
             m.natpmp = false;
@@ -532,6 +688,11 @@ impl Engine {
             .collect();
         for id in ids {
             if let Some(m) = self.mappings.get_mut(&id) {
+                // A renewal that went to the failed address is re-sent to the next one on
+                // the §8.1.1 schedule, not as one more renewal attempt.
+                if m.grant.is_some() && !m.deleting && !m.updating && m.tx.is_none() {
+                    m.recovering = true;
+                }
                 m.next_send = Some(now);
             }
             self.fire(now, id);
@@ -629,7 +790,8 @@ impl Engine {
             | Event::Expired { .. } => tracing::info!(?event, "PCP client"),
             _ => tracing::debug!(?event, "PCP client"),
         }
-        if self.events.len() >= config::MAX_QUEUED_EVENTS {
+        let cap = self.config.max_queued_events;
+        if cap != 0 && self.events.len() >= cap {
             self.events.pop_front();
             self.stats.events_dropped += 1;
         }
@@ -653,7 +815,7 @@ mod size_tests {
     fn mapping_state_stays_compact() {
         let mapping = std::mem::size_of::<super::Mapping>();
         let key = std::mem::size_of::<super::Key>();
-        assert!(mapping <= 432, "Mapping is {mapping} bytes");
+        assert!(mapping <= 480, "Mapping is {mapping} bytes");
         assert!(key <= 64, "Key is {key} bytes");
     }
 }

@@ -46,6 +46,15 @@ pub struct Transmit {
     pub len: usize,
 }
 
+/// Which kind of exchange a [`Event::GaveUp`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Exchange {
+    /// The first request of a mapping.
+    Create,
+    /// An [`super::Engine::update`] of a granted mapping.
+    Update,
+}
+
 /// An error result from a server: a PCP result code, or a NAT-PMP one after fallback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -138,6 +147,45 @@ pub enum Event {
         /// What the server offered instead.
         offered: SocketAddr,
     },
+    /// A mapping was answered again after the engine had to re-create it: the server lost its
+    /// state (an invalid epoch in a response or an ANNOUNCE, RFC 6887 §8.5, §14.1.3), the
+    /// server address failed (ICMP, RFC 7488 §3), or the mapping expired unanswered. Reported
+    /// instead of [`Event::Granted`], [`Event::Renewed`] or [`Event::Changed`].
+    Restored {
+        /// The mapping.
+        id: MappingId,
+        /// The external endpoint held before the loss (what the re-create suggested).
+        previous: SocketAddr,
+        /// The external endpoint now.
+        external: SocketAddr,
+        /// True when the server gave back the same external endpoint.
+        same_endpoint: bool,
+        /// Granted lifetime in seconds.
+        lifetime: u32,
+        /// The server's epoch in that response.
+        epoch: u32,
+    },
+    /// The server accepted an [`super::Engine::update`] (new lifetime, description, FILTER
+    /// set or PREFER_FAILURE) of a granted mapping; same nonce, same mapping.
+    Updated {
+        /// The mapping.
+        id: MappingId,
+        /// The external endpoint (it may differ from before without PREFER_FAILURE).
+        external: SocketAddr,
+        /// Granted lifetime in seconds.
+        lifetime: u32,
+    },
+    /// A bounded exchange ([`super::GiveUp`]) got no answer in time. A create is forgotten
+    /// (a late grant may exist at the server: delete it with the nonce if that matters); an
+    /// update is abandoned and the mapping goes on being renewed with its old parameters.
+    GaveUp {
+        /// The mapping.
+        id: MappingId,
+        /// Which exchange gave up.
+        exchange: Exchange,
+        /// Transmissions sent in that exchange.
+        transmissions: u32,
+    },
     /// The exchange ran out of transmissions (MRC) or time (MRD); the mapping is forgotten.
     TimedOut {
         /// The mapping.
@@ -183,6 +231,9 @@ impl Event {
             | Event::Expired { id }
             | Event::Failed { id, .. }
             | Event::PreferFailureIgnored { id, .. }
+            | Event::Restored { id, .. }
+            | Event::Updated { id, .. }
+            | Event::GaveUp { id, .. }
             | Event::TimedOut { id }
             | Event::Deleted { id } => Some(id),
             _ => None,

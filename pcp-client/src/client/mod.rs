@@ -74,6 +74,8 @@ pub use config::Config;
 pub use discovery::{discover_gateways, parse_ipv4_routes, parse_ipv6_routes};
 #[cfg(feature = "tokio")]
 pub use driver::{Announcement, Client, ClientConfig, ClientError, Mapping};
-pub use engine::{Engine, MappingInfo, Stats};
-pub use event::{ErrorCode, Event, MappingId, Path, ServerId, Transmit, Version};
-pub use request::{MapRequest, PeerRequest, PortSetRequest, RequestError, RequestOptions};
+pub use engine::{Engine, MappingInfo, MappingPhase, Stats};
+pub use event::{ErrorCode, Event, Exchange, MappingId, Path, ServerId, Transmit, Version};
+pub use request::{
+    GiveUp, MapRequest, MappingUpdate, PeerRequest, PortSetRequest, RequestError, RequestOptions,
+};

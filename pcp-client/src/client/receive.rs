@@ -161,6 +161,14 @@ impl Engine {
         self.path_answered(server, path);
         // 7. Epoch.
         let invalid = self.servers[server].epoch.check(now, response.epoch) == EpochCheck::Invalid;
+        if invalid {
+            // This answer re-created the mapping at a server that lost its state.
+            if let Some(m) = self.mappings.get_mut(&id) {
+                if m.grant.is_some() && !m.deleting {
+                    m.recovering = true;
+                }
+            }
+        }
         // 8. Apply the result.
         self.apply(now, id, response, map);
         if invalid {
@@ -231,6 +239,9 @@ impl Engine {
             return;
         }
         let code = response.result;
+        if let Some(m) = self.mappings.get_mut(&id) {
+            m.last_result = Some(ErrorCode::Pcp(code));
+        }
         let lifetime = self.error_lifetime(code.is_long_lifetime_error(), response.lifetime);
         if code == ResultCode::NoResources {
             self.no_resources(now, server, deleting, lifetime);

@@ -40,6 +40,66 @@ pub struct PortSetRequest {
     pub parity: bool,
 }
 
+/// How long one request may go unanswered before the engine gives up on it
+/// ([`super::Event::GaveUp`]): a count of transmissions, a duration, or both (the first one
+/// reached ends it). Meant for first requests whose caller waits (an IGD control point gets
+/// 501 after a while); renewals and re-creates after state loss are never bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GiveUp {
+    /// Transmissions (0: no count limit).
+    pub transmissions: u32,
+    /// Time since the first transmission (zero: no time limit).
+    pub after: std::time::Duration,
+}
+
+impl GiveUp {
+    /// Gives up after `n` transmissions without an answer (when the n-th one times out).
+    pub fn after_transmissions(n: u32) -> GiveUp {
+        GiveUp {
+            transmissions: n,
+            after: std::time::Duration::ZERO,
+        }
+    }
+
+    /// Gives up `d` after the first transmission.
+    pub fn after(d: std::time::Duration) -> GiveUp {
+        GiveUp {
+            transmissions: 0,
+            after: d,
+        }
+    }
+
+    /// Also gives up `d` after the first transmission.
+    pub fn or_after(mut self, d: std::time::Duration) -> GiveUp {
+        self.after = d;
+        self
+    }
+
+    pub(crate) fn limit(self) -> super::retransmit::Limit {
+        super::retransmit::Limit {
+            mrc: self.transmissions,
+            mrd: self.after,
+        }
+    }
+}
+
+/// Changes to a live mapping ([`super::Engine::update`]): the fields that are `Some` replace
+/// the mapping's. The refresh keeps the nonce and suggests the current external endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MappingUpdate {
+    /// New requested lifetime in seconds (not 0).
+    pub lifetime: Option<u32>,
+    /// New DESCRIPTION (`Some(None)` stops sending one).
+    pub description: Option<Option<String>>,
+    /// New FILTER set (MAP only): it replaces the server's set (a "remove all" FILTER goes
+    /// first, RFC 6887 §13.3); an empty set lets every remote peer in again.
+    pub filters: Option<Vec<Filter>>,
+    /// PREFER_FAILURE on or off (MAP only).
+    pub prefer_failure: Option<bool>,
+    /// Bound on this update's exchange (e.g. the control point waits only so long).
+    pub give_up: Option<GiveUp>,
+}
+
 /// A MAP request (RFC 6887 §11): let inbound traffic reach `internal_port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapRequest {
@@ -59,6 +119,8 @@ pub struct MapRequest {
     pub nonce: Option<Nonce>,
     /// Options.
     pub options: RequestOptions,
+    /// Bound on the first exchange; `None` follows the engine's MRC/MRD.
+    pub give_up: Option<GiveUp>,
 }
 
 impl MapRequest {
@@ -72,7 +134,14 @@ impl MapRequest {
             suggested_port: 0,
             nonce: None,
             options: RequestOptions::default(),
+            give_up: None,
         }
+    }
+
+    /// Bounds the first exchange ([`GiveUp`]).
+    pub fn give_up(mut self, give_up: GiveUp) -> Self {
+        self.give_up = Some(give_up);
+        self
     }
 
     /// Asks for an IPv6 external address instead (suggested address `::`).
@@ -214,6 +283,9 @@ pub enum RequestError {
     /// The request would not fit in 1100 bytes (RFC 6887 §7).
     #[error("request too long: {0} bytes (max 1100)")]
     TooLong(usize),
+    /// The mapping is being deleted; it cannot be updated.
+    #[error("the mapping is being deleted")]
+    Deleting,
     /// A mapping with the same internal tuple and nonce already exists at this server.
     #[error("a mapping with this internal tuple and nonce already exists")]
     Duplicate,
@@ -301,7 +373,7 @@ impl Spec {
         Ok((spec, r.nonce))
     }
 
-    fn check_common(&self) -> Result<(), RequestError> {
+    pub(crate) fn check_common(&self) -> Result<(), RequestError> {
         if self.lifetime == 0 {
             return Err(RequestError::ZeroLifetime);
         }

@@ -14,7 +14,34 @@ use rand::RngCore;
 use super::config::Config;
 use super::rng::jitter;
 
-/// Retransmission state of one request (a create, a post-expiry re-create, or a delete).
+/// How long one exchange may go on: MRC transmissions and MRD time (RFC 6887 §8.1.1); zero in
+/// either means no limit of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Limit {
+    /// Maximum transmissions (0: no limit).
+    pub mrc: u32,
+    /// Maximum duration (zero: no limit).
+    pub mrd: Duration,
+}
+
+impl Limit {
+    /// Never gives up (re-creates after state loss, renewals).
+    pub const UNBOUNDED: Limit = Limit {
+        mrc: 0,
+        mrd: Duration::ZERO,
+    };
+
+    /// The engine-wide limit of `config`.
+    pub fn of(config: &Config) -> Limit {
+        Limit {
+            mrc: config.mrc,
+            mrd: config.mrd,
+        }
+    }
+}
+
+/// Retransmission state of one request (a create, a re-create after expiry or state loss, an
+/// update, or a delete).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retransmit {
     /// When the exchange started (for MRD).
@@ -29,6 +56,8 @@ pub struct Retransmit {
     pub address: usize,
     /// Transmissions to that address (RFC 7488 §3 counts MRC per address).
     pub address_transmissions: u32,
+    /// This exchange's own MRC/MRD; `None` follows the engine's [`Config`].
+    pub limit: Option<Limit>,
 }
 
 impl Retransmit {
@@ -41,7 +70,18 @@ impl Retransmit {
             transmissions: 0,
             address,
             address_transmissions: 0,
+            limit: None,
         }
+    }
+
+    /// The same exchange with its own MRC/MRD instead of the engine's.
+    pub fn with_limit(mut self, limit: Option<Limit>) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    fn effective(&self, config: &Config) -> Limit {
+        self.limit.unwrap_or_else(|| Limit::of(config))
     }
 
     /// Records a transmission at `now` to `address` and returns when the exchange times out
@@ -70,18 +110,19 @@ impl Retransmit {
         self.transmissions = self.transmissions.saturating_add(1);
         self.address_transmissions = self.address_transmissions.saturating_add(1);
         let next = now + self.rt;
-        if config.mrd.is_zero() {
+        let mrd = self.effective(config).mrd;
+        if mrd.is_zero() {
             next
         } else {
-            next.min(self.started + config.mrd)
+            next.min(self.started + mrd)
         }
     }
 
     /// True when the exchange has failed at `now`: MRC transmissions were sent, or MRD has
     /// elapsed (RFC 6887 §8.1.1). Asked when a timeout fires.
     pub fn exhausted(&self, now: Instant, config: &Config) -> bool {
-        (config.mrc != 0 && self.transmissions >= config.mrc)
-            || (!config.mrd.is_zero() && now >= self.started + config.mrd)
+        let Limit { mrc, mrd } = self.effective(config);
+        (mrc != 0 && self.transmissions >= mrc) || (!mrd.is_zero() && now >= self.started + mrd)
     }
 
     /// True when the current address has had its RFC 7488 §3 share (`address_mrc`

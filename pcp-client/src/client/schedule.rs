@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::engine::{Engine, Grant, Job};
-use super::event::{Event, MappingId, ServerId, Version};
+use super::event::{ErrorCode, Event, Exchange, MappingId, ServerId, Version};
 use super::renewal;
 use super::retransmit::Retransmit;
 
@@ -85,7 +85,9 @@ impl Engine {
         if m.hold_until.take().is_some() && m.tx.is_some_and(|tx| tx.transmissions > 0) {
             m.tx = None;
         }
-        let renewal = m.grant.is_some() && !m.deleting;
+        // Renewals are one transmission per §11.2.1 window; re-creates after state loss and
+        // updates run the §8.1.1 schedule until answered (RFC 6887 §8.5, §14.1.3).
+        let renewal = m.grant.is_some() && !m.deleting && !m.recovering && !m.updating;
         if renewal {
             // A renewal attempt: one transmission per §11.2.1 window.
             m.natpmp = std::mem::take(&mut m.natpmp_next);
@@ -116,13 +118,12 @@ impl Engine {
             Some(tx) => tx,
             None => {
                 m.natpmp = false;
-                Retransmit::new(now, self.config.irt, s.active)
+                Retransmit::new(now, self.config.irt, s.active).with_limit(m.exchange_limit())
             }
         };
         if tx.transmissions > 0 {
             if tx.exhausted(now, &self.config) {
-                self.forget(MappingId(id));
-                self.push_event(Event::TimedOut { id: MappingId(id) });
+                self.exhausted(now, id, tx.transmissions);
                 return;
             }
             if s.paths.len() > 1 && tx.address_exhausted(&self.config) && tx.address == s.active {
@@ -144,6 +145,51 @@ impl Engine {
             m.next_send = Some(next);
         }
         self.transmit(now, id, path);
+    }
+
+    /// An exchange ran out of transmissions or time: a bounded update is abandoned (the
+    /// mapping goes back to its renewal schedule), a bounded create gives up, an unbounded
+    /// one times out on the engine's MRC/MRD.
+    fn exhausted(&mut self, now: Instant, id: u64, transmissions: u32) {
+        let Some(m) = self.mappings.get_mut(&id) else {
+            return;
+        };
+        let bounded = m.give_up.is_some();
+        if m.updating {
+            m.updating = false;
+            m.give_up = None;
+            m.tx = None;
+            m.awaiting = false;
+            m.next_send = match m.grant {
+                Some(g) if now < g.expires_at => renewal::next_attempt(
+                    &mut *self.rng,
+                    g.granted_at,
+                    Duration::from_secs(u64::from(g.lifetime)),
+                    m.renew_k + 1,
+                    m.last_sent,
+                )
+                .or(Some(g.expires_at)),
+                _ => Some(now),
+            };
+            self.stats.gave_up += 1;
+            self.push_event(Event::GaveUp {
+                id: MappingId(id),
+                exchange: Exchange::Update,
+                transmissions,
+            });
+            return;
+        }
+        self.forget(MappingId(id));
+        if bounded {
+            self.stats.gave_up += 1;
+            self.push_event(Event::GaveUp {
+                id: MappingId(id),
+                exchange: Exchange::Create,
+                transmissions,
+            });
+        } else {
+            self.push_event(Event::TimedOut { id: MappingId(id) });
+        }
     }
 
     /// Queues one transmission of a mapping's request on `path`.
@@ -216,8 +262,12 @@ impl Engine {
         for id in ids {
             if let Some(m) = self.mappings.get_mut(&id) {
                 m.hold_until = None;
-                if m.grant.is_none() || m.deleting {
-                    m.tx = None;
+                // Every mapping restarts the §8.1.1 schedule from IRT; granted ones become
+                // re-creates, retransmitted until answered (not one renewal attempt).
+                m.tx = None;
+                m.stale_offers = 0;
+                if m.grant.is_some() && !m.deleting {
+                    m.recovering = true;
                 }
                 m.next_send = Some(now);
             }
@@ -253,6 +303,11 @@ impl Engine {
             return;
         };
         let previous = m.grant.map(|g| g.external);
+        // A re-create after state loss or expiry, or an update, is reported as such.
+        let restored_from = m
+            .last_external
+            .filter(|_| m.recovering || previous.is_none());
+        let updated = m.updating;
         let life = Duration::from_secs(u64::from(lifetime));
         m.grant = Some(Grant {
             external,
@@ -266,8 +321,34 @@ impl Engine {
         m.awaiting = false;
         m.hold_until = None;
         m.renew_k = 0;
+        m.recovering = false;
+        m.updating = false;
+        m.give_up = None;
+        m.last_result = Some(ErrorCode::Pcp(crate::wire::ResultCode::Success));
         m.next_send = renewal::next_attempt(&mut *self.rng, now, life, 1, m.last_sent);
         let id = MappingId(id);
+        if let Some(previous) = restored_from {
+            self.stats.restores += 1;
+            self.push_event(Event::Restored {
+                id,
+                previous,
+                external,
+                same_endpoint: previous == external,
+                lifetime,
+                epoch,
+            });
+        }
+        if updated {
+            self.push_event(Event::Updated {
+                id,
+                external,
+                lifetime,
+            });
+        }
+        if restored_from.is_some() || updated {
+            self.reschedule(id.0);
+            return;
+        }
         let event = match previous {
             None => Event::Granted {
                 id,

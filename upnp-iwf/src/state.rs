@@ -121,7 +121,8 @@ pub struct StoredMapping {
     pub owner: Ipv4Addr,
     /// Front-end that created it.
     pub front_end: FrontEnd,
-    /// `NewRemoteHost`; `None` (JSON `null`) is the wildcard.
+    /// `NewRemoteHost`; `None` (JSON `null`, which must be written out) is the wildcard.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub remote_host: Option<Ipv4Addr>,
     /// `NewProtocol`, `"TCP"` or `"UDP"` in the file.
     #[serde(with = "serde_helpers::protocol")]
@@ -136,7 +137,8 @@ pub struct StoredMapping {
     /// WAN port on the CPE (the PCP MAP's internal port); 0 when there is no local NAT.
     pub nat1_port: u16,
     /// Last external endpoint granted by PCP (`"198.51.100.3:5000"`), `None` before any.
-    /// Its port is never 0.
+    /// Its port is never 0. `null` must be written out, like every field.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub external: Option<SocketAddrV4>,
     /// PCP mapping nonce, 24 hex digits in the file. A secret: PCP uses it to authorize
     /// renewals and deletes, hence the file's mode 0600.

@@ -181,6 +181,15 @@ fn unknown_field_is_rejected_with_its_name_and_place() {
 fn missing_or_repeated_field_is_rejected() {
     let text = edited("\"nonce\": \"ffffffffffffffffffffffff\",", "");
     assert!(parse_error(&text).2.starts_with("missing field `nonce`"));
+    // `null` options are written out too: a missing one is not taken as "none".
+    let text = edited("\"external\": null,", "");
+    assert!(parse_error(&text).2.starts_with("missing field `external`"));
+    let text = edited("\"remote_host\": null,", "");
+    assert!(
+        parse_error(&text)
+            .2
+            .starts_with("missing field `remote_host`")
+    );
     let text = edited(
         "\"enabled\": false",
         "\"enabled\": false,\n      \"enabled\": true",

@@ -9,6 +9,7 @@
 //! * [`gena`] keeps GENA subscriptions and builds NOTIFY messages;
 //! * [`policy`] decides who may map what; [`mapping`] holds the [`mapping::PortMappingBackend`]
 //!   trait the interworking function implements, and the in-memory backend;
+//! * [`state`] persists the mappings in `--state-dir` across restarts (RFC 6970 §5.3);
 //! * [`http`], [`ssdp_socket`], [`gena_delivery`] and [`daemon`] are the I/O drivers.
 //!
 //! ```
@@ -38,4 +39,5 @@ pub mod ssdp;
 pub mod ssdp_engine;
 pub mod ssdp_reply;
 pub mod ssdp_socket;
+pub mod state;
 pub mod xml;

@@ -32,6 +32,7 @@ pub mod gena_delivery;
 pub mod http;
 pub mod mapping;
 pub mod metrics;
+pub mod nat1;
 pub mod policy;
 pub mod service_table;
 pub mod soap;

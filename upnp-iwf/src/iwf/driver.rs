@@ -1,0 +1,456 @@
+//! The thin tokio driver of the interworking [`Core`]: one UDP socket connected to the PCP
+//! server (its local address is the PCP Client IP), the ANNOUNCE listener on the WAN only,
+//! the NAT1 backend on a blocking thread, the state file, and [`PcpBackend`], which the SOAP
+//! layer uses as its [`PortMappingBackend`].
+//!
+//! The core sits behind a `std::sync::Mutex` that is never held across an `.await`: SOAP
+//! handlers read the table under it and hand requests to it; the driver task runs every
+//! output (datagrams, NAT1 changes, state writes, replies) and the timers.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, oneshot};
+
+use super::core::{Core, IwfEvent, Nat1Command, Output, Request};
+use crate::mapping::{AddRequest, MappingError, MappingKey, PortMapping, PortMappingBackend, WanStatus};
+use crate::nat1::{Nat1Backend, Nat1Error, WanSide};
+use crate::state::{StateDir, StoredMapping, split_expired};
+
+type Replies = HashMap<u64, oneshot::Sender<Result<PortMapping, MappingError>>>;
+
+/// What the driver and the SOAP handlers share.
+#[derive(Debug)]
+pub struct Shared {
+    core: Mutex<Core>,
+    replies: Mutex<Replies>,
+    wake: Notify,
+    next_request: AtomicU64,
+    started: Instant,
+    /// Human-readable health: PCP server reachable, NAT1 backend state (status page).
+    health: Mutex<Health>,
+}
+
+/// Health of the upstream parts, for logs and the status page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// The PCP server has answered at least once.
+    pub pcp_answered: bool,
+    /// The last NAT1 error, if the backend is failing.
+    pub nat1_error: Option<String>,
+    /// The last state-file error.
+    pub state_error: Option<String>,
+    /// Recent events, newest last (at most 32).
+    pub recent: Vec<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    /// The core, locked (never hold it across an await).
+    pub fn core(&self) -> MutexGuard<'_, Core> {
+        lock(&self.core)
+    }
+
+    /// Health snapshot.
+    pub fn health(&self) -> Health {
+        lock(&self.health).clone()
+    }
+
+    fn note(&self, line: String) {
+        let mut h = lock(&self.health);
+        h.recent.push(line);
+        if h.recent.len() > 32 {
+            h.recent.remove(0);
+        }
+    }
+}
+
+/// The IGD's backend with `--upstream pcp`.
+#[derive(Debug, Clone)]
+pub struct PcpBackend {
+    shared: Arc<Shared>,
+}
+
+impl PcpBackend {
+    /// The shared state (status page, tests).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    async fn ask(&self, now: Instant, req: Request) -> Result<PortMapping, MappingError> {
+        let id = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.shared.replies).insert(id, tx);
+        self.shared.core().handle_request(now, id, req);
+        self.shared.wake.notify_one();
+        rx.await
+            .unwrap_or_else(|_| Err(MappingError::Upstream("the interworking task stopped".into())))
+    }
+}
+
+impl PortMappingBackend for PcpBackend {
+    fn wan_status(&self, now: Instant) -> WanStatus {
+        let core = self.shared.core();
+        WanStatus {
+            external_address: core.external_address(),
+            connected: core.server_epoch().is_some(),
+            uptime: now.saturating_duration_since(self.shared.started),
+        }
+    }
+
+    fn external_address_for(&self, _now: Instant, cp: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.shared.core().external_address_for(cp)
+    }
+
+    fn add(
+        &self,
+        now: Instant,
+        request: AddRequest,
+    ) -> impl Future<Output = Result<PortMapping, MappingError>> + Send {
+        self.ask(now, Request::Add(request))
+    }
+
+    fn delete(
+        &self,
+        now: Instant,
+        key: MappingKey,
+    ) -> impl Future<Output = Result<PortMapping, MappingError>> + Send {
+        self.ask(now, Request::Delete(key))
+    }
+
+    fn get(&self, now: Instant, key: &MappingKey) -> Option<PortMapping> {
+        self.shared.core().get(now, key)
+    }
+
+    fn list(&self, now: Instant) -> Vec<PortMapping> {
+        self.shared.core().mappings(now)
+    }
+
+    fn expire(&self, _now: Instant) -> Vec<PortMapping> {
+        // Lease ends are timers of the core (it deletes upstream first).
+        Vec::new()
+    }
+
+    fn update_id(&self) -> u32 {
+        self.shared.core().update_id()
+    }
+}
+
+/// What the driver needs besides the core.
+pub struct DriverConfig {
+    /// The WAN side (interface for the ANNOUNCE listener and NAT1, address).
+    pub wan: WanSide,
+    /// Durable state, if any.
+    pub state_dir: Option<PathBuf>,
+    /// The NAT1 backend.
+    pub nat1: Box<dyn Nat1Backend>,
+    /// Bind the ANNOUNCE listener to the WAN interface (needs root or CAP_NET_RAW).
+    pub announce_listener: bool,
+}
+
+impl std::fmt::Debug for DriverConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverConfig")
+            .field("wan", &self.wan)
+            .field("state_dir", &self.state_dir)
+            .field("announce_listener", &self.announce_listener)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running interworking function.
+#[derive(Debug)]
+pub struct Iwf {
+    /// The backend to give the IGD.
+    pub backend: Arc<PcpBackend>,
+    task: tokio::task::JoinHandle<()>,
+    stop: Arc<Notify>,
+    nat1: Arc<Mutex<Box<dyn Nat1Backend>>>,
+}
+
+impl std::fmt::Debug for dyn Nat1Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Nat1Backend")
+    }
+}
+
+impl Iwf {
+    /// Stops the driver and removes the NAT1 table (a clean exit). The PCP mappings are left
+    /// to lapse at the CGN, and the state file keeps them, so a restart renews them with
+    /// their nonces.
+    pub async fn stop(self) {
+        self.stop.notify_one();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+        let nat1 = self.nat1.clone();
+        let _ = tokio::task::spawn_blocking(move || lock(&nat1).shutdown()).await;
+    }
+}
+
+/// Starts the interworking function: loads the state file (a corrupt one is moved aside and
+/// reported), rebuilds the NAT1 table with exactly the stored mappings (stale rules from a
+/// crash cleared), opens the PCP socket and the ANNOUNCE listener, and renews the stored
+/// mappings with their nonces.
+pub async fn start(core: Core, config: DriverConfig) -> anyhow::Result<Iwf> {
+    use anyhow::Context as _;
+    let server = core.config().server;
+    let now = Instant::now();
+    let mut stored: Vec<StoredMapping> = Vec::new();
+    let mut state_error = None;
+    let state = config.state_dir.clone().map(StateDir::new);
+    if let Some(dir) = &state {
+        match dir.load() {
+            Ok(loaded) => {
+                if let Some((path, err)) = &loaded.discarded {
+                    tracing::error!(moved_to = %path.display(), error = %err, "state file unreadable: moved aside, starting with no mappings");
+                    state_error = Some(format!("{err} (moved to {})", path.display()));
+                }
+                let (kept, dropped) = split_expired(loaded.mappings, SystemTime::now());
+                if !dropped.is_empty() {
+                    tracing::info!(count = dropped.len(), "stored mappings expired while down: dropped");
+                }
+                stored = kept;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the state directory; starting empty");
+                state_error = Some(e.to_string());
+            }
+        }
+    }
+    let nat1 = Arc::new(Mutex::new(config.nat1));
+    let rules: Vec<_> = stored
+        .iter()
+        .filter(|s| s.nat1_port != 0)
+        .map(|s| crate::nat1::Nat1Rule {
+            protocol: s.protocol,
+            wan_port: s.nat1_port,
+            client: s.internal_client,
+            client_port: s.internal_port,
+        })
+        .collect();
+    let wan = config.wan.clone();
+    let n = nat1.clone();
+    let reset = tokio::task::spawn_blocking(move || lock(&n).reset(&wan, &rules))
+        .await
+        .context("NAT1 reset task")?;
+    let nat1_error = match reset {
+        Ok(()) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "NAT1 backend unavailable: mappings cannot reach LAN hosts until it works");
+            Some(e.to_string())
+        }
+    };
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .await
+        .context("binding the PCP client socket")?;
+    socket
+        .connect(server)
+        .await
+        .with_context(|| format!("no route to the PCP server {server}"))?;
+    let local = socket.local_addr()?;
+    let announce = if config.announce_listener {
+        match pcp_client::client::announce_socket_v4(Some(&config.wan.iface), config.wan.address) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(iface = %config.wan.iface, error = %e, "no ANNOUNCE listener on the WAN (restarts of the CGN are noticed at the next renewal)");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let shared = Arc::new(Shared {
+        core: Mutex::new(core),
+        replies: Mutex::new(HashMap::new()),
+        wake: Notify::new(),
+        next_request: AtomicU64::new(1),
+        started: now,
+        health: Mutex::new(Health {
+            nat1_error,
+            state_error,
+            ..Health::default()
+        }),
+    });
+    shared.core().restore(Instant::now(), stored);
+    let stop = Arc::new(Notify::new());
+    let driver = Driver {
+        shared: shared.clone(),
+        socket: Arc::new(socket),
+        local,
+        announce: announce.map(Arc::new),
+        nat1: nat1.clone(),
+        state,
+    };
+    let task = tokio::spawn(driver.run(stop.clone()));
+    Ok(Iwf {
+        backend: Arc::new(PcpBackend { shared }),
+        task,
+        stop,
+        nat1,
+    })
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    announce: Option<Arc<UdpSocket>>,
+    nat1: Arc<Mutex<Box<dyn Nat1Backend>>>,
+    state: Option<StateDir>,
+}
+
+enum Incoming {
+    Datagram(SocketAddr, SocketAddr, Vec<u8>),
+    Refused,
+}
+
+async fn recv(socket: &UdpSocket, to: SocketAddr, buf: &mut [u8]) -> Incoming {
+    loop {
+        match socket.recv_from(buf).await {
+            Ok((n, from)) => return Incoming::Datagram(from, to, buf[..n].to_vec()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Incoming::Refused,
+            Err(e) => {
+                tracing::debug!(error = %e, "PCP socket");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+impl Driver {
+    async fn run(self, stop: Arc<Notify>) {
+        let mut buf = vec![0u8; 2048];
+        let mut abuf = vec![0u8; 2048];
+        let announce_to = SocketAddr::new(IpAddr::V4(pcp_client::natpmp::ANNOUNCE_ADDRESS), 5350);
+        loop {
+            self.flush().await;
+            let deadline = self.shared.core().poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let announce = async {
+                match &self.announce {
+                    Some(s) => recv(s, announce_to, &mut abuf).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = stop.notified() => return,
+                () = self.shared.wake.notified() => {}
+                item = recv(&self.socket, self.local, &mut buf) => self.incoming(item),
+                item = announce => self.incoming(item),
+                () = sleep => self.shared.core().handle_timeout(Instant::now()),
+            }
+        }
+    }
+
+    fn incoming(&self, item: Incoming) {
+        let now = Instant::now();
+        let mut core = self.shared.core();
+        match item {
+            Incoming::Datagram(from, to, bytes) => core.handle_datagram(now, from, to, &bytes),
+            Incoming::Refused => {
+                let server = core.config().server;
+                core.handle_icmp_error(now, server);
+            }
+        }
+    }
+
+    /// Carries out everything the core asked for, until it asks nothing more.
+    async fn flush(&self) {
+        let mut buf = [0u8; 1100];
+        loop {
+            let now = Instant::now();
+            let (transmits, outputs) = {
+                let mut core = self.shared.core();
+                let mut transmits = Vec::new();
+                while let Some(t) = core.poll_transmit(now, &mut buf) {
+                    transmits.push(buf[..t.len].to_vec());
+                }
+                let mut outputs = Vec::new();
+                while let Some(o) = core.poll_output() {
+                    outputs.push(o);
+                }
+                (transmits, outputs)
+            };
+            if transmits.is_empty() && outputs.is_empty() {
+                return;
+            }
+            for t in transmits {
+                if let Err(e) = self.socket.send(&t).await {
+                    tracing::debug!(error = %e, "PCP send");
+                }
+            }
+            for o in outputs {
+                self.output(o).await;
+            }
+        }
+    }
+
+    async fn output(&self, o: Output) {
+        match o {
+            Output::Reply { request, result } => {
+                if let Some(tx) = lock(&self.shared.replies).remove(&request) {
+                    let _ = tx.send(result);
+                }
+            }
+            Output::Nat1 { op, command } => {
+                let nat1 = self.nat1.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    let mut b = lock(&nat1);
+                    match command {
+                        Nat1Command::Install(rule) => b.install(&rule),
+                        Nat1Command::Remove(rule) => b.remove(&rule),
+                    }
+                })
+                .await
+                .unwrap_or_else(|e| Err(Nat1Error::Rejected(format!("NAT1 task: {e}"))));
+                {
+                    let mut h = lock(&self.shared.health);
+                    h.nat1_error = match &result {
+                        Err(e) if !matches!(e, Nat1Error::ConflictWithOtherMechanisms { .. } | Nat1Error::Duplicate { .. }) => Some(e.to_string()),
+                        _ => None,
+                    };
+                }
+                self.shared
+                    .core()
+                    .handle_nat1_result(Instant::now(), op, result);
+            }
+            Output::Persist(mappings) => {
+                let Some(dir) = &self.state else {
+                    return;
+                };
+                let dir = dir.clone();
+                let result = tokio::task::spawn_blocking(move || dir.save(&mappings)).await;
+                let error = match result {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(format!("state task: {e}")),
+                };
+                if let Some(e) = &error {
+                    tracing::error!(error = %e, "cannot write the state file");
+                }
+                lock(&self.shared.health).state_error = error;
+            }
+            Output::Event(event) => {
+                if let IwfEvent::ServerStateLost { .. } | IwfEvent::Restored { .. } = event {
+                    tracing::info!(?event, "interworking");
+                }
+                lock(&self.shared.health).pcp_answered = true;
+                self.shared.note(format!("{event:?}"));
+            }
+        }
+    }
+}

@@ -485,7 +485,12 @@ impl<B: PortMappingBackend> Igd<B> {
         let v = ctx.version;
         let var = |n: &str| self.state_variable(n, now).unwrap_or_default();
         Ok(match action {
-            Action::GetExternalIpAddress => vec![text(var("ExternalIPAddress"))],
+            Action::GetExternalIpAddress => vec![text(
+                self.backend
+                    .external_address_for(now, ctx.caller)
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            )],
             Action::GetStatusInfo => vec![
                 text(var("ConnectionStatus")),
                 text("ERROR_NONE"),

@@ -39,6 +39,22 @@ pub struct LanInterface {
     pub prefix_len: u8,
 }
 
+/// Where the IGD's mappings go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamPlan {
+    /// Local table only (`--upstream none`).
+    None,
+    /// RFC 6970 interworking: PCP MAP to `server` from the WAN side, with NAT1 or not.
+    Pcp {
+        /// The PCP server.
+        server: SocketAddr,
+        /// The WAN interface and its address.
+        wan: crate::nat1::WanSide,
+        /// The local NAT backend.
+        nat: crate::cli::Nat,
+    },
+}
+
 /// Everything the daemon needs.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
@@ -70,8 +86,10 @@ pub struct DaemonConfig {
     pub link: LinkInfo,
     /// Re-serve and re-announce with a new BOOTID when a LAN address changes.
     pub watch_addresses: bool,
-    /// Where BOOTID (and the UUID) are persisted.
+    /// Where BOOTID, the UUID and the mappings are persisted.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Upstream.
+    pub upstream: UpstreamPlan,
 }
 
 impl DaemonConfig {
@@ -102,6 +120,7 @@ impl DaemonConfig {
             },
             watch_addresses: false,
             state_dir: None,
+            upstream: UpstreamPlan::None,
         }
     }
 }
@@ -133,9 +152,6 @@ fn write_state(dir: Option<&Path>, file: &str, value: &str) -> anyhow::Result<()
 /// Builds the configuration from flags and the optional file (flags win). Persists the UUID
 /// and BOOTID in `--state-dir` when given, so the UDN is stable and BOOTID grows.
 pub fn config_from_cli(cli: &Cli) -> anyhow::Result<DaemonConfig> {
-    if cli.upstream == Upstream::Pcp {
-        bail!("--upstream pcp (RFC 6970 interworking) is not implemented yet; use --upstream none");
-    }
     if cli.lan.is_empty() {
         bail!("at least one --lan IFACE is required");
     }
@@ -201,7 +217,32 @@ pub fn config_from_cli(cli: &Cli) -> anyhow::Result<DaemonConfig> {
             None => None,
         },
     };
+    let upstream = match cli.upstream {
+        Upstream::None => UpstreamPlan::None,
+        Upstream::Pcp => {
+            let Some(wan) = &cli.wan else {
+                bail!("--upstream pcp needs --wan IFACE (the interface towards the CGN)");
+            };
+            let (address, _) = interface_v4(wan)
+                .with_context(|| format!("--wan {wan}: the PCP client needs its IPv4 address"))?;
+            let server = match cli.pcp_server {
+                Some(s) => s,
+                None => default_gateway_of(wan).with_context(|| {
+                    format!("no --pcp-server given and no default gateway on {wan}")
+                })?,
+            };
+            UpstreamPlan::Pcp {
+                server,
+                wan: crate::nat1::WanSide {
+                    iface: wan.clone(),
+                    address,
+                },
+                nat: cli.nat,
+            }
+        }
+    };
     Ok(DaemonConfig {
+        upstream,
         lan,
         http_port: cli.http_port.or(file.http_port).unwrap_or(5000),
         ssdp_port: cli.ssdp_port.or(file.ssdp_port).unwrap_or(1900),
@@ -222,6 +263,22 @@ pub fn config_from_cli(cli: &Cli) -> anyhow::Result<DaemonConfig> {
         watch_addresses: true,
         state_dir: cli.state_dir.clone(),
     })
+}
+
+/// The PCP server by default: the default gateway of `wan` on port 5351 (RFC 6887 §8.1).
+pub fn default_gateway_of(wan: &str) -> anyhow::Result<SocketAddr> {
+    let routes = std::fs::read_to_string("/proc/net/route").context("reading /proc/net/route")?;
+    let gw = routes.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 3 || f[0] != wan || f[1] != "00000000" {
+            return None;
+        }
+        let raw = u32::from_str_radix(f[2], 16).ok()?;
+        let ip = Ipv4Addr::from(raw.swap_bytes());
+        (!ip.is_unspecified()).then_some(ip)
+    });
+    gw.map(|ip| SocketAddr::from((ip, pcp_client::wire::SERVER_PORT)))
+        .with_context(|| format!("no default route via {wan}"))
 }
 
 /// How often the LAN interfaces' addresses are checked for a change.
@@ -506,10 +563,26 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    // Defaults that do what they say: PCP upstream needs a WAN interface, and says so.
     #[test]
-    fn pcp_upstream_is_refused_until_implemented() {
+    fn pcp_upstream_without_wan_says_what_is_missing() {
         let cli = Cli::parse_from(["upnp-iwf", "--lan", "lo"]);
-        let err = config_from_cli(&cli).expect_err("pcp not implemented");
-        assert!(err.to_string().contains("--upstream none"));
+        let err = config_from_cli(&cli).expect_err("no --wan");
+        assert!(err.to_string().contains("--wan"), "{err}");
+    }
+
+    #[test]
+    fn pcp_upstream_with_an_explicit_server() {
+        let cli = Cli::parse_from([
+            "upnp-iwf",
+            "--lan",
+            "lo",
+            "--wan",
+            "lo",
+            "--pcp-server",
+            "127.0.0.1:5351",
+        ]);
+        let cfg = config_from_cli(&cli).expect("config");
+        assert!(matches!(cfg.upstream, UpstreamPlan::Pcp { server, .. } if server.port() == 5351));
     }
 }

@@ -1,5 +1,6 @@
-//! `upnp_iwf`: the UPnP IGD server of the home router, and (later) the UPnP IGD to PCP
-//! interworking function (RFC 6970).
+//! `upnp_iwf`: the UPnP IGD server of the home router and the UPnP IGD to PCP interworking
+//! function (RFC 6970, [`iwf`]), with the router's own NAT on nftables ([`nat1`]) and durable
+//! state ([`state`]).
 //!
 //! The LAN side is built from sans-IO parts driven by thin tokio/hyper drivers:
 //! * [`ssdp`] parses SSDP, [`ssdp_reply`] builds the search answers and NOTIFY sets, and
@@ -30,6 +31,7 @@ pub mod description;
 pub mod gena;
 pub mod gena_delivery;
 pub mod http;
+pub mod iwf;
 pub mod mapping;
 pub mod metrics;
 pub mod nat1;

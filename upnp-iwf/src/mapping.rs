@@ -203,6 +203,12 @@ pub struct WanStatus {
 pub trait PortMappingBackend: Send + Sync + 'static {
     /// Current WAN state.
     fn wan_status(&self, now: Instant) -> WanStatus;
+    /// ExternalIPAddress as one control point sees it (RFC 6970 §4.1 keeps it per CP); by
+    /// default the WAN status's address.
+    fn external_address_for(&self, now: Instant, cp: Ipv4Addr) -> Option<Ipv4Addr> {
+        let _ = cp;
+        self.wan_status(now).external_address
+    }
     /// Creates or refreshes a mapping.
     fn add(
         &self,

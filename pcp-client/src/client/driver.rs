@@ -777,6 +777,15 @@ fn connected_socket(remote: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
+/// An ANNOUNCE listener on 224.0.0.1:5350 for a driver of its own (e.g. an IWF that runs the
+/// [`Engine`] itself): joined only on `iface` (and bound to it) when given, else on the
+/// interface of `local`, with IP_MULTICAST_ALL off, so hosts on other interfaces (a router's
+/// LAN) cannot reach it. Feed what it receives to [`Engine::handle_datagram`] with
+/// `to = 224.0.0.1:5350`.
+pub fn announce_socket_v4(iface: Option<&str>, local: Ipv4Addr) -> io::Result<UdpSocket> {
+    announce_listener_v4(iface, local)
+}
+
 /// The index of interface `name`, from sysfs (no `unsafe` FFI needed).
 fn interface_index(name: &str) -> io::Result<u32> {
     if name.is_empty() || name.contains('/') || name.contains("..") {

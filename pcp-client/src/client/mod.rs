@@ -73,7 +73,7 @@ pub use config::Config;
 #[cfg(feature = "tokio")]
 pub use discovery::{discover_gateways, parse_ipv4_routes, parse_ipv6_routes};
 #[cfg(feature = "tokio")]
-pub use driver::{Announcement, Client, ClientConfig, ClientError, Mapping};
+pub use driver::{Announcement, Client, ClientConfig, ClientError, Mapping, announce_socket_v4};
 pub use engine::{Engine, MappingInfo, MappingPhase, Stats};
 pub use event::{ErrorCode, Event, Exchange, MappingId, Path, ServerId, Transmit, Version};
 pub use request::{

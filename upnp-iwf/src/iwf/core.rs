@@ -634,11 +634,15 @@ impl Core {
         let AddRequest { mut mapping, choice } = add;
         let client = mapping.internal_client;
         // The CP's own existing entry: a refresh with the same nonce (IGD:2 practice).
-        if let Some((&key, e)) = self.overlapping(&mapping.key).next() {
-            let own = key == mapping.key && e.mapping.internal_client == client;
-            let same_target = e.mapping.internal_port == mapping.internal_port;
-            if own && same_target && matches!(choice, PortChoice::Exact | PortChoice::Any(_)) {
-                match e.phase {
+        let hit = self
+            .overlapping(&mapping.key)
+            .next()
+            .map(|(&k, e)| (k, e.mapping.internal_client, e.mapping.internal_port, e.phase));
+        if let Some((key, holder, holder_port, phase)) = hit {
+            let own = key == mapping.key && holder == client;
+            let same_target = holder_port == mapping.internal_port;
+            if own && same_target {
+                match phase {
                     Phase::Active | Phase::Recovering => {
                         return self.refresh(now, request, key, mapping);
                     }

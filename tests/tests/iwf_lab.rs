@@ -1,0 +1,246 @@
+//! upnp-iwf with its defaults (PCP upstream towards the WAN default gateway, nftables NAT1) on
+//! the CPE of the NAT444 lab, cgn-sim with its TUN dataplane as the CGN: a real UPnP client on
+//! the LAN maps a port and the Internet host reaches the LAN app through both NATs (RFC 6970).
+//! Needs root (SKIPPED otherwise), nft, upnpc and python3.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nat444_tests::lab::{Lab, LabBuilder, LabChild, Node, cgn_sim_argv};
+use nat444_tests::require_privileges;
+
+/// The router's own firewall: masquerade of the LAN towards the WAN. Not the IWF's job
+/// (docs/architecture.md, "NAT1 on nftables"); the IWF's own table sits in front of it.
+const ROUTER_FW: &str = "table ip routerfw {\n  chain post { type nat hook postrouting priority srcnat; policy accept;\n    oifname \"wan0\" masquerade\n  }\n}\n";
+
+/// LAN app: echoes every UDP datagram (or the first TCP message) back from its own port and
+/// prints `GOT <peer> <data>`; at most 20 s.
+const APP: &str = r#"
+import socket, sys, time
+proto, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port))
+s.settimeout(20)
+print("READY", flush=True)
+end = time.time() + 20
+if proto == "udp":
+    while time.time() < end:
+        try:
+            data, peer = s.recvfrom(2048)
+        except socket.timeout:
+            break
+        print("GOT %s:%d %s" % (peer[0], peer[1], data.decode(errors="replace")), flush=True)
+        s.sendto(b"echo " + data, peer)
+else:
+    s.listen(4)
+    while time.time() < end:
+        try:
+            c, peer = s.accept()
+        except socket.timeout:
+            break
+        c.settimeout(5)
+        data = c.recv(2048)
+        print("GOT %s:%d %s" % (peer[0], peer[1], data.decode(errors="replace")), flush=True)
+        c.sendall(b"echo " + data)
+        c.close()
+"#;
+
+/// Internet peer: sends one message and prints `REPLY <from> <data>` or `NOREPLY`.
+const PEER: &str = r#"
+import socket, sys
+proto, host, port, msg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].encode()
+try:
+    if proto == "udp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(3)
+        s.sendto(msg, (host, port))
+        data, peer = s.recvfrom(2048)
+    else:
+        s = socket.create_connection((host, port), timeout=3)
+        peer = s.getpeername()
+        s.sendall(msg)
+        s.settimeout(3)
+        data = s.recv(2048)
+    print("REPLY %s:%d %s" % (peer[0], peer[1], data.decode(errors="replace")), flush=True)
+except Exception as e:
+    print("NOREPLY %s" % e, flush=True)
+"#;
+
+fn bin(name: &str) -> String {
+    let p: PathBuf = nat444_tests::bins::workspace_bin(name, name);
+    p.to_string_lossy().into_owned()
+}
+
+fn wait(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+fn out(lab: &Lab, node: Node, argv: &[&str], secs: u64) -> String {
+    let o = lab
+        .exec_timeout(node, argv, Duration::from_secs(secs))
+        .expect("command runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+struct Nat444 {
+    lab: Lab,
+    ctl: PathBuf,
+    cgn: LabChild,
+    iwf: LabChild,
+}
+
+impl Nat444 {
+    fn start() -> Nat444 {
+        let lab = LabBuilder::new().build().expect("lab");
+        let ctl = lab.log_dir().join("cgn.sock");
+        let argv = cgn_sim_argv(&bin("cgn-sim"), "tun", &ctl.to_string_lossy());
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let cgn = lab.spawn(Node::Cgn, &argv).expect("cgn-sim starts");
+        assert!(wait(10, || ctl.exists()), "cgn-sim:\n{}", cgn.log());
+        let fw = lab.log_dir().join("routerfw.nft");
+        std::fs::write(&fw, ROUTER_FW).expect("write");
+        lab.exec_ok(Node::Cpe, &["nft", "-f", &fw.to_string_lossy()])
+            .expect("router firewall");
+        let state = lab.log_dir().join("iwf-state");
+        let iwf_bin = bin("upnp-iwf");
+        // Defaults: PCP upstream to the WAN default gateway (100.64.0.1), nftables NAT1.
+        let iwf = lab
+            .spawn(
+                Node::Cpe,
+                &[
+                    &iwf_bin,
+                    "--lan",
+                    "lan0",
+                    "--wan",
+                    "wan0",
+                    "--state-dir",
+                    &state.to_string_lossy(),
+                ],
+            )
+            .expect("upnp-iwf starts");
+        assert!(
+            wait(10, || iwf.log().contains("serving UPnP IGD")),
+            "upnp-iwf:\n{}",
+            iwf.log()
+        );
+        Nat444 { lab, ctl, cgn, iwf }
+    }
+
+    fn cgn_ctl(&self, args: &[&str]) -> String {
+        let o = std::process::Command::new(bin("cgn-sim"))
+            .arg("--ctl")
+            .arg(&self.ctl)
+            .arg("ctl")
+            .args(args)
+            .output()
+            .expect("cgn-sim ctl runs");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn nft_table(&self) -> String {
+        out(
+            &self.lab,
+            Node::Cpe,
+            &["nft", "list", "table", "ip", "upnp_iwf"],
+            5,
+        )
+    }
+
+    /// The LAN app on `port`, and the Internet peer sending `msg` to `external`.
+    fn exchange(&self, proto: &str, port: u16, external: &str, msg: &str) -> (String, String) {
+        let app = self
+            .lab
+            .spawn(Node::Lan, &["python3", "-c", APP, proto, &port.to_string()])
+            .expect("app");
+        assert!(wait(5, || app.log().contains("READY")), "{}", app.log());
+        let (host, ext_port) = external.split_once(':').expect("addr:port");
+        let reply = out(
+            &self.lab,
+            Node::Inet,
+            &["python3", "-c", PEER, proto, host, ext_port, msg],
+            10,
+        );
+        wait(2, || app.log().contains("GOT"));
+        let got = app.log();
+        let _ = app.kill();
+        (got, reply)
+    }
+}
+
+fn external_of(upnpc: &str, proto: &str) -> Option<String> {
+    // "external 198.51.100.1:5000 UDP is redirected to internal 192.168.0.10:5000"
+    upnpc.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("external ")?;
+        let (addr, tail) = rest.split_once(' ')?;
+        tail.starts_with(proto).then(|| addr.to_string())
+    })
+}
+
+// RFC 6970 §5.5, §5.6.2, §5.8; nat1-nftables.md: upnpc -a from the LAN creates a mapping that
+// the Internet host reaches over UDP and TCP through both NATs; the LAN app's reply comes back
+// from the same external endpoint; upnpc -d removes it on the CPE (nft) and on the CGN, and
+// inbound then stops.
+#[test]
+fn upnpc_mapping_is_reachable_through_both_nats_and_removed_on_both() {
+    require_privileges!();
+    let n = Nat444::start();
+    let lab = &n.lab;
+    let mut externals = Vec::new();
+    for proto in ["UDP", "TCP"] {
+        let add = out(
+            lab,
+            Node::Lan,
+            &[
+                "upnpc", "-i", "-e", "p2p app", "-a", "192.168.0.10", "5000", "5000", proto,
+                "3600",
+            ],
+            30,
+        );
+        let external = external_of(&add, proto)
+            .unwrap_or_else(|| panic!("{add}\n--- iwf:\n{}\n--- cgn:\n{}", n.iwf.log(), n.cgn.log()));
+        assert!(external.starts_with("198.51.100."), "{add}");
+        assert!(external.ends_with(":5000"), "PREFER_FAILURE kept the port: {add}");
+        externals.push(external);
+    }
+    let table = n.cgn_ctl(&["mappings"]);
+    assert!(table.contains("Type: MAP IN, Protocol: UDP"), "{table}");
+    assert!(table.contains("Type: MAP IN, Protocol: TCP"), "{table}");
+    assert!(table.contains("[100.64.0.2:5000]"), "MAP of NAT1 port 5000 from the CPE: {table}");
+    let nft = n.nft_table();
+    assert!(nft.contains("dnat to 192.168.0.10:5000"), "{nft}");
+    assert!(nft.contains("snat to 100.64.0.2:5000"), "{nft}");
+
+    let (got, reply) = n.exchange("udp", 5000, &externals[0], "hello over UDP");
+    assert!(got.contains("GOT 203.0.113.50:"), "app:\n{got}\npeer: {reply}");
+    assert!(got.contains("hello over UDP"), "{got}");
+    assert!(
+        reply.contains(&format!("REPLY {} echo hello over UDP", externals[0])),
+        "the reply comes from the external endpoint: {reply}"
+    );
+    let (got, reply) = n.exchange("tcp", 5000, &externals[1], "hello over TCP");
+    assert!(got.contains("hello over TCP"), "app:\n{got}\npeer: {reply}");
+    assert!(reply.contains("echo hello over TCP"), "{reply}");
+
+    let del = out(lab, Node::Lan, &["upnpc", "-i", "-d", "5000", "UDP"], 30);
+    assert!(!del.contains("failed"), "{del}");
+    let nft = n.nft_table();
+    assert!(!nft.contains("udp dport 5000"), "NAT1 rule removed: {nft}");
+    assert!(nft.contains("tcp dport 5000"), "the TCP one stays: {nft}");
+    let table = n.cgn_ctl(&["mappings"]);
+    assert!(!table.contains("Type: MAP IN, Protocol: UDP"), "PCP delete: {table}");
+    let (got, reply) = n.exchange("udp", 5000, &externals[0], "after delete");
+    assert!(!got.contains("after delete"), "inbound stops: {got}");
+    assert!(reply.contains("NOREPLY"), "{reply}");
+}

@@ -92,6 +92,11 @@ impl Server {
         let Some(b) = self.table.binding(id) else {
             return success(0);
         };
+        if !b.has_map() && !b.is_static() && b.nonce == map.nonce {
+            // The MAP this nonce made is already gone (a retransmitted delete) and outbound
+            // traffic keeps the implicit mapping: agree with the first answer (§15, §15.1).
+            return success(b.implicit_expires.saturating_sub(now_s));
+        }
         if !b.has_map() || b.is_static() {
             // §15.1: MAP may not delete outbound (implicit/PEER) or static mappings.
             return self.err(ResultCode::NotAuthorized);

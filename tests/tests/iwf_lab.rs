@@ -203,27 +203,60 @@ fn upnpc_mapping_is_reachable_through_both_nats_and_removed_on_both() {
             lab,
             Node::Lan,
             &[
-                "upnpc", "-i", "-e", "p2p app", "-a", "192.168.0.10", "5000", "5000", proto,
+                "upnpc",
+                "-i",
+                "-e",
+                "p2p app",
+                "-a",
+                "192.168.0.10",
+                "5000",
+                "5000",
+                proto,
                 "3600",
             ],
             30,
         );
-        let external = external_of(&add, proto)
-            .unwrap_or_else(|| panic!("{add}\n--- iwf:\n{}\n--- cgn:\n{}", n.iwf.log(), n.cgn.log()));
-        assert!(external.starts_with("198.51.100."), "{add}");
-        assert!(external.ends_with(":5000"), "PREFER_FAILURE kept the port: {add}");
-        externals.push(external);
+        let external = external_of(&add, proto).unwrap_or_else(|| {
+            panic!(
+                "{add}\n--- iwf:\n{}\n--- cgn:\n{}",
+                n.iwf.log(),
+                n.cgn.log()
+            )
+        });
+        // upnpc asks GetExternalIPAddress before adding: "" until a PCP answer told it
+        // (RFC 6970 §4.1); the port is the one asked for (PREFER_FAILURE).
+        assert!(
+            external.ends_with(":5000"),
+            "PREFER_FAILURE kept the port: {add}"
+        );
+    }
+    // Now the IGD knows the external address from the PCP answers.
+    let status = out(lab, Node::Lan, &["upnpc", "-i", "-s"], 30);
+    let ip = status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ExternalIPAddress = "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(ip.starts_with("198.51.100."), "{status}");
+    for _ in 0..2 {
+        externals.push(format!("{ip}:5000"));
     }
     let table = n.cgn_ctl(&["mappings"]);
     assert!(table.contains("Type: MAP IN, Protocol: UDP"), "{table}");
     assert!(table.contains("Type: MAP IN, Protocol: TCP"), "{table}");
-    assert!(table.contains("[100.64.0.2:5000]"), "MAP of NAT1 port 5000 from the CPE: {table}");
+    assert!(
+        table.contains("[100.64.0.2:5000]"),
+        "MAP of NAT1 port 5000 from the CPE: {table}"
+    );
     let nft = n.nft_table();
     assert!(nft.contains("dnat to 192.168.0.10:5000"), "{nft}");
     assert!(nft.contains("snat to 100.64.0.2:5000"), "{nft}");
 
     let (got, reply) = n.exchange("udp", 5000, &externals[0], "hello over UDP");
-    assert!(got.contains("GOT 203.0.113.50:"), "app:\n{got}\npeer: {reply}");
+    assert!(
+        got.contains("GOT 203.0.113.50:"),
+        "app:\n{got}\npeer: {reply}"
+    );
     assert!(got.contains("hello over UDP"), "{got}");
     assert!(
         reply.contains(&format!("REPLY {} echo hello over UDP", externals[0])),
@@ -234,12 +267,20 @@ fn upnpc_mapping_is_reachable_through_both_nats_and_removed_on_both() {
     assert!(reply.contains("echo hello over TCP"), "{reply}");
 
     let del = out(lab, Node::Lan, &["upnpc", "-i", "-d", "5000", "UDP"], 30);
-    assert!(!del.contains("failed"), "{del}");
+    assert!(
+        !del.contains("failed"),
+        "{del}\n--- iwf:\n{}\n--- cgn:\n{}",
+        n.iwf.log(),
+        n.cgn.log()
+    );
     let nft = n.nft_table();
     assert!(!nft.contains("udp dport 5000"), "NAT1 rule removed: {nft}");
     assert!(nft.contains("tcp dport 5000"), "the TCP one stays: {nft}");
     let table = n.cgn_ctl(&["mappings"]);
-    assert!(!table.contains("Type: MAP IN, Protocol: UDP"), "PCP delete: {table}");
+    assert!(
+        !table.contains("Type: MAP IN, Protocol: UDP"),
+        "PCP delete: {table}"
+    );
     let (got, reply) = n.exchange("udp", 5000, &externals[0], "after delete");
     assert!(!got.contains("after delete"), "inbound stops: {got}");
     assert!(reply.contains("NOREPLY"), "{reply}");

@@ -194,11 +194,15 @@ impl Engine {
         let (deleting, server) = (m.deleting, m.server);
         if response.result.is_success() {
             if deleting {
-                if response.lifetime == 0 {
+                // RFC 6887 §15: when outbound traffic keeps the implicit mapping alive, the
+                // server answers the delete with SUCCESS and that mapping's remaining
+                // lifetime. So any success after the delete went out confirms it; one that
+                // comes before answers an earlier renewal (stale, ignored).
+                let delete_sent = m.tx.is_some_and(|tx| tx.transmissions > 0);
+                if response.lifetime == 0 || delete_sent {
                     self.forget(MappingId(id));
                     self.push_event(Event::Deleted { id: MappingId(id) });
                 }
-                // A success with a lifetime answers an earlier renewal: stale, ignore.
                 return;
             }
             if response.lifetime == 0 {

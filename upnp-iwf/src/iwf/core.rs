@@ -14,7 +14,9 @@ use pcp_client::client::{
 use pcp_client::wire::{Nonce, Protocol as PcpProtocol, ResultCode};
 
 use super::entry::{AfterRemoval, Entry, Phase};
-use crate::mapping::{AddRequest, Lease, MappingError, MappingKey, PortChoice, PortMapping, Protocol};
+use crate::mapping::{
+    AddRequest, Lease, MappingError, MappingKey, PortChoice, PortMapping, Protocol,
+};
 use crate::nat1::{Nat1Error, Nat1Rule};
 use crate::state::{CreatedBy, FrontEnd, LeaseEnd, StoredMapping};
 
@@ -405,7 +407,13 @@ impl Core {
     }
 
     /// A datagram from the PCP side (responses, ANNOUNCE, Mapping Updates).
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: &[u8],
+    ) {
         self.engine.handle_datagram(now, from, to, bytes);
         self.drain_engine(now);
     }
@@ -480,7 +488,9 @@ impl Core {
                         p.as_str()
                     ))),
                 ),
-                Some(_) => self.start_delete(now, key, Some(request), "deleted by the control point"),
+                Some(_) => {
+                    self.start_delete(now, key, Some(request), "deleted by the control point")
+                }
             },
         }
         self.drain_engine(now);
@@ -631,13 +641,20 @@ impl Core {
     }
 
     fn add(&mut self, now: Instant, request: u64, add: AddRequest) {
-        let AddRequest { mut mapping, choice } = add;
+        let AddRequest {
+            mut mapping,
+            choice,
+        } = add;
         let client = mapping.internal_client;
         // The CP's own existing entry: a refresh with the same nonce (IGD:2 practice).
-        let hit = self
-            .overlapping(&mapping.key)
-            .next()
-            .map(|(&k, e)| (k, e.mapping.internal_client, e.mapping.internal_port, e.phase));
+        let hit = self.overlapping(&mapping.key).next().map(|(&k, e)| {
+            (
+                k,
+                e.mapping.internal_client,
+                e.mapping.internal_port,
+                e.phase,
+            )
+        });
         if let Some((key, holder, holder_port, phase)) = hit {
             let own = key == mapping.key && holder == client;
             let same_target = holder_port == mapping.internal_port;
@@ -896,7 +913,12 @@ impl Core {
         let Some(e) = self.table.get_mut(&key) else {
             return;
         };
-        tracing::info!(port = key.external_port, protocol = key.protocol.as_str(), why, "deleting");
+        tracing::info!(
+            port = key.external_port,
+            protocol = key.protocol.as_str(),
+            why,
+            "deleting"
+        );
         e.waiter = waiter;
         e.phase = Phase::Deleting;
         let pcp = e.pcp;
@@ -998,7 +1020,11 @@ impl Core {
                     _ => self.event(IwfEvent::PcpError { key, code }),
                 }
             }
-            Event::GaveUp { exchange, transmissions, .. } => {
+            Event::GaveUp {
+                exchange,
+                transmissions,
+                ..
+            } => {
                 let error = MappingError::Upstream(format!(
                     "no answer from PCP server {} after {transmissions} tries",
                     self.config.server
@@ -1057,7 +1083,14 @@ impl Core {
         }
     }
 
-    fn granted(&mut self, now: Instant, key: MappingKey, id: MappingId, external: SocketAddrV4, event: Event) {
+    fn granted(
+        &mut self,
+        now: Instant,
+        key: MappingKey,
+        id: MappingId,
+        external: SocketAddrV4,
+        event: Event,
+    ) {
         let Some(e) = self.table.get_mut(&key) else {
             return;
         };
@@ -1072,7 +1105,9 @@ impl Core {
                 let mut mapping = e.mapping.clone();
                 // AddAnyPortMapping: the key becomes the assigned port (NewReservedPort).
                 let mut key = key;
-                if e.created_by == CreatedBy::AddAnyPortMapping && external.port() != key.external_port {
+                if e.created_by == CreatedBy::AddAnyPortMapping
+                    && external.port() != key.external_port
+                {
                     let new_key = MappingKey {
                         external_port: external.port(),
                         ..key
@@ -1116,8 +1151,8 @@ impl Core {
             }
             Phase::Recovering | Phase::Active => {
                 e.phase = Phase::Active;
-                let restored = phase == Phase::Recovering
-                    || matches!(event, Event::Restored { .. });
+                let restored =
+                    phase == Phase::Recovering || matches!(event, Event::Restored { .. });
                 if restored {
                     e.restores += 1;
                     self.stats.restores += 1;

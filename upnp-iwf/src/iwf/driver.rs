@@ -20,7 +20,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Notify, oneshot};
 
 use super::core::{Core, IwfEvent, Nat1Command, Output, Request};
-use crate::mapping::{AddRequest, MappingError, MappingKey, PortMapping, PortMappingBackend, WanStatus};
+use crate::mapping::{
+    AddRequest, MappingError, MappingKey, PortMapping, PortMappingBackend, WanStatus,
+};
 use crate::nat1::{Nat1Backend, Nat1Error, WanSide};
 use crate::state::{StateDir, StoredMapping, split_expired};
 
@@ -93,8 +95,11 @@ impl PcpBackend {
         lock(&self.shared.replies).insert(id, tx);
         self.shared.core().handle_request(now, id, req);
         self.shared.wake.notify_one();
-        rx.await
-            .unwrap_or_else(|_| Err(MappingError::Upstream("the interworking task stopped".into())))
+        rx.await.unwrap_or_else(|_| {
+            Err(MappingError::Upstream(
+                "the interworking task stopped".into(),
+            ))
+        })
     }
 }
 
@@ -216,7 +221,10 @@ pub async fn start(core: Core, config: DriverConfig) -> anyhow::Result<Iwf> {
                 }
                 let (kept, dropped) = split_expired(loaded.mappings, SystemTime::now());
                 if !dropped.is_empty() {
-                    tracing::info!(count = dropped.len(), "stored mappings expired while down: dropped");
+                    tracing::info!(
+                        count = dropped.len(),
+                        "stored mappings expired while down: dropped"
+                    );
                 }
                 stored = kept;
             }
@@ -420,7 +428,15 @@ impl Driver {
                 {
                     let mut h = lock(&self.shared.health);
                     h.nat1_error = match &result {
-                        Err(e) if !matches!(e, Nat1Error::ConflictWithOtherMechanisms { .. } | Nat1Error::Duplicate { .. }) => Some(e.to_string()),
+                        Err(e)
+                            if !matches!(
+                                e,
+                                Nat1Error::ConflictWithOtherMechanisms { .. }
+                                    | Nat1Error::Duplicate { .. }
+                            ) =>
+                        {
+                            Some(e.to_string())
+                        }
                         _ => None,
                     };
                 }

@@ -92,9 +92,10 @@ impl Server {
         let Some(b) = self.table.binding(id) else {
             return success(0);
         };
-        if !b.has_map() && !b.is_static() && b.nonce == map.nonce {
+        if !b.has_map() && !b.is_static() && b.nonce == map.nonce && b.nonce.0 != [0; 12] {
             // The MAP this nonce made is already gone (a retransmitted delete) and outbound
             // traffic keeps the implicit mapping: agree with the first answer (§15, §15.1).
+            // Purely implicit bindings carry the zero nonce; only a deleted MAP leaves its own.
             return success(b.implicit_expires.saturating_sub(now_s));
         }
         if !b.has_map() || b.is_static() {

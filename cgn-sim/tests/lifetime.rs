@@ -437,3 +437,24 @@ fn mapping_update_carries_third_party_and_filters_and_stops_on_refresh() {
         assert_eq!(r.data.map_fields().map(|m| m.internal_port), Some(5000));
     }
 }
+
+// RFC 6887 §15, §15.1: a delete retransmitted after the MAP is gone, while outbound traffic
+// keeps the implicit mapping, gets the same SUCCESS (with the implicit lifetime) as the first.
+#[test]
+fn retransmitted_delete_after_outbound_traffic_agrees_with_the_first_answer() {
+    let mut h = Harness::new();
+    udp(&mut h, CLIENT, 7, 6100, 3600, None);
+    let now = h.now;
+    h.server
+        .outbound(now, Protocol::UDP, SocketAddrV4::new(CLIENT, 6100))
+        .expect("implicit");
+    let first = udp(&mut h, CLIENT, 7, 6100, 0, None);
+    assert_eq!(first.result(), ResultCode::Success);
+    assert!(first.lifetime() > 0, "the implicit mapping's lifetime");
+    let again = udp(&mut h, CLIENT, 7, 6100, 0, None);
+    assert_eq!(
+        (again.result(), again.lifetime() > 0),
+        (ResultCode::Success, true)
+    );
+    assert_eq!(h.server.table().counts().maps, 0);
+}

@@ -94,11 +94,85 @@ fn out(lab: &Lab, node: Node, argv: &[&str], secs: u64) -> String {
     )
 }
 
+/// upnp-iwf with its defaults (PCP upstream to the WAN default gateway 100.64.0.1, nftables
+/// NAT1) and a state directory in the lab's log directory.
+fn spawn_iwf(lab: &Lab) -> LabChild {
+    let state = lab.log_dir().join("iwf-state");
+    let iwf_bin = bin("upnp-iwf");
+    let iwf = lab
+        .spawn(
+            Node::Cpe,
+            &[
+                &iwf_bin,
+                "--lan",
+                "lan0",
+                "--wan",
+                "wan0",
+                "--state-dir",
+                &state.to_string_lossy(),
+            ],
+        )
+        .expect("upnp-iwf starts");
+    assert!(
+        wait(10, || iwf.log().contains("serving UPnP IGD")),
+        "upnp-iwf:\n{}",
+        iwf.log()
+    );
+    iwf
+}
+
+const URL: &str = "http://192.168.0.1:5000/rootDesc.xml";
+
+/// `MAP IN` lines of the CGN's table for subscriber 100.64.0.2, as `(protocol, external)`.
+fn map_in_lines(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .filter(|l| l.contains("Type: MAP IN") && l.contains("[100.64.0.2:"))
+        .map(|l| {
+            let ext = l
+                .split("ANY -> ")
+                .nth(1)
+                .and_then(|r| r.split('[').next())
+                .unwrap_or("?");
+            let proto = if l.contains("Protocol: TCP") {
+                "TCP"
+            } else {
+                "UDP"
+            };
+            format!("{proto} {ext}")
+        })
+        .collect()
+}
+
 struct Nat444 {
     lab: Lab,
     ctl: PathBuf,
     cgn: LabChild,
     iwf: LabChild,
+}
+
+impl Nat444 {
+    fn map(&self, port: u16, proto: &str) -> String {
+        let p = port.to_string();
+        out(
+            &self.lab,
+            Node::Lan,
+            &[
+                "upnpc",
+                "-u",
+                URL,
+                "-e",
+                "p2p",
+                "-a",
+                "192.168.0.10",
+                &p,
+                &p,
+                proto,
+                "0",
+            ],
+            30,
+        )
+    }
 }
 
 impl Nat444 {
@@ -113,28 +187,7 @@ impl Nat444 {
         std::fs::write(&fw, ROUTER_FW).expect("write");
         lab.exec_ok(Node::Cpe, &["nft", "-f", &fw.to_string_lossy()])
             .expect("router firewall");
-        let state = lab.log_dir().join("iwf-state");
-        let iwf_bin = bin("upnp-iwf");
-        // Defaults: PCP upstream to the WAN default gateway (100.64.0.1), nftables NAT1.
-        let iwf = lab
-            .spawn(
-                Node::Cpe,
-                &[
-                    &iwf_bin,
-                    "--lan",
-                    "lan0",
-                    "--wan",
-                    "wan0",
-                    "--state-dir",
-                    &state.to_string_lossy(),
-                ],
-            )
-            .expect("upnp-iwf starts");
-        assert!(
-            wait(10, || iwf.log().contains("serving UPnP IGD")),
-            "upnp-iwf:\n{}",
-            iwf.log()
-        );
+        let iwf = spawn_iwf(&lab);
         Nat444 { lab, ctl, cgn, iwf }
     }
 
@@ -284,4 +337,83 @@ fn upnpc_mapping_is_reachable_through_both_nats_and_removed_on_both() {
     let (got, reply) = n.exchange("udp", 5000, &externals[0], "after delete");
     assert!(!got.contains("after delete"), "inbound stops: {got}");
     assert!(reply.contains("NOREPLY"), "{reply}");
+}
+
+// RFC 6970 §5.10, §5.3; RFC 6887 §14.1.3: after `cgn-sim ctl restart` every UPnP mapping is
+// back at the CGN on the same external port and traffic flows again; after kill -9 of
+// upnp-iwf and a start with the same state directory, every mapping is renewed with its
+// stored nonce (no NOT_AUTHORIZED, none duplicated) and the NAT1 rules are identical.
+#[test]
+fn mappings_survive_a_cgn_restart_and_a_kill_of_the_iwf() {
+    require_privileges!();
+    let mut n = Nat444::start();
+    let ports: Vec<u16> = (6000..6006).collect();
+    for &p in &ports {
+        let add = n.map(p, "UDP");
+        assert!(add.contains("is redirected"), "{add}\n{}", n.iwf.log());
+    }
+    let before = map_in_lines(&n.cgn_ctl(&["mappings"]));
+    assert_eq!(before.len(), ports.len(), "{before:?}");
+    let external_ip = before[0]
+        .split(' ')
+        .nth(1)
+        .and_then(|e| e.split(':').next())
+        .unwrap_or_default()
+        .to_string();
+    // The §8.5 epoch check needs the CGN up a few seconds before its restart is visible.
+    std::thread::sleep(Duration::from_secs(4));
+    let restart = n.cgn_ctl(&["restart"]);
+    assert!(!restart.is_empty());
+    let restored = wait(15, || {
+        let mut now = map_in_lines(&n.cgn_ctl(&["mappings"]));
+        let mut b = before.clone();
+        now.sort();
+        b.sort();
+        now == b
+    });
+    assert!(
+        restored,
+        "not all back on the same ports within 15 s: {:?}\n{}",
+        map_in_lines(&n.cgn_ctl(&["mappings"])),
+        n.iwf.log()
+    );
+    assert!(
+        n.iwf.log().contains("mapping restored upstream"),
+        "{}",
+        n.iwf.log()
+    );
+    let (got, reply) = n.exchange("udp", 6000, &format!("{external_ip}:6000"), "after restart");
+    assert!(got.contains("after restart"), "{got}\n{reply}");
+
+    // kill -9 and start again with the same state directory.
+    let rules_before = n.nft_table();
+    n.iwf.kill().expect("killed");
+    n.iwf = spawn_iwf(&n.lab);
+    let renewed = wait(15, || {
+        n.iwf.log().matches("mapping restored upstream").count() >= ports.len()
+    });
+    assert!(renewed, "{}", n.iwf.log());
+    assert!(
+        !n.iwf.log().contains("NotAuthorized"),
+        "stored nonces: {}",
+        n.iwf.log()
+    );
+    let after = map_in_lines(&n.cgn_ctl(&["mappings"]));
+    assert_eq!(after.len(), ports.len(), "none duplicated: {after:?}");
+    let rules = |t: &str| {
+        let mut v: Vec<String> = t
+            .lines()
+            .filter(|l| l.contains("dnat to") || l.contains("snat to"))
+            .map(|l| l.trim().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        rules(&n.nft_table()),
+        rules(&rules_before),
+        "NAT1 rules identical"
+    );
+    let (got, reply) = n.exchange("udp", 6003, &format!("{external_ip}:6003"), "after kill");
+    assert!(got.contains("after kill"), "{got}\n{reply}");
 }

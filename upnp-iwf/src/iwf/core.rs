@@ -1179,3 +1179,7 @@ impl Core {
         let _ = now;
     }
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -1,0 +1,164 @@
+//! Unit tests of the interworking core with no PCP server answering (the lossy, answering
+//! server is in `tests/tests/iwf_sim.rs`): the parts decided locally, in simulated time.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::*;
+use crate::mapping::{Lease, MappingKey, PortChoice, PortMapping, Protocol};
+
+const APP_A: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 10);
+const APP_B: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 11);
+
+fn core() -> (Core, Instant) {
+    let now = Instant::now();
+    let config = CoreConfig::new(
+        "100.64.0.1:5351".parse().expect("literal"),
+        Ipv4Addr::new(100, 64, 0, 2),
+    );
+    (Core::with_seed(config, 1, now, SystemTime::now()), now)
+}
+
+fn add(client: Ipv4Addr, port: u16, now: Instant) -> Request {
+    Request::Add(AddRequest {
+        mapping: PortMapping {
+            key: MappingKey {
+                external_port: port,
+                protocol: Protocol::Udp,
+                remote_host: None,
+            },
+            internal_client: client,
+            internal_port: port,
+            enabled: true,
+            description: "game".into(),
+            lease: Lease::Until(now + Duration::from_secs(3600)),
+            owner: client,
+        },
+        choice: PortChoice::Exact,
+    })
+}
+
+fn outputs(core: &mut Core) -> Vec<Output> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+fn sent(core: &mut Core, now: Instant) -> usize {
+    let mut buf = [0u8; 1100];
+    std::iter::from_fn(|| core.poll_transmit(now, &mut buf)).count()
+}
+
+fn nat1_ops(out: &[Output]) -> Vec<(u64, Nat1Command)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Nat1 { op, command } => Some((*op, *command)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reply(out: &[Output], request: u64) -> Option<&Result<PortMapping, MappingError>> {
+    out.iter().find_map(|o| match o {
+        Output::Reply { request: r, result } if *r == request => Some(result),
+        _ => None,
+    })
+}
+
+// Design §7: two LAN apps racing for one external port: the second meets the first in flight
+// and gets 718 at once, with no NAT1 change and no PCP traffic of its own.
+#[test]
+fn second_app_racing_for_a_port_in_flight_gets_a_conflict_and_nothing_leaks() {
+    let (mut c, now) = core();
+    c.handle_request(now, 1, add(APP_A, 5000, now));
+    c.handle_request(now, 2, add(APP_B, 5000, now));
+    let out = outputs(&mut c);
+    assert_eq!(reply(&out, 2), Some(&Err(MappingError::Conflict)));
+    assert_eq!(reply(&out, 1), None, "the first is still in flight");
+    assert_eq!(nat1_ops(&out).len(), 1, "one NAT1 install, for the first");
+    assert_eq!(c.entries().count(), 1);
+}
+
+// nat1-nftables.md: a port the router already forwards elsewhere is 729, and the MAP is never
+// sent; the reservation is released.
+#[test]
+fn nat1_conflict_answers_729_and_sends_no_map() {
+    let (mut c, now) = core();
+    c.handle_request(now, 1, add(APP_A, 5000, now));
+    let (op, _) = nat1_ops(&outputs(&mut c))[0];
+    let conflict = crate::nat1::Nat1Error::ConflictWithOtherMechanisms {
+        protocol: Protocol::Udp,
+        wan_port: 5000,
+        table: "inet fw4".into(),
+    };
+    c.handle_nat1_result(now, op, Err(conflict));
+    let out = outputs(&mut c);
+    assert_eq!(
+        reply(&out, 1),
+        Some(&Err(MappingError::ConflictWithOtherMechanisms))
+    );
+    assert_eq!(sent(&mut c, now), 0);
+    assert_eq!(c.entries().count(), 0);
+}
+
+// RFC 6970 §5.1: a PCP server that never answers gives 501 within CREATE_GIVE_UP (before the
+// control point's 5 s SOAP timeout), and the NAT1 rules are rolled back.
+#[test]
+fn unanswered_map_gives_501_in_time_and_rolls_nat1_back() {
+    let (mut c, now) = core();
+    c.handle_request(now, 1, add(APP_A, 5000, now));
+    let (op, cmd) = nat1_ops(&outputs(&mut c))[0];
+    assert!(matches!(cmd, Nat1Command::Install(r) if r.wan_port == 5000 && r.client == APP_A));
+    c.handle_nat1_result(now, op, Ok(()));
+    assert_eq!(sent(&mut c, now), 1, "MAP at once");
+    let mut t = now;
+    let mut answered = None;
+    for _ in 0..1000 {
+        let Some(next) = c.poll_timeout() else { break };
+        if next > now + Duration::from_secs(30) {
+            break;
+        }
+        t = next;
+        c.handle_timeout(t);
+        sent(&mut c, t);
+        let out = outputs(&mut c);
+        if let Some(r) = reply(&out, 1) {
+            answered = Some((t, r.clone(), nat1_ops(&out)));
+            break;
+        }
+    }
+    let (at, result, ops) = answered.expect("answered");
+    assert!(matches!(result, Err(MappingError::Upstream(ref m)) if m.contains("no answer")));
+    assert!(at - now <= CREATE_GIVE_UP, "{:?}", at - now);
+    assert!(matches!(ops.as_slice(), [(_, Nat1Command::Remove(r))] if r.wan_port == 5000));
+    let _ = t;
+}
+
+// RFC 6970 §5.8: a delete of a mapping not in the table is 714 with no PCP traffic.
+#[test]
+fn delete_of_an_unknown_mapping_is_714_without_pcp_traffic() {
+    let (mut c, now) = core();
+    let key = MappingKey {
+        external_port: 7000,
+        protocol: Protocol::Tcp,
+        remote_host: None,
+    };
+    c.handle_request(now, 9, Request::Delete(key));
+    let out = outputs(&mut c);
+    assert_eq!(reply(&out, 9), Some(&Err(MappingError::NotFound)));
+    assert_eq!(sent(&mut c, now), 0);
+}
+
+// The quota counts mappings in flight too (no check-then-await).
+#[test]
+fn quota_counts_mappings_still_in_flight() {
+    let (mut c, now) = core();
+    let mut cfg = c.config().clone();
+    cfg.max_per_client = Some(2);
+    let mut c2 = Core::with_seed(cfg, 2, now, SystemTime::now());
+    for (i, port) in [5000u16, 5001, 5002].into_iter().enumerate() {
+        c2.handle_request(now, i as u64, add(APP_A, port, now));
+    }
+    let out = outputs(&mut c2);
+    assert_eq!(reply(&out, 2), Some(&Err(MappingError::NoPortsAvailable)));
+    assert_eq!(nat1_ops(&out).len(), 2);
+    let _ = outputs(&mut c);
+}

@@ -95,7 +95,7 @@ impl Mapping {
     /// re-creates (after state loss or expiry) and unbounded updates never give up.
     pub fn exchange_limit(&self) -> Option<Limit> {
         if self.deleting {
-            None
+            self.give_up.map(GiveUp::limit)
         } else if self.updating {
             Some(self.give_up.map_or(Limit::UNBOUNDED, GiveUp::limit))
         } else if self.recovering || self.last_external.is_some() {
@@ -478,7 +478,8 @@ impl Engine {
     /// Deletes a MAP this engine did not create (e.g. one made by an earlier run, whose nonce
     /// was stored): the request names protocol, internal port, family (suggested address),
     /// THIRD_PARTY, PORT_SET and the nonce, which is required. Sent and confirmed like
-    /// [`Engine::delete`]; the lifetime and PREFER_FAILURE/FILTER are ignored.
+    /// [`Engine::delete`]; the lifetime and PREFER_FAILURE/FILTER are ignored; its
+    /// [`MapRequest::give_up`] bounds the delete (else the engine's MRC/MRD).
     pub fn delete_mapping(
         &mut self,
         now: Instant,
@@ -492,8 +493,9 @@ impl Engine {
         request.options.prefer_failure = false;
         request.options.filters.clear();
         request.options.replace_filters = false;
+        let give_up = request.give_up;
         let (spec, nonce) = Spec::from_map(request)?;
-        self.insert(now, server, spec, nonce, true, None)
+        self.insert(now, server, spec, nonce, true, give_up)
     }
 
     /// Starts a PEER (RFC 6887 §12), retransmitted and renewed like a MAP.

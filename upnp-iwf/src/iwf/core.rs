@@ -26,6 +26,15 @@ use crate::state::{CreatedBy, FrontEnd, LeaseEnd, StoredMapping};
 /// waits"), so the 501 must come before that.
 pub const CREATE_GIVE_UP: Duration = Duration::from_secs(4);
 
+/// How long a delete (by the control point or at lease end) waits for the PCP answer before
+/// the NAT1 rules go anyway: a LAN host must not keep receiving traffic for a mapping that
+/// ended. The PCP delete goes on in the background (the CGN's mapping lapses otherwise).
+pub const DELETE_WAIT: Duration = Duration::from_secs(4);
+
+/// How long the background delete of a create that gave up keeps trying (its grant, if the
+/// server made one and only the answers were lost, would otherwise linger until it expires).
+pub const ORPHAN_DELETE: Duration = Duration::from_secs(120);
+
 /// The PCP lifetime asked for an infinite UPnP lease (RFC 6970 §5.9 prints 2^32, which does
 /// not fit: digest G3).
 pub const INFINITE_LIFETIME: u32 = u32::MAX;
@@ -60,6 +69,8 @@ pub struct CoreConfig {
     pub max_mappings: usize,
     /// Bound of a first request (the control point waits).
     pub create_give_up: GiveUp,
+    /// How long a delete waits for the PCP answer before NAT1 is removed anyway.
+    pub delete_wait: Duration,
     /// PCP engine timers.
     pub engine: EngineConfig,
 }
@@ -75,6 +86,7 @@ impl CoreConfig {
             max_per_client: Some(128),
             max_mappings: 1024,
             create_give_up: GiveUp::after(CREATE_GIVE_UP),
+            delete_wait: DELETE_WAIT,
             engine: EngineConfig {
                 max_queued_events: 0,
                 ..EngineConfig::default()
@@ -379,10 +391,10 @@ impl Core {
         let lease = self
             .table
             .values()
-            .filter(|e| e.phase.visible())
-            .filter_map(|e| match e.mapping.lease {
-                Lease::Until(t) => Some(t),
-                Lease::Permanent => None,
+            .filter_map(|e| match (e.phase, e.mapping.lease) {
+                (p, Lease::Until(t)) if p.visible() => Some(t),
+                (Phase::Deleting, _) => e.deadline,
+                _ => None,
             })
             .min();
         match (self.engine.poll_timeout(), lease) {
@@ -403,6 +415,27 @@ impl Core {
             .collect();
         for key in ended {
             self.start_delete(now, key, None, "UPnP lease ended");
+        }
+        // Deletes the PCP server did not answer in time: NAT1 goes now, the PCP delete
+        // goes on without us (its events no longer reach the table).
+        let overdue: Vec<MappingKey> = self
+            .table
+            .iter()
+            .filter(|(_, e)| e.phase == Phase::Deleting && e.deadline.is_some_and(|d| d <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in overdue {
+            if let Some(e) = self.table.get_mut(&key) {
+                if let Some(id) = e.pcp.take() {
+                    self.by_pcp.remove(&id);
+                }
+            }
+            tracing::warn!(
+                port = key.external_port,
+                protocol = key.protocol.as_str(),
+                "PCP delete unanswered: NAT1 rules removed now, the delete goes on upstream"
+            );
+            self.remove_locally(key, AfterRemoval::Deleted);
         }
         self.drain_engine(now);
     }
@@ -464,6 +497,7 @@ impl Core {
                 restores: 0,
                 waiter: None,
                 after_removal: None,
+                deadline: None,
             };
             let key = entry.mapping.key;
             self.table.insert(key, entry);
@@ -747,6 +781,7 @@ impl Core {
             restores: 0,
             waiter: Some(request),
             after_removal: None,
+            deadline: None,
         };
         let rule = entry.nat1_rule();
         self.table.insert(key, entry);
@@ -922,6 +957,7 @@ impl Core {
         );
         e.waiter = waiter;
         e.phase = Phase::Deleting;
+        e.deadline = Some(now + self.config.delete_wait);
         let pcp = e.pcp;
         match pcp {
             Some(id) if self.engine.delete(now, id).is_ok() => {
@@ -1033,10 +1069,22 @@ impl Core {
                 match exchange {
                     Exchange::Create => {
                         self.by_pcp.remove(&id);
-                        if let Some(e) = self.table.get_mut(&key) {
+                        let orphan = self.table.get_mut(&key).map(|e| {
                             e.pcp = None;
-                        }
+                            (e.nat1_port, e.nonce)
+                        });
                         self.fail_create(key, error);
+                        // The server may have made the mapping and only its answers were
+                        // lost: delete it with its nonce in the background, bounded.
+                        if let Some((port, Some(nonce))) = orphan {
+                            let request = MapRequest::new(pcp_protocol(key.protocol), port, 1)
+                                .nonce(nonce)
+                                .give_up(GiveUp::after(ORPHAN_DELETE));
+                            if let Err(err) = self.engine.delete_mapping(now, self.server, request)
+                            {
+                                tracing::debug!(%err, "no background delete");
+                            }
+                        }
                     }
                     Exchange::Update => {
                         e.phase = Phase::Active;

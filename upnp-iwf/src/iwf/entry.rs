@@ -97,6 +97,8 @@ pub struct Entry {
     pub(crate) waiter: Option<u64>,
     /// What the pending NAT1 removal finishes.
     pub(crate) after_removal: Option<AfterRemoval>,
+    /// While deleting: when to stop waiting for the PCP answer.
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl Entry {

@@ -122,6 +122,9 @@ fn spawn_iwf(lab: &Lab) -> LabChild {
 }
 
 const URL: &str = "http://192.168.0.1:5000/rootDesc.xml";
+const PY: &str = "/usr/bin/python3";
+/// Prints the body of a GET.
+const FETCH: &str = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())";
 
 /// `MAP IN` lines of the CGN's table for subscriber 100.64.0.2, as `(protocol, external)`.
 fn map_in_lines(table: &str) -> Vec<String> {
@@ -304,6 +307,58 @@ fn upnpc_mapping_is_reachable_through_both_nats_and_removed_on_both() {
     let nft = n.nft_table();
     assert!(nft.contains("dnat to 192.168.0.10:5000"), "{nft}");
     assert!(nft.contains("snat to 100.64.0.2:5000"), "{nft}");
+
+    // The IGD request's span carries its PCP story into the log.
+    let log = n.iwf.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("igd{action=AddPortMapping cp=192.168.0.10}")
+                && l.contains("MAP SUCCESS")
+                && l.contains(&format!("external={ip}:5000"))),
+        "{log}"
+    );
+    // Status page and metrics show the upstream state, never a nonce.
+    let status = out(
+        lab,
+        Node::Lan,
+        &[PY, "-c", FETCH, "http://192.168.0.1:5000/"],
+        10,
+    );
+    assert!(
+        status.contains("PCP server 100.64.0.1:5351: answering"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("→ 5000 → {ip}:5000 active")),
+        "{status}"
+    );
+    let nonce = table
+        .split("Mapping Nonce: 0x")
+        .nth(1)
+        .map(|r| &r[..24])
+        .unwrap_or("none");
+    assert!(
+        !status.to_lowercase().contains(&nonce.to_lowercase()),
+        "no nonce over HTTP"
+    );
+    let metrics = out(
+        lab,
+        Node::Lan,
+        &[PY, "-c", FETCH, "http://192.168.0.1:5000/metrics"],
+        10,
+    );
+    assert!(
+        metrics.contains("upnp_iwf_pcp_results_total{result=\"SUCCESS\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("upnp_iwf_nat1_changes_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("upnp_iwf_live_mappings{phase=\"active\"} 2"),
+        "{metrics}"
+    );
 
     let (got, reply) = n.exchange("udp", 5000, &externals[0], "hello over UDP");
     assert!(

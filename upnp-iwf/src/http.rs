@@ -233,7 +233,9 @@ fn get<B: PortMappingBackend>(
     let now = Instant::now();
     match lower {
         "/" => {
-            let mut page = String::from("upnp-iwf: UPnP IGD\n\nport mappings:\n");
+            let mut page = String::from("upnp-iwf: UPnP IGD\n\n");
+            page.push_str(&srv.igd.backend.status_text(now));
+            page.push_str("port mappings:\n");
             for m in srv.igd.backend.list(now) {
                 page.push_str(&format!(
                     "{} {} -> {}:{} lease {}s {:?}\n",
@@ -250,10 +252,13 @@ fn get<B: PortMappingBackend>(
         "/metrics" => {
             let count = srv.igd.backend.count(now) as u64;
             let subs = srv.subs().len() as u64;
-            let text = srv.metrics.render(&[
-                ("upnp_iwf_mappings", count),
-                ("upnp_iwf_gena_subscriptions", subs),
-            ]);
+            let text = srv.metrics.render_with(
+                &[
+                    ("upnp_iwf_mappings", count),
+                    ("upnp_iwf_gena_subscriptions", subs),
+                ],
+                &srv.igd.backend.upstream_metrics(now),
+            );
             reply(
                 StatusCode::OK,
                 Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -301,7 +306,13 @@ async fn post<B: PortMappingBackend>(
         now: Instant::now(),
     };
     drop(_g);
-    let result = srv.igd.handle(&ctx, &sa.action, &parsed).await;
+    // One span per IGD request, carried into its PCP transaction by the interworking core
+    // (`AddPortMapping → MAP nonce=… → SUCCESS 198.51.100.3:5000` in one story).
+    let result = tracing::Instrument::instrument(
+        srv.igd.handle(&ctx, &sa.action, &parsed),
+        tracing::info_span!("igd", action = %sa.action, cp = %peer),
+    )
+    .await;
     match result {
         Ok(outs) => {
             srv.metrics.inc(

@@ -11,6 +11,7 @@ use upnp_iwf::nat1::{Nat1Backend, NftConfig, Nftables, NoNat};
 fn main() -> anyhow::Result<()> {
     let cli = upnp_iwf::cli::Cli::parse();
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -209,6 +209,17 @@ pub trait PortMappingBackend: Send + Sync + 'static {
         let _ = cp;
         self.wan_status(now).external_address
     }
+    /// Upstream health and per-mapping upstream state for the status page (plain text, one
+    /// item per line; never secrets such as PCP nonces). Empty by default.
+    fn status_text(&self, now: Instant) -> String {
+        let _ = now;
+        String::new()
+    }
+    /// The upstream's OpenMetrics families (without `# EOF`). Empty by default.
+    fn upstream_metrics(&self, now: Instant) -> String {
+        let _ = now;
+        String::new()
+    }
     /// Creates or refreshes a mapping.
     fn add(
         &self,

@@ -25,6 +25,12 @@ impl Metrics {
 
     /// OpenMetrics text with the gauges given, ending in `# EOF`.
     pub fn render(&self, gauges: &[(&str, u64)]) -> String {
+        self.render_with(gauges, "")
+    }
+
+    /// [`Metrics::render`] with `extra` OpenMetrics lines (complete families, e.g. the
+    /// upstream's) before `# EOF`.
+    pub fn render_with(&self, gauges: &[(&str, u64)], extra: &str) -> String {
         let c = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         let mut s = String::new();
         let mut last = "";
@@ -38,6 +44,7 @@ impl Metrics {
         for (name, v) in gauges {
             let _ = writeln!(s, "# TYPE {name} gauge\n{name} {v}");
         }
+        s.push_str(extra);
         s.push_str("# EOF\n");
         s
     }

@@ -221,6 +221,7 @@ pub struct Core {
     update_id: u32,
     clock: (Instant, SystemTime),
     stats: CoreStats,
+    results: BTreeMap<String, u64>,
 }
 
 fn pcp_protocol(p: Protocol) -> PcpProtocol {
@@ -295,6 +296,7 @@ impl Core {
             update_id: 1,
             clock: (now, wall),
             stats: CoreStats::default(),
+            results: BTreeMap::new(),
         }
     }
 
@@ -317,6 +319,12 @@ impl Core {
     /// Counters of the core.
     pub fn stats(&self) -> CoreStats {
         self.stats
+    }
+
+    /// PCP answers by result (`SUCCESS`, `NOT_AUTHORIZED` …, and `NO_ANSWER` for requests
+    /// given up), for `upnp_iwf_pcp_results_total{result=…}`.
+    pub fn pcp_results(&self) -> &BTreeMap<String, u64> {
+        &self.results
     }
 
     /// Counters of the PCP engine (retransmissions, renewals, epoch resets …).
@@ -498,6 +506,11 @@ impl Core {
                 waiter: None,
                 after_removal: None,
                 deadline: None,
+                span: tracing::info_span!(
+                    "restore",
+                    port = s.external_port,
+                    protocol = s.protocol.as_str()
+                ),
             };
             let key = entry.mapping.key;
             self.table.insert(key, entry);
@@ -782,6 +795,7 @@ impl Core {
             waiter: Some(request),
             after_removal: None,
             deadline: None,
+            span: tracing::Span::current(),
         };
         let rule = entry.nat1_rule();
         self.table.insert(key, entry);
@@ -814,6 +828,8 @@ impl Core {
         let Some(e) = self.table.get(&key) else {
             return Err(MappingError::NotFound);
         };
+        let span = e.span.clone();
+        let _entered = span.enter();
         let restoring = e.phase == Phase::Recovering;
         let mut request = MapRequest::new(
             pcp_protocol(key.protocol),
@@ -1004,6 +1020,24 @@ impl Core {
         let Some(key) = self.key_of(id) else {
             return;
         };
+        let result = match event {
+            Event::Granted { .. }
+            | Event::Restored { .. }
+            | Event::Updated { .. }
+            | Event::Renewed { .. }
+            | Event::Changed { .. } => Some("SUCCESS".to_string()),
+            Event::Failed { code, .. } => Some(match code {
+                ErrorCode::Pcp(c) => c.to_string(),
+                other => other.to_string(),
+            }),
+            Event::GaveUp { .. } | Event::TimedOut { .. } => Some("NO_ANSWER".to_string()),
+            _ => None,
+        };
+        if let Some(r) = result {
+            *self.results.entry(r).or_default() += 1;
+        }
+        let span = self.table.get(&key).map(|e| e.span.clone());
+        let _entered = span.as_ref().map(tracing::Span::enter);
         let info = self.engine.mapping(id);
         let Some(e) = self.table.get_mut(&key) else {
             return;

@@ -43,8 +43,6 @@ pub struct Shared {
 /// Health of the upstream parts, for logs and the status page.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Health {
-    /// The PCP server has answered at least once.
-    pub pcp_answered: bool,
     /// The last NAT1 error, if the backend is failing.
     pub nat1_error: Option<String>,
     /// The last state-file error.
@@ -115,6 +113,113 @@ impl PortMappingBackend for PcpBackend {
 
     fn external_address_for(&self, _now: Instant, cp: Ipv4Addr) -> Option<Ipv4Addr> {
         self.shared.core().external_address_for(cp)
+    }
+
+    fn status_text(&self, now: Instant) -> String {
+        use std::fmt::Write as _;
+        let core = self.shared.core();
+        let health = self.shared.health();
+        let mut s = String::new();
+        let server = core.config().server;
+        let _ = match core.server_epoch() {
+            Some(epoch) => writeln!(s, "PCP server {server}: answering (epoch {epoch})"),
+            None => writeln!(s, "PCP server {server}: no answer yet"),
+        };
+        let _ = writeln!(
+            s,
+            "external address: {}",
+            core.external_address()
+                .map_or_else(|| "unknown".to_string(), |a| a.to_string())
+        );
+        let _ = writeln!(
+            s,
+            "NAT1 (nftables): {}",
+            health.nat1_error.as_deref().unwrap_or("ok")
+        );
+        if let Some(e) = &health.state_error {
+            let _ = writeln!(s, "state file: {e}");
+        }
+        let _ = writeln!(
+            s,
+            "\nupstream (LAN host → NAT1 port → external, phase, UPnP lease left, PCP lifetime left, last PCP result, restores):"
+        );
+        for e in core.entries() {
+            let lease = match e.mapping.lease {
+                crate::mapping::Lease::Permanent => "permanent".to_string(),
+                l => format!("{}s", l.remaining_secs(now)),
+            };
+            let pcp_left = e.pcp_expires.map_or_else(
+                || "-".to_string(),
+                |t| format!("{}s", t.saturating_duration_since(now).as_secs()),
+            );
+            let result = e
+                .last_result
+                .map_or_else(|| "-".to_string(), |r| r.to_string());
+            let external = e
+                .external
+                .map_or_else(|| "-".to_string(), |x| x.to_string());
+            let _ = writeln!(
+                s,
+                "{} {}:{} → {} → {external} {} lease {lease} pcp {pcp_left} {result} restores {} {:?}",
+                e.mapping.key.protocol.as_str(),
+                e.mapping.internal_client,
+                e.mapping.internal_port,
+                e.nat1_port,
+                e.phase.as_str(),
+                e.restores,
+                e.mapping.description,
+            );
+        }
+        if !health.recent.is_empty() {
+            let _ = writeln!(s, "\nrecent events:");
+            for line in health.recent.iter().rev().take(10) {
+                let _ = writeln!(s, "{line}");
+            }
+        }
+        s.push('\n');
+        s
+    }
+
+    fn upstream_metrics(&self, _now: Instant) -> String {
+        use std::fmt::Write as _;
+        let core = self.shared.core();
+        let c = core.stats();
+        let p = core.pcp_stats();
+        let mut s = String::new();
+        let counters: [(&str, u64); 11] = [
+            ("upnp_iwf_pcp_transmissions", p.transmissions),
+            ("upnp_iwf_pcp_retransmissions", p.retransmissions),
+            ("upnp_iwf_pcp_renewals", p.renewals),
+            ("upnp_iwf_pcp_responses", p.responses),
+            ("upnp_iwf_pcp_epoch_resets", p.epoch_resets),
+            ("upnp_iwf_restores", c.restores),
+            ("upnp_iwf_mappings_created", c.created),
+            ("upnp_iwf_mappings_removed", c.removed),
+            ("upnp_iwf_nat1_changes", c.nat1_changes),
+            ("upnp_iwf_nat1_failures", c.nat1_failures),
+            ("upnp_iwf_pcp_errors", c.pcp_errors),
+        ];
+        for (name, v) in counters {
+            let _ = writeln!(s, "# TYPE {name} counter\n{name}_total {v}");
+        }
+        let _ = writeln!(s, "# TYPE upnp_iwf_pcp_results counter");
+        for (result, v) in core.pcp_results() {
+            let _ = writeln!(s, "upnp_iwf_pcp_results_total{{result=\"{result}\"}} {v}");
+        }
+        let _ = writeln!(s, "# TYPE upnp_iwf_live_mappings gauge");
+        let mut phases: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for e in core.entries() {
+            *phases.entry(e.phase.as_str()).or_default() += 1;
+        }
+        for (phase, v) in phases {
+            let _ = writeln!(s, "upnp_iwf_live_mappings{{phase=\"{phase}\"}} {v}");
+        }
+        let up = u8::from(core.server_epoch().is_some());
+        let _ = writeln!(
+            s,
+            "# TYPE upnp_iwf_pcp_server_answering gauge\nupnp_iwf_pcp_server_answering {up}"
+        );
+        s
     }
 
     fn add(
@@ -464,7 +569,6 @@ impl Driver {
                 if let IwfEvent::ServerStateLost { .. } | IwfEvent::Restored { .. } = event {
                     tracing::info!(?event, "interworking");
                 }
-                lock(&self.shared.health).pcp_answered = true;
                 self.shared.note(format!("{event:?}"));
             }
         }

@@ -99,6 +99,8 @@ pub struct Entry {
     pub(crate) after_removal: Option<AfterRemoval>,
     /// While deleting: when to stop waiting for the PCP answer.
     pub(crate) deadline: Option<Instant>,
+    /// The span of the request that made it (its PCP story is logged inside it).
+    pub(crate) span: tracing::Span,
 }
 
 impl Entry {

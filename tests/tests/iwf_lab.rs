@@ -123,6 +123,8 @@ fn spawn_iwf(lab: &Lab) -> LabChild {
 
 const URL: &str = "http://192.168.0.1:5000/rootDesc.xml";
 const PY: &str = "/usr/bin/python3";
+/// python3-miniupnpc's GetSpecificPortMappingEntry: prints the entry, or None for 714.
+const GET_SPECIFIC: &str = "import sys, miniupnpc\nu = miniupnpc.UPnP()\nu.selectigd(sys.argv[1])\nprint(u.getspecificportmapping(int(sys.argv[2]), sys.argv[3]))";
 /// Prints the body of a GET.
 const FETCH: &str = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())";
 
@@ -131,6 +133,8 @@ fn map_in_lines(table: &str) -> Vec<String> {
     table
         .lines()
         .filter(|l| l.contains("Type: MAP IN") && l.contains("[100.64.0.2:"))
+        // A probe mapping (RFC 6970 §4.2, UDP 9) lives only until its answer.
+        .filter(|l| !l.contains("[100.64.0.2:9]"))
         .map(|l| {
             let ext = l
                 .split("ANY -> ")
@@ -279,8 +283,10 @@ fn upnpc_mapping_is_reachable_through_both_nats_and_removed_on_both() {
                 n.cgn.log()
             )
         });
-        // upnpc asks GetExternalIPAddress before adding: "" until a PCP answer told it
-        // (RFC 6970 §4.1); the port is the one asked for (PREFER_FAILURE).
+        // upnpc asks GetExternalIPAddress before adding: with no mapping yet the IWF learns
+        // it with a short probe mapping (RFC 6970 §4.2); the port is the one asked for
+        // (PREFER_FAILURE).
+        assert!(external.starts_with("198.51.100."), "{add}");
         assert!(
             external.ends_with(":5000"),
             "PREFER_FAILURE kept the port: {add}"
@@ -358,6 +364,21 @@ fn upnpc_mapping_is_reachable_through_both_nats_and_removed_on_both() {
     assert!(
         metrics.contains("upnp_iwf_live_mappings{phase=\"active\"} 2"),
         "{metrics}"
+    );
+
+    // GetSpecificPortMappingEntry for a port nobody mapped: a probe upstream, then 714
+    // (RFC 6970 §5.7); the probe leaves nothing behind at the CGN.
+    let probe = out(
+        lab,
+        Node::Lan,
+        &[PY, "-c", GET_SPECIFIC, URL, "6881", "TCP"],
+        20,
+    );
+    assert!(probe.contains("None"), "714 → None: {probe}");
+    assert!(n.iwf.log().contains("PCP probe sent"), "{}", n.iwf.log());
+    assert!(
+        wait(5, || !n.cgn_ctl(&["mappings"]).contains(":6881[")),
+        "probe deleted"
     );
 
     let (got, reply) = n.exchange("udp", 5000, &externals[0], "hello over UDP");

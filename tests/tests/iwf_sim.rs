@@ -148,6 +148,9 @@ impl Sim {
                     self.nat1.push(command);
                     self.core.handle_nat1_result(self.now, op, Ok(()));
                 }
+                Output::External { request, .. } => {
+                    assert!(self.sent_requests.remove(&request), "probe {request}");
+                }
                 Output::Persist(stored) => self.persisted = Some(stored),
                 Output::Event(e) => self.events.push((self.now, e)),
             }

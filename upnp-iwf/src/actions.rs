@@ -485,12 +485,14 @@ impl<B: PortMappingBackend> Igd<B> {
         let v = ctx.version;
         let var = |n: &str| self.state_variable(n, now).unwrap_or_default();
         Ok(match action {
-            Action::GetExternalIpAddress => vec![text(
-                self.backend
-                    .external_address_for(now, ctx.caller)
-                    .map(|a| a.to_string())
-                    .unwrap_or_default(),
-            )],
+            Action::GetExternalIpAddress => {
+                let known = self.backend.external_address_for(now, ctx.caller);
+                let address = match known {
+                    Some(a) => Some(a),
+                    None => self.backend.probe_external(now).await,
+                };
+                vec![text(address.map(|a| a.to_string()).unwrap_or_default())]
+            }
             Action::GetStatusInfo => vec![
                 text(var("ConnectionStatus")),
                 text("ERROR_NONE"),
@@ -557,13 +559,10 @@ impl<B: PortMappingBackend> Igd<B> {
                 }
                 vec![]
             }
-            Action::GetSpecificPortMappingEntry(key) => {
-                let m = self
-                    .backend
-                    .get(now, &key)
-                    .ok_or(UpnpError::NoSuchEntryInArray)?;
-                entry_outs(&m, now)
-            }
+            Action::GetSpecificPortMappingEntry(key) => match self.backend.get(now, &key) {
+                Some(m) => entry_outs(&m, now),
+                None => return Err(map_err(self.backend.probe_specific(now, key).await, v)),
+            },
             Action::GetGenericPortMappingEntry(index) => {
                 let list = self.backend.list(now);
                 let m = usize::try_from(index)

@@ -234,6 +234,22 @@ pub trait PortMappingBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<PortMapping, MappingError>> + Send;
     /// The live mapping with exactly this key.
     fn get(&self, now: Instant, key: &MappingKey) -> Option<PortMapping>;
+    /// GetSpecificPortMappingEntry for a key not in the table: an upstream that can, asks
+    /// (RFC 6970 §5.7 probe). The answer is always an error (714 or the upstream's).
+    fn probe_specific(
+        &self,
+        now: Instant,
+        key: MappingKey,
+    ) -> impl Future<Output = MappingError> + Send {
+        let _ = (now, key);
+        std::future::ready(MappingError::NotFound)
+    }
+    /// GetExternalIPAddress while no address is known: an upstream that can, learns it
+    /// (RFC 6970 §4.2 short mapping). Default: nothing to learn.
+    fn probe_external(&self, now: Instant) -> impl Future<Output = Option<Ipv4Addr>> + Send {
+        let _ = now;
+        std::future::ready(None)
+    }
     /// Every live mapping, in a stable order (by external port, protocol, remote host).
     fn list(&self, now: Instant) -> Vec<PortMapping>;
     /// Number of live mappings.

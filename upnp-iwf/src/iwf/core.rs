@@ -103,7 +103,39 @@ pub enum Request {
     Add(AddRequest),
     /// DeletePortMapping of exactly this key; the answer is the removed mapping.
     Delete(MappingKey),
+    /// GetSpecificPortMappingEntry for a key not in the table: a short PREFER_FAILURE MAP
+    /// from a throw-away NAT1 port, deleted at once (RFC 6970 §5.7; G4, G5). The answer is
+    /// always negative: 714 when the port was free (the probe succeeded) or taken
+    /// (CANNOT_PROVIDE_EXTERNAL), the mapped error otherwise.
+    ProbeSpecific(MappingKey),
+    /// GetExternalIPAddress with no address known yet: a short MAP of UDP port 9 (discard),
+    /// deleted at once (RFC 6970 §4.2, MAY); answered with [`Output::External`].
+    ProbeExternal,
 }
+
+/// What a probe is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeKind {
+    Specific,
+    External,
+}
+
+/// A probe mapping in flight.
+#[derive(Debug, Clone, Copy)]
+struct ProbeState {
+    request: u64,
+    kind: ProbeKind,
+    answered: bool,
+    protocol: Protocol,
+    port: u16,
+}
+
+/// Lifetime asked for a probe mapping (RFC 6970 §5.7: short, e.g. 60 s); it is deleted as
+/// soon as it is answered.
+pub const PROBE_LIFETIME: u32 = 60;
+
+/// The internal port of the external-address probe: discard (RFC 6970 §4.2 suggests 9).
+pub const PROBE_EXTERNAL_PORT: u16 = 9;
 
 /// A NAT1 change the driver must carry out and report with [`Core::handle_nat1_result`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +215,13 @@ pub enum Output {
         /// The change.
         command: Nat1Command,
     },
+    /// The answer to [`Request::ProbeExternal`]: the external address, if learned.
+    External {
+        /// The request.
+        request: u64,
+        /// ExternalIPAddress ("" when `None`).
+        address: Option<Ipv4Addr>,
+    },
     /// Write these mappings to the state file (on create and delete, never on renewals).
     Persist(Vec<StoredMapping>),
     /// An event.
@@ -222,6 +261,7 @@ pub struct Core {
     clock: (Instant, SystemTime),
     stats: CoreStats,
     results: BTreeMap<String, u64>,
+    probes: HashMap<MappingId, ProbeState>,
 }
 
 fn pcp_protocol(p: Protocol) -> PcpProtocol {
@@ -297,6 +337,7 @@ impl Core {
             clock: (now, wall),
             stats: CoreStats::default(),
             results: BTreeMap::new(),
+            probes: HashMap::new(),
         }
     }
 
@@ -539,6 +580,14 @@ impl Core {
                 Some(_) => {
                     self.start_delete(now, key, Some(request), "deleted by the control point")
                 }
+            },
+            Request::ProbeSpecific(key) => self.probe(now, request, ProbeKind::Specific, Some(key)),
+            Request::ProbeExternal => match self.external {
+                Some(address) => self.outputs.push_back(Output::External {
+                    request,
+                    address: Some(address),
+                }),
+                None => self.probe(now, request, ProbeKind::External, None),
             },
         }
         self.drain_engine(now);
@@ -809,6 +858,121 @@ impl Core {
         }
     }
 
+    /// Sends a probe MAP (never entered in the table, never persisted).
+    fn probe(&mut self, now: Instant, request: u64, kind: ProbeKind, key: Option<MappingKey>) {
+        let (protocol, port) = match (kind, key) {
+            (ProbeKind::Specific, Some(k)) => {
+                // G4: a throw-away internal port nobody uses (no NAT1 rule is installed:
+                // nothing is meant to arrive there).
+                let busy = |p: u16| {
+                    self.probes
+                        .values()
+                        .any(|s| s.protocol == k.protocol && s.port == p)
+                };
+                let port = self
+                    .config
+                    .nat1_ports
+                    .clone()
+                    .rev()
+                    .find(|&p| self.nat1_port_free(k.protocol, p) && !busy(p));
+                match port {
+                    Some(p) => (k.protocol, p),
+                    None => return self.reply(request, Err(MappingError::NoPortsAvailable)),
+                }
+            }
+            _ => (Protocol::Udp, PROBE_EXTERNAL_PORT),
+        };
+        let mut map = MapRequest::new(pcp_protocol(protocol), port, PROBE_LIFETIME)
+            .give_up(self.config.create_give_up);
+        if let (ProbeKind::Specific, Some(k)) = (kind, key) {
+            map = map
+                .suggest(SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    k.external_port,
+                ))
+                .prefer_failure();
+        }
+        match self.engine.map(now, self.server, map) {
+            Ok(id) => {
+                tracing::info!(?kind, port, "PCP probe sent");
+                self.probes.insert(
+                    id,
+                    ProbeState {
+                        request,
+                        kind,
+                        answered: false,
+                        protocol,
+                        port,
+                    },
+                );
+            }
+            // e.g. an external-address probe already in flight (same internal tuple).
+            Err(err) => {
+                tracing::debug!(%err, "no probe");
+                match kind {
+                    ProbeKind::Specific => self.reply(request, Err(MappingError::NotFound)),
+                    ProbeKind::External => self.outputs.push_back(Output::External {
+                        request,
+                        address: self.external,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// A probe's engine event.
+    fn on_probe_event(&mut self, now: Instant, id: MappingId, event: Event) {
+        let Some(state) = self.probes.get(&id).copied() else {
+            return;
+        };
+        let answer = match event {
+            Event::Granted { external, .. } => {
+                if let Some(x) = v4(external) {
+                    self.set_external(x);
+                }
+                // G5: the probe made a mapping: delete it at once with its nonce.
+                if self.engine.delete(now, id).is_err() {
+                    self.probes.remove(&id);
+                }
+                Some(Err(MappingError::NotFound))
+            }
+            Event::Failed { code, .. } => {
+                self.engine.forget(id);
+                self.probes.remove(&id);
+                Some(match code {
+                    ErrorCode::Pcp(ResultCode::CannotProvideExternal) => {
+                        Err(MappingError::NotFound)
+                    }
+                    other => Err(add_error(other)),
+                })
+            }
+            Event::GaveUp { .. } | Event::TimedOut { .. } | Event::Deleted { .. } => {
+                self.probes.remove(&id);
+                Some(Err(MappingError::Upstream(format!(
+                    "no answer from PCP server {}",
+                    self.config.server
+                ))))
+            }
+            _ => None,
+        };
+        let Some(result) = answer else {
+            return;
+        };
+        if state.answered {
+            return;
+        }
+        if let Some(p) = self.probes.get_mut(&id) {
+            p.answered = true;
+        }
+        match state.kind {
+            ProbeKind::Specific => self.reply(state.request, result),
+            ProbeKind::External => self.outputs.push_back(Output::External {
+                request: state.request,
+                address: self.external,
+            }),
+        }
+    }
+
     fn free_external(&self, key: &MappingKey, ranges: &[RangeInclusive<u16>]) -> Option<u16> {
         let start = key.external_port.max(1);
         (start..=u16::MAX)
@@ -1017,6 +1181,9 @@ impl Core {
         let Some(id) = event.mapping() else {
             return;
         };
+        if self.probes.contains_key(&id) {
+            return self.on_probe_event(now, id, event);
+        }
         let Some(key) = self.key_of(id) else {
             return;
         };

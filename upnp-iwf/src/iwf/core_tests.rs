@@ -168,3 +168,135 @@ fn quota_counts_mappings_still_in_flight() {
     assert_eq!(nat1_ops(&out).len(), 2);
     let _ = outputs(&mut c);
 }
+
+/// Answers the PCP request in `bytes` as a server would, granting `external_port`.
+fn answer(
+    c: &mut Core,
+    now: Instant,
+    bytes: &[u8],
+    result: pcp_client::wire::ResultCode,
+    external_port: u16,
+) {
+    use pcp_client::wire::{MapData, OpcodeData, Options, ResponseRepr};
+    let req = pcp_client::wire::RequestRepr::parse(bytes).expect("valid PCP");
+    let map = *req.data.map_fields().expect("MAP");
+    let mut buf = [0u8; 1100];
+    let len = ResponseRepr {
+        result,
+        lifetime: if req.lifetime == 0 {
+            0
+        } else {
+            req.lifetime.min(3600)
+        },
+        epoch: 100,
+        data: OpcodeData::Map(MapData {
+            external_port,
+            external_address: "198.51.100.7".parse().expect("literal"),
+            ..map
+        }),
+        options: Options::EMPTY,
+    }
+    .emit(&mut buf)
+    .expect("fits");
+    c.handle_datagram(
+        now,
+        "100.64.0.1:5351".parse().expect("literal"),
+        "100.64.0.2:40000".parse().expect("literal"),
+        &buf[..len],
+    );
+}
+
+// RFC 6970 §5.7, G4, G5: GetSpecific for a port not in the table probes with a short
+// PREFER_FAILURE MAP from a throw-away port (no NAT1 rule), answers 714 even when the probe
+// succeeds, and deletes the probe's mapping at once with its nonce; it never enters the table.
+#[test]
+fn getspecific_probe_is_short_prefer_failure_answers_714_and_is_deleted_at_once() {
+    let (mut c, now) = core();
+    let key = MappingKey {
+        external_port: 6881,
+        protocol: Protocol::Tcp,
+        remote_host: None,
+    };
+    c.handle_request(now, 5, Request::ProbeSpecific(key));
+    assert!(
+        nat1_ops(&outputs(&mut c)).is_empty(),
+        "no NAT1 rule for a probe"
+    );
+    let mut buf = [0u8; 1100];
+    let t = c.poll_transmit(now, &mut buf).expect("probe sent");
+    let probe = buf[..t.len].to_vec();
+    let req = pcp_client::wire::RequestRepr::parse(&probe).expect("valid");
+    let map = *req.data.map_fields().expect("MAP");
+    assert_eq!(req.lifetime, PROBE_LIFETIME);
+    assert_eq!(map.external_port, 6881);
+    assert!(
+        map.internal_port >= 60000,
+        "throw-away port {}",
+        map.internal_port
+    );
+    assert!(
+        req.options
+            .iter()
+            .any(|o| matches!(o, pcp_client::wire::PcpOption::PreferFailure))
+    );
+    answer(
+        &mut c,
+        now,
+        &probe,
+        pcp_client::wire::ResultCode::Success,
+        6881,
+    );
+    let out = outputs(&mut c);
+    assert_eq!(reply(&out, 5), Some(&Err(MappingError::NotFound)));
+    let t = c
+        .poll_transmit(now, &mut buf)
+        .expect("probe deleted at once");
+    let del = pcp_client::wire::RequestRepr::parse(&buf[..t.len]).expect("valid");
+    assert_eq!(del.lifetime, 0);
+    assert_eq!(del.data.map_fields().expect("MAP").nonce, map.nonce);
+    assert_eq!(c.entries().count(), 0);
+    assert_eq!(
+        c.external_address(),
+        Some("198.51.100.7".parse().expect("literal"))
+    );
+}
+
+// RFC 6970 §4.2 (MAY): GetExternalIPAddress with no address known makes a short mapping of
+// UDP 9, answers with the address it got, and deletes the mapping; once known, no probe.
+#[test]
+fn external_address_probe_learns_the_address_then_answers_from_the_cache() {
+    let (mut c, now) = core();
+    c.handle_request(now, 7, Request::ProbeExternal);
+    let mut buf = [0u8; 1100];
+    let t = c.poll_transmit(now, &mut buf).expect("probe sent");
+    let probe = buf[..t.len].to_vec();
+    let req = pcp_client::wire::RequestRepr::parse(&probe).expect("valid");
+    assert_eq!(
+        req.data.map_fields().expect("MAP").internal_port,
+        PROBE_EXTERNAL_PORT
+    );
+    answer(
+        &mut c,
+        now,
+        &probe,
+        pcp_client::wire::ResultCode::Success,
+        30009,
+    );
+    let out = outputs(&mut c);
+    assert!(out.iter().any(|o| matches!(o,
+        Output::External { request: 7, address: Some(a) } if a.to_string() == "198.51.100.7")));
+    assert!(
+        c.poll_transmit(now, &mut buf).is_some(),
+        "probe mapping deleted"
+    );
+    c.handle_request(now, 8, Request::ProbeExternal);
+    let out = outputs(&mut c);
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::External {
+            request: 8,
+            address: Some(_)
+        }
+    )));
+    assert!(c.poll_transmit(now, &mut buf).is_none(), "no second probe");
+}

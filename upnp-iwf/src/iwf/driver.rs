@@ -33,6 +33,7 @@ type Replies = HashMap<u64, oneshot::Sender<Result<PortMapping, MappingError>>>;
 pub struct Shared {
     core: Mutex<Core>,
     replies: Mutex<Replies>,
+    external_replies: Mutex<HashMap<u64, oneshot::Sender<Option<Ipv4Addr>>>>,
     wake: Notify,
     next_request: AtomicU64,
     started: Instant,
@@ -242,6 +243,31 @@ impl PortMappingBackend for PcpBackend {
         self.shared.core().get(now, key)
     }
 
+    fn probe_specific(
+        &self,
+        now: Instant,
+        key: MappingKey,
+    ) -> impl Future<Output = MappingError> + Send {
+        let this = self.clone();
+        async move {
+            match this.ask(now, Request::ProbeSpecific(key)).await {
+                Ok(_) => MappingError::NotFound,
+                Err(e) => e,
+            }
+        }
+    }
+
+    fn probe_external(&self, now: Instant) -> impl Future<Output = Option<Ipv4Addr>> + Send {
+        let id = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.shared.external_replies).insert(id, tx);
+        self.shared
+            .core()
+            .handle_request(now, id, Request::ProbeExternal);
+        self.shared.wake.notify_one();
+        async move { rx.await.ok().flatten() }
+    }
+
     fn list(&self, now: Instant) -> Vec<PortMapping> {
         self.shared.core().mappings(now)
     }
@@ -384,6 +410,7 @@ pub async fn start(core: Core, config: DriverConfig) -> anyhow::Result<Iwf> {
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         replies: Mutex::new(HashMap::new()),
+        external_replies: Mutex::new(HashMap::new()),
         wake: Notify::new(),
         next_request: AtomicU64::new(1),
         started: now,
@@ -517,6 +544,11 @@ impl Driver {
             Output::Reply { request, result } => {
                 if let Some(tx) = lock(&self.shared.replies).remove(&request) {
                     let _ = tx.send(result);
+                }
+            }
+            Output::External { request, address } => {
+                if let Some(tx) = lock(&self.shared.external_replies).remove(&request) {
+                    let _ = tx.send(address);
                 }
             }
             Output::Nat1 { op, command } => {

@@ -1,4 +1,4 @@
-//! `nat444-lab demo`: the NAT444 tour of design.md §4 with the parts that exist today.
+//! `nat444-lab demo`: the NAT444 tour of design.md §4.
 //!
 //! It builds the lab, checks every link, starts `cgn-sim` as the CGN (PCP server and TUN
 //! dataplane, no kernel NAT) and `upnp-iwf` on the home router, maps a port with a real UPnP
@@ -6,10 +6,9 @@
 //! CGN's mapping table, restarts the CGN and shows the mapping restored after its ANNOUNCE,
 //! and tears everything down (also when interrupted or when a step fails).
 //!
-//! The interworking function's upstream (RFC 6970: `upnp-iwf --upstream pcp` turning the UPnP
-//! mapping into a PCP MAP and an nftables rule) is not built yet. The demo says so and does
-//! those two steps the way the IWF will: an nftables DNAT rule on the home router, and
-//! `pcpc --keep` sending the PCP MAP to the CGN and keeping it alive across the restart.
+//! `upnp-iwf` runs with its defaults (PCP upstream to the WAN default gateway, nftables NAT1):
+//! the UPnP mapping becomes the home router's DNAT/SNAT pair and a PCP MAP at the CGN, and the
+//! CGN's restart is repaired by the IWF (ANNOUNCE, same nonces, same external port).
 
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -226,24 +225,6 @@ else:
     print("REPLY %s" % s.recv(64).decode(errors="replace"), flush=True)
 "#;
 
-/// The home router's NAT1 (RFC 1918 LAN behind the 100.64/10 WAN): masquerade outbound and the
-/// DNAT rule the IWF will install for the application's port.
-fn nat1_ruleset() -> String {
-    format!(
-        "table ip n444demo {{\n\
-         \x20 chain pre {{ type nat hook prerouting priority dstnat; policy accept;\n\
-         \x20   iifname \"wan0\" udp dport {p} dnat to {lan}:{p}\n\
-         \x20   iifname \"wan0\" tcp dport {p} dnat to {lan}:{p}\n\
-         \x20 }}\n\
-         \x20 chain post {{ type nat hook postrouting priority srcnat; policy accept;\n\
-         \x20   oifname \"wan0\" masquerade\n\
-         \x20 }}\n\
-         }}\n",
-        p = APP_PORT,
-        lan = plan::LAN_HOST,
-    )
-}
-
 /// Runs the demo, writing the tour to `out`. `interrupted` is polled between steps (the binary
 /// sets it on SIGINT/SIGTERM); on any early return the lab and its daemons are torn down by
 /// `Drop`.
@@ -256,9 +237,8 @@ pub fn run(out: &mut dyn Write, interrupted: &AtomicBool) -> Result<DemoSummary,
     writeln!(
         out,
         "Running: cgn-sim as the carrier's CGN (PCP server + TUN dataplane), upnp-iwf as the\n\
-         home router's UPnP IGD, real clients (upnpc, pcpc). Not built yet: the IWF's PCP\n\
-         upstream (RFC 6970), so the two things it will do are done by hand below and marked\n\
-         [by hand]: the home router's DNAT rule and the PCP MAP (pcpc --keep).\n"
+         home router's UPnP IGD and RFC 6970 interworking function (PCP upstream, nftables\n\
+         NAT1), and a real UPnP client (upnpc) on the LAN. Nothing below is done by hand.\n"
     )?;
     check(interrupted)?;
     let started = Instant::now();
@@ -365,55 +345,14 @@ fn tour(
 
     writeln!(
         out,
-        "\n2. [by hand] NAT1 on the home router: nftables masquerade + DNAT wan0:{APP_PORT} -> {}:{APP_PORT}",
-        plan::LAN_HOST
+        "\n2. The home router: its own firewall masquerades the LAN (table ip routerfw, not the\n   \
+         IWF's), and upnp-iwf runs with its defaults: upnp-iwf --lan lan0 --wan wan0\n   \
+         (PCP to the WAN default gateway, NAT1 in its own nftables table ip upnp_iwf)"
     )?;
-    let rules = lab.log_dir().join("nat1.nft");
-    std::fs::write(&rules, nat1_ruleset())?;
+    let rules = lab.log_dir().join("routerfw.nft");
+    std::fs::write(&rules, ROUTER_FW)?;
     lab.exec_ok(Node::Cpe, &["nft", "-f", &s(&rules)])?;
-
-    writeln!(
-        out,
-        "\n3. [by hand] PCP MAP UDP {APP_PORT} from the home router to the CGN, kept alive: pcpc --keep"
-    )?;
-    let keep = pcpc_map(
-        bins,
-        "udp",
-        &format!("0.0.0.0:{APP_PORT}"),
-        "120",
-        &["--description", "nat444 demo", "--keep"],
-    );
-    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-    let pcpc = lab.spawn(Node::Cpe, &keep)?;
-    if !wait_until(15, interrupted, || pcpc.log().contains("external_port")) {
-        return Err(step_err("PCP MAP", pcpc.log()));
-    }
-    let granted_at = Instant::now();
-    let granted = pcpc.log();
-    let first = granted
-        .lines()
-        .find(|l| l.contains("external_port"))
-        .unwrap_or_default();
-    writeln!(out, "   {first}")?;
-    let external = parse_external(first).ok_or_else(|| step_err("PCP MAP answer", first))?;
-    summary.external = Some(external);
-    // The TCP mapping for the same port, one-shot (lives its 600 s lifetime).
-    let once = pcpc_map(
-        bins,
-        "tcp",
-        &format!("{}:{APP_PORT}", external.ip()),
-        "600",
-        &[],
-    );
-    let once: Vec<&str> = once.iter().map(String::as_str).collect();
-    let tcp = lab.exec_ok(Node::Cpe, &once)?;
-    writeln!(out, "   {}", tcp.trim())?;
-    check(interrupted)?;
-
-    writeln!(
-        out,
-        "\n4. The home router's IGD: upnp-iwf in cpe, and a real UPnP client on the LAN"
-    )?;
+    let state = lab.log_dir().join("iwf-state");
     let iwf = lab.spawn(
         Node::Cpe,
         &[
@@ -422,46 +361,92 @@ fn tour(
             "lan0",
             "--wan",
             "wan0",
-            "--upstream",
-            "none",
-            "--nat",
-            "none",
-            "--external-address",
-            &external.ip().to_string(),
+            "--state-dir",
+            &s(&state),
         ],
     )?;
     if !wait_until(10, interrupted, || iwf.log().contains("serving UPnP IGD")) {
         return Err(step_err("starting upnp-iwf", iwf.log()));
     }
-    let add = lab.exec_timeout(
-        Node::Lan,
-        &[
-            "upnpc",
-            "-i",
-            "-a",
-            &plan::LAN_HOST.to_string(),
-            "5000",
-            "5000",
-            "UDP",
-        ],
-        Duration::from_secs(20),
-    )?;
-    let add = String::from_utf8_lossy(&add.stdout).into_owned();
-    for line in add.lines().filter(|l| {
-        l.contains("IGD") || l.contains("ExternalIPAddress") || l.contains("is redirected")
-    }) {
-        writeln!(out, "   lan$ upnpc -a ...  {}", line.trim())?;
+    for line in iwf
+        .log()
+        .lines()
+        .filter(|l| l.contains("RFC 6970 interworking") || l.contains("NAT1 on nftables"))
+    {
+        writeln!(out, "   iwf: {}", strip_log_prefix(line))?;
     }
     check(interrupted)?;
 
-    writeln!(out, "\n5. The CGN's mapping table (cgn-sim ctl mappings):")?;
+    writeln!(
+        out,
+        "\n3. A P2P app on the LAN asks for port {APP_PORT} with a real UPnP client (upnpc -a, UDP and TCP);\n   \
+         the IWF reserves NAT1 port {APP_PORT}, installs DNAT+SNAT and sends PCP MAP (PREFER_FAILURE, a nonce)"
+    )?;
+    let mut external = None;
+    for proto in ["UDP", "TCP"] {
+        let add = lab.exec_timeout(
+            Node::Lan,
+            &[
+                "upnpc",
+                "-u",
+                LOCATION,
+                "-e",
+                "nat444 demo",
+                "-a",
+                &plan::LAN_HOST.to_string(),
+                &APP_PORT.to_string(),
+                &APP_PORT.to_string(),
+                proto,
+                "0",
+            ],
+            Duration::from_secs(20),
+        )?;
+        let add = String::from_utf8_lossy(&add.stdout).into_owned();
+        for line in add
+            .lines()
+            .filter(|l| l.contains("ExternalIPAddress") || l.contains("is redirected"))
+        {
+            writeln!(out, "   lan$ upnpc -a ... {proto}   {}", line.trim())?;
+        }
+        let ext = add.lines().find_map(|l| {
+            let rest = l.trim().strip_prefix("external ")?;
+            rest.split_whitespace().next()?.parse::<SocketAddrV4>().ok()
+        });
+        match ext {
+            Some(e) => external = Some(e),
+            None => {
+                return Err(step_err("AddPortMapping", format!("{add}\n{}", iwf.log())));
+            }
+        }
+    }
+    let Some(external) = external else {
+        return Err(step_err("AddPortMapping", iwf.log()));
+    };
+    summary.external = Some(external);
+    for line in iwf.log().lines().filter(|l| l.contains("MAP SUCCESS")) {
+        writeln!(out, "   iwf: {}", strip_log_prefix(line))?;
+    }
+    check(interrupted)?;
+
+    writeln!(out, "\n4. The CGN's mapping table (cgn-sim ctl mappings):")?;
     for line in ctl(&["mappings"])?.lines() {
         writeln!(out, "   {line}")?;
+    }
+    writeln!(
+        out,
+        "\n   The home router's NAT1 (nft list table ip upnp_iwf):"
+    )?;
+    let nft = lab.exec_ok(Node::Cpe, &["nft", "list", "table", "ip", "upnp_iwf"])?;
+    for line in nft
+        .lines()
+        .filter(|l| l.contains("dnat") || l.contains("snat"))
+    {
+        writeln!(out, "   {}", line.trim())?;
     }
 
     writeln!(
         out,
-        "\n6. From the Internet peer 203.0.113.50 to {external}, through both NATs:"
+        "\n5. From the Internet peer 203.0.113.50 to {external}, through both NATs:"
     )?;
     summary.udp_delivered = deliver(lab, out, interrupted, "udp", external, "hello over UDP")?;
     summary.tcp_delivered = deliver(lab, out, interrupted, "tcp", external, "hello over TCP")?;
@@ -469,32 +454,29 @@ fn tour(
 
     writeln!(
         out,
-        "\n7. Restart the CGN (state lost, epoch reset, ANNOUNCE to its clients): cgn-sim ctl restart"
+        "\n6. Restart the CGN (state lost, epoch reset, ANNOUNCE to its clients): cgn-sim ctl restart"
     )?;
     // A client spots a restart by the epoch going back (RFC 6887 §8.5), which needs the CGN to
     // have been up a few seconds: give it that before restarting.
-    let settle = Duration::from_secs(6).saturating_sub(granted_at.elapsed());
-    std::thread::sleep(settle);
+    std::thread::sleep(Duration::from_secs(4));
     check(interrupted)?;
-    let before = pcpc.log().lines().count();
     writeln!(out, "   {}", ctl(&["restart"])?.trim())?;
-    let recovered = wait_until(20, interrupted, || pcpc.log().lines().count() > before);
-    for line in pcpc.log().lines().skip(before) {
-        writeln!(out, "   pcpc: {line}")?;
+    let recovered = wait_until(20, interrupted, || {
+        iwf.log().matches("mapping restored upstream").count() >= 2
+    });
+    for line in iwf
+        .log()
+        .lines()
+        .filter(|l| l.contains("ServerStateLost") || l.contains("mapping restored"))
+    {
+        writeln!(out, "   iwf: {}", strip_log_prefix(line))?;
     }
     if !recovered {
-        return Err(step_err("recovery after ANNOUNCE", pcpc.log()));
+        return Err(step_err("recovery after ANNOUNCE", iwf.log()));
     }
     let table = ctl(&["mappings"])?;
     for line in table.lines() {
         writeln!(out, "   {line}")?;
-    }
-    if !table.contains("Protocol: TCP") {
-        writeln!(
-            out,
-            "   (the TCP mapping was made once, without --keep: nothing re-created it after the\n    \
-             restart, so it is gone; the IWF will keep every mapping the way pcpc --keep does)"
-        )?;
     }
     let same = table.contains(&format!("ANY -> {external}["));
     let again = deliver(
@@ -510,47 +492,15 @@ fn tour(
     Ok(())
 }
 
-/// `pcpc --json map` for the application's port at the CGN, with `extra` flags.
-fn pcpc_map(
-    bins: &Binaries,
-    protocol: &str,
-    suggest: &str,
-    lifetime: &str,
-    extra: &[&str],
-) -> Vec<String> {
-    let mut argv: Vec<String> = [
-        bins.pcpc.display().to_string().as_str(),
-        "--server",
-        "100.64.0.1",
-        "--json",
-        "map",
-        "--protocol",
-        protocol,
-        "--internal-port",
-        &APP_PORT.to_string(),
-        "--suggest",
-        suggest,
-        "--lifetime",
-        lifetime,
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    argv.extend(extra.iter().map(|a| a.to_string()));
-    argv
-}
+/// The home router's own base NAT (its firewall, not the IWF's): masquerade the LAN.
+const ROUTER_FW: &str = "table ip routerfw {\n  chain post { type nat hook postrouting priority srcnat; policy accept;\n    oifname \"wan0\" masquerade\n  }\n}\n";
 
-/// `external_address` and `external_port` from a pcpc JSON line.
-fn parse_external(line: &str) -> Option<SocketAddrV4> {
-    let field = |name: &str| {
-        let at = line.find(&format!("\"{name}\":"))? + name.len() + 3;
-        let rest = line[at..].trim_start_matches('"');
-        let end = rest.find(['"', ',', '}'])?;
-        Some(rest[..end].to_string())
-    };
-    let addr: Ipv4Addr = field("external_address")?.parse().ok()?;
-    let port: u16 = field("external_port")?.parse().ok()?;
-    Some(SocketAddrV4::new(addr, port))
+/// The IGD's description URL on the home router's LAN address.
+const LOCATION: &str = "http://192.168.0.1:5000/rootDesc.xml";
+
+/// A log line without its timestamp and level, for the tour.
+fn strip_log_prefix(line: &str) -> &str {
+    line.split_once(": ").map_or(line, |(_, rest)| rest)
 }
 
 /// Listens on the LAN host, sends from the Internet peer, and reports what arrived.

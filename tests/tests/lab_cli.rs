@@ -99,8 +99,12 @@ fn demo_binary_shows_every_hop_answering_and_exits_zero() {
         "{shown}"
     );
     assert!(
-        shown.contains("[by hand]"),
-        "says plainly what is not built yet: {shown}"
+        !shown.contains("[by hand]"),
+        "nothing done by hand: {shown}"
+    );
+    assert!(
+        shown.contains("MAP SUCCESS: mapped through both NATs"),
+        "the IWF made the MAP: {shown}"
     );
     assert!(
         shown.contains("Type: MAP IN, Protocol: UDP"),

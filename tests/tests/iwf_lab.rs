@@ -317,6 +317,10 @@ fn upnpc_mapping_is_reachable_through_both_nats_and_removed_on_both() {
     // The IGD request's span carries its PCP story into the log.
     let log = n.iwf.log();
     assert!(
+        log.contains("PCP server answers"),
+        "start-up ANNOUNCE answered: {log}"
+    );
+    assert!(
         log.lines()
             .any(|l| l.contains("igd{action=AddPortMapping cp=192.168.0.10}")
                 && l.contains("MAP SUCCESS")
@@ -492,4 +496,94 @@ fn mappings_survive_a_cgn_restart_and_a_kill_of_the_iwf() {
     );
     let (got, reply) = n.exchange("udp", 6003, &format!("{external_ip}:6003"), "after kill");
     assert!(got.contains("after kill"), "{got}\n{reply}");
+}
+
+/// Sends one PCP ANNOUNCE response (epoch 0) to 224.0.0.1:5350 from a forged source
+/// 100.64.0.1:5351 (the PCP server's address), with a raw socket.
+const FORGED_ANNOUNCE: &str = r#"
+import socket, struct
+payload = bytes([2, 0x80, 0, 0]) + struct.pack("!II", 0, 0) + bytes(12)
+src, dst = socket.inet_aton("100.64.0.1"), socket.inet_aton("224.0.0.1")
+udp = struct.pack("!HHHH", 5351, 5350, 8 + len(payload), 0) + payload
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 1, 17, 0, src, dst)
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+s.sendto(ip + udp, ("224.0.0.1", 0))
+print("SENT", flush=True)
+"#;
+
+/// A plain listener on 224.0.0.1:5350 joined on the router's LAN address: proves the forged
+/// ANNOUNCE from the LAN does reach the router.
+const LAN_LISTENER: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("224.0.0.1", 5350))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton("224.0.0.1") + socket.inet_aton("192.168.0.1"))
+s.settimeout(10)
+print("READY", flush=True)
+data, peer = s.recvfrom(2048)
+print("HEARD %s:%d %d bytes" % (peer[0], peer[1], len(data)), flush=True)
+"#;
+
+// Daemon-engine issue, defect 5; RFC 6887 §14.1.3: the ANNOUNCE listener is joined only on
+// the interface that faces the PCP server. An ANNOUNCE forged by a LAN host (source
+// 100.64.0.1:5351, sent to 224.0.0.1:5350 on the LAN) reaches the router but not the IWF; the
+// same datagram arriving on the WAN makes the IWF re-create its mappings.
+#[test]
+fn announce_is_heard_on_the_wan_only_never_from_the_lan() {
+    require_privileges!();
+    let n = Nat444::start();
+    let lab = &n.lab;
+    let add = n.map(6500, "UDP");
+    assert!(add.contains("is redirected"), "{add}");
+    // Epoch 0 must be visibly "back in time" (RFC 6887 §8.5 needs a few seconds of uptime).
+    std::thread::sleep(Duration::from_secs(4));
+    // The LAN host may send with any source; the router must not filter it before our socket
+    // would see it, or the test would prove nothing.
+    for iface in ["all", "lan0", "default"] {
+        lab.exec_ok(
+            Node::Cpe,
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.conf.{iface}.rp_filter=0"),
+            ],
+        )
+        .expect("sysctl");
+    }
+    let listener = lab
+        .spawn(Node::Cpe, &[PY, "-c", LAN_LISTENER])
+        .expect("listener");
+    assert!(
+        wait(5, || listener.log().contains("READY")),
+        "{}",
+        listener.log()
+    );
+    let sent = out(lab, Node::Lan, &[PY, "-c", FORGED_ANNOUNCE], 10);
+    assert!(sent.contains("SENT"), "{sent}");
+    assert!(
+        wait(5, || listener
+            .log()
+            .contains("HEARD 100.64.0.1:5351 24 bytes")),
+        "the forged ANNOUNCE reaches the router's LAN side: {}",
+        listener.log()
+    );
+    // The IWF's listener is not joined there: nothing happens (the 0–5 s wait included).
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(!n.iwf.log().contains("ServerStateLost"), "{}", n.iwf.log());
+
+    // The same datagram on the WAN side: heard, state loss, mappings re-created.
+    let _ = lab.exec(
+        Node::Cgn,
+        &["ip", "route", "add", "224.0.0.0/4", "dev", "inside0"],
+    );
+    let sent = out(lab, Node::Cgn, &[PY, "-c", FORGED_ANNOUNCE], 10);
+    assert!(sent.contains("SENT"), "{sent}");
+    assert!(
+        wait(10, || n.iwf.log().contains("mapping restored upstream")),
+        "{}",
+        n.iwf.log()
+    );
+    assert!(n.iwf.log().contains("ServerStateLost { announced: true }"));
 }

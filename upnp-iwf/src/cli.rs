@@ -33,6 +33,10 @@ pub struct Cli {
     /// Local NAT backend.
     #[arg(long, value_enum, default_value_t = Nat::Nftables)]
     pub nat: Nat,
+    /// With --nat none: send NewInternalClient upstream as PCP THIRD_PARTY when it is not this
+    /// router (RFC 6970 §5.4). Only where the PCP server trusts this network (§6); off by default.
+    #[arg(long)]
+    pub third_party: bool,
     /// Directory for durable state (device UUID, BOOTID, later the mappings).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

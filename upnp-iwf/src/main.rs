@@ -17,6 +17,12 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let cfg = upnp_iwf::daemon::config_from_cli(&cli)?;
+    let third_party = cli.third_party;
+    if third_party && cli.nat != Nat::None {
+        anyhow::bail!(
+            "--third-party is for --nat none (with NAT1 the router itself is the PCP client of every mapping)"
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -51,7 +57,7 @@ fn main() -> anyhow::Result<()> {
                 let mut core_cfg = CoreConfig::new(server, wan.address);
                 core_cfg.nat = match nat {
                     Nat::Nftables => NatMode::Nat1,
-                    Nat::None => NatMode::None { third_party: false },
+                    Nat::None => NatMode::None { third_party },
                 };
                 core_cfg.max_per_client = cfg.policy.max_per_client;
                 core_cfg.max_mappings = cfg.max_mappings;

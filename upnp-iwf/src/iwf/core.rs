@@ -179,6 +179,13 @@ pub enum IwfEvent {
         /// Shown by an ANNOUNCE.
         announced: bool,
     },
+    /// The PCP server answered the start-up ANNOUNCE.
+    ServerAnswered {
+        /// Its epoch.
+        epoch: u32,
+        /// The result (SUCCESS, or e.g. UNSUPP_VERSION from a NAT-PMP-only gateway).
+        result: ResultCode,
+    },
     /// The external address seen in PCP answers changed (evented as ExternalIPAddress).
     ExternalAddress(Option<Ipv4Addr>),
     /// A PCP error on an existing mapping (renewal or re-create), which cannot be told to
@@ -423,6 +430,12 @@ impl Core {
 
     fn bump(&mut self) {
         self.update_id = self.update_id.wrapping_add(1).max(1);
+    }
+
+    /// Sends a solicited ANNOUNCE (RFC 6887 §14.1) to learn whether the PCP server answers
+    /// and its epoch; retransmitted until answered ([`IwfEvent::ServerAnswered`]).
+    pub fn check_server(&mut self, now: Instant) {
+        let _ = self.engine.announce(now, self.server);
     }
 
     /// The next output for the driver.
@@ -1170,6 +1183,9 @@ impl Core {
     }
 
     fn on_engine_event(&mut self, now: Instant, event: Event) {
+        if let Event::Announced { epoch, result, .. } = event {
+            return self.event(IwfEvent::ServerAnswered { epoch, result });
+        }
         if let Event::ServerStateLost { announced, .. } = event {
             for e in self.table.values_mut() {
                 if matches!(e.phase, Phase::Active | Phase::Renewing) {

@@ -26,6 +26,10 @@ use crate::mapping::{
 use crate::nat1::{Nat1Backend, Nat1Error, WanSide};
 use crate::state::{StateDir, StoredMapping, split_expired};
 
+/// How long after start the driver waits for the PCP server's first answer before it says
+/// plainly that there is none.
+pub const SERVER_CHECK: Duration = Duration::from_secs(10);
+
 type Replies = HashMap<u64, oneshot::Sender<Result<PortMapping, MappingError>>>;
 
 /// What the driver and the SOAP handlers share.
@@ -421,6 +425,19 @@ pub async fn start(core: Core, config: DriverConfig) -> anyhow::Result<Iwf> {
         }),
     });
     shared.core().restore(Instant::now(), stored);
+    shared.core().check_server(Instant::now());
+    // Say plainly when the PCP server does not answer (it never pretends).
+    let watch = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(SERVER_CHECK).await;
+        if watch.core().server_epoch().is_none() {
+            tracing::error!(
+                "no answer from PCP server {server} after {} s — is PCP enabled on the CGN? Mappings get 501 until it answers",
+                SERVER_CHECK.as_secs()
+            );
+            watch.note(format!("no answer from PCP server {server}"));
+        }
+    });
     let stop = Arc::new(Notify::new());
     let driver = Driver {
         shared: shared.clone(),
@@ -598,8 +615,14 @@ impl Driver {
                 lock(&self.shared.health).state_error = error;
             }
             Output::Event(event) => {
-                if let IwfEvent::ServerStateLost { .. } | IwfEvent::Restored { .. } = event {
-                    tracing::info!(?event, "interworking");
+                match &event {
+                    IwfEvent::ServerAnswered { epoch, result } => {
+                        tracing::info!(%result, epoch, server = %self.shared.core().config().server, "PCP server answers");
+                    }
+                    IwfEvent::ServerStateLost { .. } | IwfEvent::Restored { .. } => {
+                        tracing::info!(?event, "interworking");
+                    }
+                    _ => {}
                 }
                 self.shared.note(format!("{event:?}"));
             }

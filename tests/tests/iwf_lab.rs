@@ -417,6 +417,14 @@ fn upnpc_mapping_is_reachable_through_both_nats_and_removed_on_both() {
     let (got, reply) = n.exchange("udp", 5000, &externals[0], "after delete");
     assert!(!got.contains("after delete"), "inbound stops: {got}");
     assert!(reply.contains("NOREPLY"), "{reply}");
+    // Re-adding the port at once works: the CGN holds a deleted port for its nonce (RFC 6888
+    // REQ-8), and the IWF reuses the nonce of the mapping it just deleted.
+    let again = n.map(5000, "UDP");
+    assert!(
+        again.contains(&format!("external {}", externals[0])),
+        "{again}\n{}",
+        n.iwf.log()
+    );
 }
 
 // RFC 6970 §5.10, §5.3; RFC 6887 §14.1.3: after `cgn-sim ctl restart` every UPnP mapping is

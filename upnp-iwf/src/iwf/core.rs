@@ -35,6 +35,12 @@ pub const DELETE_WAIT: Duration = Duration::from_secs(4);
 /// server made one and only the answers were lost, would otherwise linger until it expires).
 pub const ORPHAN_DELETE: Duration = Duration::from_secs(120);
 
+/// How long the nonce of a deleted mapping is kept for its NAT1 port: a new mapping of the
+/// same internal port within this time reuses it, so the CGN's port hold-down after a delete
+/// (RFC 6888 REQ-8, RFC 6887 §15: "the same internal endpoint and nonce may take it back")
+/// does not refuse an app that deletes and re-adds its port.
+pub const NONCE_REUSE: Duration = Duration::from_secs(600);
+
 /// The PCP lifetime asked for an infinite UPnP lease (RFC 6970 §5.9 prints 2^32, which does
 /// not fit: digest G3).
 pub const INFINITE_LIFETIME: u32 = u32::MAX;
@@ -269,6 +275,8 @@ pub struct Core {
     stats: CoreStats,
     results: BTreeMap<String, u64>,
     probes: HashMap<MappingId, ProbeState>,
+    /// Nonces of recently deleted mappings by (protocol, NAT1 port), with when they go.
+    recent_nonces: HashMap<(Protocol, u16), (Nonce, Instant)>,
 }
 
 fn pcp_protocol(p: Protocol) -> PcpProtocol {
@@ -345,6 +353,7 @@ impl Core {
             stats: CoreStats::default(),
             results: BTreeMap::new(),
             probes: HashMap::new(),
+            recent_nonces: HashMap::new(),
         }
     }
 
@@ -1039,16 +1048,32 @@ impl Core {
                 request = request.third_party(IpAddr::V4(e.client()));
             }
         }
-        if let Some(n) = e.nonce {
-            request = request.nonce(n);
-        }
+        let slot = (key.protocol, e.nat1_port);
+        let reused = match e.nonce {
+            Some(n) => {
+                request = request.nonce(n);
+                false
+            }
+            None => match self.recent_nonces.remove(&slot) {
+                Some((n, until)) if until > now => {
+                    request = request.clone().nonce(n);
+                    true
+                }
+                _ => false,
+            },
+        };
         if !restoring {
             request = request.give_up(self.config.create_give_up);
         }
-        let id = self
-            .engine
-            .map(now, self.server, request)
-            .map_err(|err| MappingError::Upstream(format!("PCP request: {err}")))?;
+        let id = match self.engine.map(now, self.server, request.clone()) {
+            // The old delete with that nonce is still in the engine: take a fresh nonce.
+            Err(pcp_client::client::RequestError::Duplicate) if reused => {
+                request.nonce = None;
+                self.engine.map(now, self.server, request)
+            }
+            other => other,
+        }
+        .map_err(|err| MappingError::Upstream(format!("PCP request: {err}")))?;
         let nonce = self.engine.mapping(id).map(|m| m.nonce);
         self.by_pcp.insert(id, key);
         if let Some(e) = self.table.get_mut(&key) {
@@ -1152,6 +1177,11 @@ impl Core {
         e.phase = Phase::Deleting;
         e.deadline = Some(now + self.config.delete_wait);
         let pcp = e.pcp;
+        if let Some(nonce) = e.nonce {
+            let slot = (key.protocol, e.nat1_port);
+            self.recent_nonces.retain(|_, (_, until)| *until > now);
+            self.recent_nonces.insert(slot, (nonce, now + NONCE_REUSE));
+        }
         match pcp {
             Some(id) if self.engine.delete(now, id).is_ok() => {
                 self.bump();

@@ -300,3 +300,57 @@ fn external_address_probe_learns_the_address_then_answers_from_the_cache() {
     )));
     assert!(c.poll_transmit(now, &mut buf).is_none(), "no second probe");
 }
+
+// RFC 6888 REQ-8, RFC 6887 §15: a CGN holds a deleted mapping's port for the same internal
+// endpoint *and nonce*; an app that deletes and re-adds its port gets the same nonce, so the
+// hold-down does not refuse it.
+#[test]
+fn re_adding_a_just_deleted_port_reuses_its_nonce() {
+    let (mut c, now) = core();
+    let mut buf = [0u8; 1100];
+    let map_once = |c: &mut Core, request: u64| -> Vec<u8> {
+        c.handle_request(now, request, add(APP_A, 5000, now));
+        let (op, _) = nat1_ops(&outputs(c))[0];
+        c.handle_nat1_result(now, op, Ok(()));
+        let mut buf = [0u8; 1100];
+        let t = c.poll_transmit(now, &mut buf).expect("MAP");
+        buf[..t.len].to_vec()
+    };
+    let first = map_once(&mut c, 1);
+    answer(
+        &mut c,
+        now,
+        &first,
+        pcp_client::wire::ResultCode::Success,
+        5000,
+    );
+    assert!(matches!(reply(&outputs(&mut c), 1), Some(Ok(_))));
+    let key = MappingKey {
+        external_port: 5000,
+        protocol: Protocol::Udp,
+        remote_host: None,
+    };
+    c.handle_request(now, 2, Request::Delete(key));
+    let t = c.poll_transmit(now, &mut buf).expect("delete");
+    let delete = buf[..t.len].to_vec();
+    answer(
+        &mut c,
+        now,
+        &delete,
+        pcp_client::wire::ResultCode::Success,
+        0,
+    );
+    let (op, _) = nat1_ops(&outputs(&mut c))[0];
+    c.handle_nat1_result(now, op, Ok(()));
+    assert!(matches!(reply(&outputs(&mut c), 2), Some(Ok(_))));
+    let again = map_once(&mut c, 3);
+    let nonce = |b: &[u8]| {
+        pcp_client::wire::RequestRepr::parse(b)
+            .expect("valid")
+            .data
+            .map_fields()
+            .expect("MAP")
+            .nonce
+    };
+    assert_eq!(nonce(&again), nonce(&first));
+}

@@ -354,3 +354,40 @@ fn re_adding_a_just_deleted_port_reuses_its_nonce() {
     };
     assert_eq!(nonce(&again), nonce(&first));
 }
+
+// IGD:2 practice, RFC 6970 §5.6: AddPortMapping over the control point's own live entry is a
+// refresh of the same PCP mapping: same nonce, the new lifetime and description, answered
+// when the server confirms; nothing new in NAT1.
+#[test]
+fn add_over_own_entry_refreshes_with_the_same_nonce() {
+    let (mut c, now) = core();
+    let mut buf = [0u8; 1100];
+    c.handle_request(now, 1, add(APP_A, 5000, now));
+    let (op, _) = nat1_ops(&outputs(&mut c))[0];
+    c.handle_nat1_result(now, op, Ok(()));
+    let t = c.poll_transmit(now, &mut buf).expect("MAP");
+    let first = buf[..t.len].to_vec();
+    answer(&mut c, now, &first, pcp_client::wire::ResultCode::Success, 5000);
+    let _ = outputs(&mut c);
+    let Request::Add(mut again) = add(APP_A, 5000, now) else {
+        unreachable!("add builds an Add")
+    };
+    again.mapping.lease = Lease::Until(now + Duration::from_secs(7200));
+    again.mapping.description = "game, again".into();
+    c.handle_request(now, 2, Request::Add(again));
+    let out = outputs(&mut c);
+    assert!(nat1_ops(&out).is_empty(), "same NAT1 rule");
+    assert_eq!(reply(&out, 2), None, "waits for the server");
+    let t = c.poll_transmit(now, &mut buf).expect("refresh at once");
+    let refresh = buf[..t.len].to_vec();
+    let parse = |b: &[u8]| {
+        let r = pcp_client::wire::RequestRepr::parse(b).expect("valid");
+        (r.lifetime, r.data.map_fields().expect("MAP").nonce)
+    };
+    assert_eq!(parse(&refresh).1, parse(&first).1, "same nonce");
+    assert_eq!(parse(&refresh).0, 7200);
+    answer(&mut c, now, &refresh, pcp_client::wire::ResultCode::Success, 5000);
+    let out = outputs(&mut c);
+    assert!(matches!(reply(&out, 2), Some(Ok(m)) if m.description == "game, again"));
+    assert_eq!(c.entries().count(), 1);
+}

@@ -1,21 +1,31 @@
-//! The JSON batches (`nft -j -f -`) that build our own table, made from the `nftables` crate's
-//! typed schema, and the reading back of that table.
+//! The JSON batches (`nft -j -f -`) that change our own table, made from the `nftables` crate's
+//! typed schema, and the reading back of that table (or of nft's `--echo` of a batch).
 //!
 //! Our table `ip <table>` has two base chains: `prerouting` (type nat, priority dstnat, -100)
 //! with one DNAT rule per mapping, and `postrouting` (type nat, priority srcnat - 10, 90) with
 //! one SNAT rule per mapping, so the SNAT is in before a router's masquerade at srcnat (100):
-//! the first nat chain that performs NAT wins (spec, "How NAT decisions are made"). Every
-//! change replaces the contents of both chains with the full rule set in one transaction;
-//! established flows keep their conntrack bindings, so other mappings are not disturbed.
-//! Both rules of a mapping carry the same comment ([`rule_comment`]), which is how
-//! [`parse_table`] finds them again.
+//! the first nat chain that performs NAT wins (spec, "How NAT decisions are made"). Both rules
+//! of a mapping carry the same comment ([`rule_comment`]), which is how [`parse_rules`] finds
+//! them again.
+//!
+//! Each batch is one transaction and its size does not depend on how many mappings the table
+//! holds, except [`TableSpec::rebuild`] (reset):
+//! * [`TableSpec::add_mapping`]: `add rule` ×2 (run with `--echo --handle`, so nft prints the
+//!   two new rule handles back);
+//! * [`TableSpec::delete_rules`]: `delete rule … handle H` for exactly the given handles;
+//! * [`TableSpec::rebuild`]: delete the table whatever it holds and build it anew;
+//! * [`TableSpec::delete`]: delete the table.
+//!
+//! Established flows keep their conntrack bindings through any of these, so other mappings are
+//! not disturbed.
 
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
 use nftables::batch::Batch;
+use serde::Deserialize;
 use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField};
-use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
+use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
 use nftables::stmt::{Match, NAT, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
@@ -105,22 +115,26 @@ impl<'a> TableSpec<'a> {
         ]
     }
 
-    /// Creates the table and chains if missing, replaces both chains' contents by `rules`.
-    /// One transaction: used by install and remove.
-    pub fn replace_rules(&self, wan: &WanSide, rules: &[Nat1Rule]) -> Nftables<'a> {
+    /// Adds the DNAT and the SNAT rule of `rule` (appended to our two chains, which must
+    /// exist). One transaction: used by install.
+    pub fn add_mapping(&self, wan: &WanSide, rule: &Nat1Rule) -> Nftables<'a> {
         let mut b = Batch::new();
-        b.add(NfListObject::Table(self.table()));
-        for chain in self.chains() {
-            b.add(NfListObject::Chain(chain.clone()));
-            b.add_cmd(NfCmd::Flush(FlushObject::Chain(Chain {
-                _type: None,
-                hook: None,
-                prio: None,
-                policy: None,
-                ..chain
-            })));
+        self.add_rules(&mut b, wan, std::slice::from_ref(rule));
+        b.to_nftables()
+    }
+
+    /// Deletes exactly the rules `at` (by chain and handle). One transaction: used by remove.
+    pub fn delete_rules(&self, at: &[RuleRef]) -> Nftables<'a> {
+        let mut b = Batch::new();
+        for r in at {
+            b.delete(NfListObject::Rule(Rule {
+                family: NfFamily::IP,
+                table: Cow::Borrowed(self.name),
+                chain: Cow::Borrowed(r.chain.name()),
+                handle: Some(r.handle),
+                ..Rule::default()
+            }));
         }
-        self.add_rules(&mut b, wan, rules);
         b.to_nftables()
     }
 

@@ -271,6 +271,19 @@ pub enum CtlAction {
         #[arg(required = true)]
         ranges: Vec<String>,
     },
+    /// Answer the next MAP requests that would create or refresh a mapping with a PCP error,
+    /// changing no state (for tests of clients and of the UPnP IWF, RFC 6970 §4.5).
+    Inject {
+        /// The result: a name such as NOT_AUTHORIZED or USER_EX_QUOTA, or its number (1-13).
+        #[arg(value_parser = crate::inject::parse_result)]
+        result: pcp_client::wire::ResultCode,
+        /// Lifetime of the error responses, seconds (default: the server's error lifetime).
+        #[arg(long, value_name = "SECS")]
+        lifetime: Option<u32>,
+        /// How many MAP requests get the error (0 cancels a pending injection).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        count: u32,
+    },
 }
 
 impl CtlAction {
@@ -284,6 +297,15 @@ impl CtlAction {
             CtlAction::Stats => crate::ctl::Request::Stats,
             CtlAction::Config => crate::ctl::Request::Config,
             CtlAction::Pool { ranges } => crate::ctl::Request::Pool(ranges.clone()),
+            CtlAction::Inject {
+                result,
+                lifetime,
+                count,
+            } => crate::ctl::Request::Inject {
+                result: u8::from(*result),
+                lifetime: *lifetime,
+                count: *count,
+            },
         }
     }
 }

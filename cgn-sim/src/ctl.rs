@@ -26,6 +26,17 @@ pub enum Request {
     /// Renumber: replace the pools by these ranges (pool ids 1, 2, …); mappings move and
     /// clients get Mapping Updates (RFC 6887 §14.2).
     Pool(Vec<String>),
+    /// Answer the next `count` creating or refreshing MAP requests with the PCP error
+    /// `result` (1 to 13) and `lifetime` (default: the server's error lifetime), changing no
+    /// state (tests of RFC 6970 §4.5 error mapping; see [`crate::inject`]).
+    Inject {
+        /// The result code number.
+        result: u8,
+        /// The error lifetime, seconds.
+        lifetime: Option<u32>,
+        /// How many MAP requests get it.
+        count: u32,
+    },
 }
 
 impl Request {
@@ -39,6 +50,14 @@ impl Request {
             Request::Stats => "stats".into(),
             Request::Config => "config".into(),
             Request::Pool(ranges) => format!("pool {}", ranges.join(" ")),
+            Request::Inject {
+                result,
+                lifetime,
+                count,
+            } => match lifetime {
+                Some(l) => format!("inject {result} --lifetime {l} --count {count}"),
+                None => format!("inject {result} --count {count}"),
+            },
         }
     }
 
@@ -51,14 +70,37 @@ impl Request {
             "restart --keep-state" => Request::Restart { keep_state: true },
             "stats" => Request::Stats,
             "config" => Request::Config,
-            other => match other.strip_prefix("pool ") {
-                Some(ranges) => {
+            other => {
+                if let Some(ranges) = other.strip_prefix("pool ") {
                     Request::Pool(ranges.split_whitespace().map(String::from).collect())
+                } else if let Some(args) = other.strip_prefix("inject ") {
+                    parse_inject(args)?
+                } else {
+                    return None;
                 }
-                None => return None,
-            },
+            }
         })
     }
+}
+
+/// `RESULT [--lifetime SECS] [--count N]` of an inject line.
+fn parse_inject(args: &str) -> Option<Request> {
+    let mut words = args.split_whitespace();
+    let result = u8::from(crate::inject::parse_result(words.next()?).ok()?);
+    let (mut lifetime, mut count) = (None, 1);
+    while let Some(flag) = words.next() {
+        let value = words.next()?;
+        match flag {
+            "--lifetime" => lifetime = Some(value.parse().ok()?),
+            "--count" => count = value.parse().ok()?,
+            _ => return None,
+        }
+    }
+    Some(Request::Inject {
+        result,
+        lifetime,
+        count,
+    })
 }
 
 /// Sends `request` to the daemon listening on `path` and returns its answer.
@@ -71,4 +113,38 @@ pub fn call(path: &Path, request: Request) -> std::io::Result<String> {
     let mut answer = String::new();
     s.read_to_string(&mut answer)?;
     Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Request;
+
+    #[test]
+    fn inject_lines_round_trip_and_bad_ones_are_refused() {
+        for req in [
+            Request::Inject {
+                result: 2,
+                lifetime: Some(1800),
+                count: 3,
+            },
+            Request::Inject {
+                result: 11,
+                lifetime: None,
+                count: 1,
+            },
+        ] {
+            assert_eq!(Request::parse(&req.line()), Some(req));
+        }
+        assert_eq!(
+            Request::parse("inject USER_EX_QUOTA"),
+            Some(Request::Inject {
+                result: 10,
+                lifetime: None,
+                count: 1
+            })
+        );
+        assert_eq!(Request::parse("inject SUCCESS"), None);
+        assert_eq!(Request::parse("inject 2 --lifetime"), None);
+        assert_eq!(Request::parse("inject 2 --bogus 1"), None);
+    }
 }

@@ -60,6 +60,7 @@ pub mod epoch;
 pub mod fasthash;
 pub mod format;
 pub mod hold;
+pub mod inject;
 pub mod map;
 pub mod metrics;
 pub mod natpmp;

@@ -118,6 +118,9 @@ pub struct Server {
     pub(crate) updates: Vec<PendingUpdate>,
     pub(crate) metrics: Metrics,
     pub(crate) last_second: u32,
+    /// Error injection for tests (`cgn-sim ctl inject`, [`Server::inject`]): the next
+    /// creating or refreshing MAP requests get this error and change nothing.
+    pub(crate) injection: Option<crate::inject::Injection>,
 }
 
 impl std::fmt::Debug for Server {
@@ -164,6 +167,7 @@ impl Server {
             updates: Vec::new(),
             metrics: Metrics::default(),
             last_second: FIRST_SECOND,
+            injection: None,
             config,
         })
     }
@@ -369,7 +373,12 @@ impl Server {
                 lifetime: self.error_lifetime(ResultCode::UnsuppOpcode),
             },
             OpcodeData::Map(map) => {
-                if self.config.allow_map {
+                let injected = (repr.lifetime != 0)
+                    .then(|| self.take_injection())
+                    .flatten();
+                if let Some((result, lifetime)) = injected {
+                    Outcome::Error { result, lifetime }
+                } else if self.config.allow_map {
                     self.process_map(now_s, source, &repr, &map)
                 } else {
                     self.err(ResultCode::NotAuthorized)

@@ -1,4 +1,4 @@
-//! The control socket: `cgn-sim ctl mappings | restart | stats | config`.
+//! The control socket: `cgn-sim ctl mappings | restart | stats | config | pool | inject`.
 
 use std::time::Instant;
 
@@ -83,6 +83,21 @@ pub(crate) fn execute(
                     server.table().counts().maps
                 ),
                 Err(e) => format!("error: {e}\n"),
+            }
+        }
+        Request::Inject {
+            result,
+            lifetime,
+            count,
+        } => {
+            let result = pcp_client::wire::ResultCode::from(result);
+            server.inject(result, lifetime, count);
+            match server.injection() {
+                Some(i) => format!(
+                    "injecting {result} (lifetime {} s) into the next {count} MAP request(s)\n",
+                    i.lifetime
+                ),
+                None => "injection cancelled\n".into(),
             }
         }
         Request::Config => {

@@ -23,11 +23,11 @@ use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
 use nftables::batch::Batch;
-use serde::Deserialize;
 use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField};
 use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
 use nftables::stmt::{Match, NAT, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use serde::Deserialize;
 
 use super::{Nat1Error, Nat1Rule, WanSide};
 use crate::mapping::Protocol;
@@ -252,48 +252,182 @@ fn eq<'a>(left: Expression<'a>, right: Expression<'a>) -> Statement<'a> {
     })
 }
 
-/// What [`parse_table`] found in our table.
+/// One of our two chains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum OurChain {
+    /// `prerouting`, the DNAT rules.
+    Prerouting,
+    /// `postrouting`, the SNAT rules.
+    Postrouting,
+}
+
+impl OurChain {
+    /// The chain's name in our table.
+    pub fn name(self) -> &'static str {
+        match self {
+            OurChain::Prerouting => PREROUTING,
+            OurChain::Postrouting => POSTROUTING,
+        }
+    }
+
+    fn from_name(name: &str) -> Option<OurChain> {
+        match name {
+            PREROUTING => Some(OurChain::Prerouting),
+            POSTROUTING => Some(OurChain::Postrouting),
+            _ => None,
+        }
+    }
+}
+
+/// Where one rule sits: our chain and the rule's handle there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct RuleRef {
+    /// The chain.
+    pub chain: OurChain,
+    /// nft's handle of the rule (unique within our table while the table exists).
+    pub handle: u32,
+}
+
+/// The handles of a mapping's two rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Handles {
+    /// The DNAT rule in `prerouting`.
+    pub dnat: u32,
+    /// The SNAT rule in `postrouting`.
+    pub snat: u32,
+}
+
+impl Handles {
+    /// Both rules, for [`TableSpec::delete_rules`].
+    pub fn refs(self) -> [RuleRef; 2] {
+        [
+            RuleRef {
+                chain: OurChain::Prerouting,
+                handle: self.dnat,
+            },
+            RuleRef {
+                chain: OurChain::Postrouting,
+                handle: self.snat,
+            },
+        ]
+    }
+}
+
+/// What [`parse_rules`] found in our table (or in nft's echo of a batch).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ReadBack {
     /// Mappings with both their DNAT and SNAT rule present, sorted.
     pub complete: Vec<Nat1Rule>,
     /// Mappings with only one of their two rules (someone edited our table).
     pub half: Vec<Nat1Rule>,
-    /// Rules in our table without one of our comments.
+    /// Rules in our table without one of our comments (or in a chain not ours).
     pub foreign: usize,
+    /// Every rule with one of our comments in one of our chains, with its handle when nft
+    /// printed one, in the order listed.
+    pub ours: Vec<(Nat1Rule, OurChain, Option<u32>)>,
 }
 
-/// Reads the rules of our table from `nft -j list table ip <table>` output. Output that is not
-/// an nftables JSON document is [`Nat1Error::Rejected`] with the parser's message.
-pub(crate) fn parse_table(json: &str, table: &str) -> Result<ReadBack, Nat1Error> {
-    let doc: Nftables<'_> = serde_json::from_str(json)
+impl ReadBack {
+    /// The handles of `rule`'s rules as listed (usually two; more if someone copied one).
+    pub fn refs_of(&self, rule: &Nat1Rule) -> Vec<RuleRef> {
+        self.ours
+            .iter()
+            .filter(|(r, _, _)| r == rule)
+            .filter_map(|&(_, chain, handle)| {
+                Some(RuleRef {
+                    chain,
+                    handle: handle?,
+                })
+            })
+            .collect()
+    }
+
+    /// The handles of `rule` when exactly one DNAT and one SNAT rule with handles were listed.
+    pub fn handles_of(&self, rule: &Nat1Rule) -> Option<Handles> {
+        let refs = self.refs_of(rule);
+        let one = |chain| {
+            let mut it = refs.iter().filter(|r| r.chain == chain);
+            match (it.next(), it.next()) {
+                (Some(r), None) => Some(r.handle),
+                _ => None,
+            }
+        };
+        Some(Handles {
+            dnat: one(OurChain::Prerouting)?,
+            snat: one(OurChain::Postrouting)?,
+        })
+    }
+}
+
+/// The few fields of nft's JSON this module reads. Everything else (the statements, metainfo,
+/// tables, chains) is skipped by serde without being stored, so reading a listing of our table
+/// or the echo of a large batch costs little memory beyond nft's output itself.
+#[derive(Deserialize)]
+struct Listing<'a> {
+    #[serde(borrow)]
+    nftables: Vec<ListedObject<'a>>,
+}
+
+/// `{"rule": {...}}` (a listing) or `{"add": {"rule": {...}}}` (an echoed batch).
+#[derive(Deserialize)]
+struct ListedObject<'a> {
+    #[serde(borrow, default)]
+    rule: Option<ListedRule<'a>>,
+    #[serde(borrow, default)]
+    add: Option<EchoedAdd<'a>>,
+}
+
+#[derive(Deserialize)]
+struct EchoedAdd<'a> {
+    #[serde(borrow, default)]
+    rule: Option<ListedRule<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ListedRule<'a> {
+    #[serde(borrow)]
+    family: Cow<'a, str>,
+    #[serde(borrow)]
+    table: Cow<'a, str>,
+    #[serde(borrow)]
+    chain: Cow<'a, str>,
+    #[serde(default)]
+    handle: Option<u32>,
+    #[serde(borrow, default)]
+    comment: Option<Cow<'a, str>>,
+}
+
+/// Reads the rules of our table `ip <table>` from `nft -j list table ip <table>` output, or
+/// from the `--echo --handle` output of one of our batches. Output that is not an nftables
+/// JSON document is [`Nat1Error::Rejected`] with the parser's message.
+pub(crate) fn parse_rules(json: &str, table: &str) -> Result<ReadBack, Nat1Error> {
+    let doc: Listing<'_> = serde_json::from_str(json)
         .map_err(|e| Nat1Error::Rejected(format!("unreadable nft output: {e}")))?;
     let mut dnat = std::collections::BTreeSet::new();
     let mut snat = std::collections::BTreeSet::new();
-    let mut foreign = 0;
-    for obj in doc.objects.iter() {
-        let rule = match obj {
-            NfObject::ListObject(NfListObject::Rule(r)) => r,
-            _ => continue,
+    let mut back = ReadBack::default();
+    for obj in doc.nftables {
+        let Some(rule) = obj.rule.or(obj.add.and_then(|a| a.rule)) else {
+            continue;
         };
-        if rule.family != NfFamily::IP || rule.table != table {
+        if rule.family != "ip" || rule.table != table {
             continue;
         }
-        match rule.comment.as_deref().and_then(parse_comment) {
-            Some(r) if rule.chain == PREROUTING => {
-                dnat.insert(r);
+        let chain = OurChain::from_name(&rule.chain);
+        match (rule.comment.as_deref().and_then(parse_comment), chain) {
+            (Some(r), Some(chain)) => {
+                match chain {
+                    OurChain::Prerouting => dnat.insert(r),
+                    OurChain::Postrouting => snat.insert(r),
+                };
+                back.ours.push((r, chain, rule.handle));
             }
-            Some(r) if rule.chain == POSTROUTING => {
-                snat.insert(r);
-            }
-            _ => foreign += 1,
+            _ => back.foreign += 1,
         }
     }
-    Ok(ReadBack {
-        complete: dnat.intersection(&snat).copied().collect(),
-        half: dnat.symmetric_difference(&snat).copied().collect(),
-        foreign,
-    })
+    back.complete = dnat.intersection(&snat).copied().collect();
+    back.half = dnat.symmetric_difference(&snat).copied().collect();
+    Ok(back)
 }
 
 #[cfg(test)]
@@ -358,23 +492,27 @@ mod tests {
     }
 
     // spec "The two rules a mapping needs": DNAT at dstnat, SNAT at srcnat - 10, both in one
-    // transaction that first replaces the chains' contents.
+    // transaction that only adds them (no other rule of the table is in the batch).
     #[test]
-    fn install_batch_replaces_both_chains_with_dnat_and_snat_in_one_document() {
-        let doc = spec().replace_rules(&wan(), &[udp()]);
-        let table = json!({"add": {"table": {"family": "ip", "name": "upnp_iwf"}}});
-        let flush = |name: &str| json!({"flush": {"chain": {"family": "ip", "table": "upnp_iwf", "name": name}}});
+    fn install_batch_adds_exactly_the_dnat_and_the_snat_in_one_document() {
+        let doc = spec().add_mapping(&wan(), &udp());
         assert_eq!(
             to_value(&doc),
-            json!({"nftables": [
-                table,
-                chain_json("prerouting", "prerouting", -100),
-                flush("prerouting"),
-                chain_json("postrouting", "postrouting", 90),
-                flush("postrouting"),
-                dnat_json(),
-                snat_json(),
-            ]})
+            json!({"nftables": [dnat_json(), snat_json()]})
+        );
+    }
+
+    #[test]
+    fn remove_batch_deletes_exactly_the_given_handles() {
+        let handles = Handles { dnat: 7, snat: 8 };
+        let doc = spec().delete_rules(&handles.refs());
+        let del = |chain: &str, handle: u32| {
+            json!({"delete": {"rule": {"family": "ip", "table": "upnp_iwf", "chain": chain,
+                "expr": [], "handle": handle}}})
+        };
+        assert_eq!(
+            to_value(&doc),
+            json!({"nftables": [del("prerouting", 7), del("postrouting", 8)]})
         );
     }
 
@@ -406,26 +544,15 @@ mod tests {
     }
 
     #[test]
-    fn removing_the_last_rule_leaves_empty_chains() {
-        let doc = to_value(&spec().replace_rules(&wan(), &[]));
-        let cmds = doc["nftables"].as_array().expect("array");
-        assert_eq!(cmds.len(), 5);
-        assert!(
-            cmds.iter()
-                .all(|c| c.get("add").and_then(|a| a.get("rule")).is_none())
-        );
-    }
-
-    #[test]
     fn tcp_rules_match_tcp_ports() {
         let tcp = Nat1Rule {
             protocol: Protocol::Tcp,
             ..udp()
         };
-        let doc = to_value(&spec().replace_rules(&wan(), &[tcp]));
-        let dnat = &doc["nftables"][5]["add"]["rule"]["expr"][1]["match"]["left"]["payload"];
+        let doc = to_value(&spec().add_mapping(&wan(), &tcp));
+        let dnat = &doc["nftables"][0]["add"]["rule"]["expr"][1]["match"]["left"]["payload"];
         assert_eq!(dnat, &json!({"protocol": "tcp", "field": "dport"}));
-        let snat = &doc["nftables"][6]["add"]["rule"]["expr"][2]["match"]["left"]["payload"];
+        let snat = &doc["nftables"][1]["add"]["rule"]["expr"][2]["match"]["left"]["payload"];
         assert_eq!(snat, &json!({"protocol": "tcp", "field": "sport"}));
         assert!(!doc.to_string().contains("udp"), "{doc}");
     }
@@ -437,10 +564,10 @@ mod tests {
             iface: "wan0\"; flush ruleset; \"".into(),
             ..wan()
         };
-        let doc = spec().replace_rules(&evil, &[udp()]);
+        let doc = spec().add_mapping(&evil, &udp());
         let back: Value =
             serde_json::from_str(&serde_json::to_string(&doc).expect("ser")).expect("valid json");
-        let rule = &back["nftables"][5]["add"]["rule"]["expr"][0]["match"]["right"];
+        let rule = &back["nftables"][0]["add"]["rule"]["expr"][0]["match"]["right"];
         assert_eq!(rule, &json!("wan0\"; flush ruleset; \""));
     }
 
@@ -486,23 +613,61 @@ mod tests {
 
     #[test]
     fn read_back_pairs_rules_by_comment() {
-        let back = parse_table(LISTED, "upnp_iwf").expect("parses");
+        let back = parse_rules(LISTED, "upnp_iwf").expect("parses");
         assert_eq!(back.complete, vec![udp()]);
         assert_eq!(back.half.len(), 1);
         assert_eq!(back.half[0].wan_port, 40001);
         assert_eq!(back.foreign, 1);
+        assert_eq!(back.handles_of(&udp()), Some(Handles { dnat: 3, snat: 4 }));
+        // A half mapping has no pair of handles, but its one rule can still be deleted.
+        let half = back.half[0];
+        assert_eq!(back.handles_of(&half), None);
+        assert_eq!(
+            back.refs_of(&half),
+            vec![RuleRef {
+                chain: OurChain::Prerouting,
+                handle: 5
+            }]
+        );
         // Another table's name sees nothing.
         assert_eq!(
-            parse_table(LISTED, "other").expect("parses"),
+            parse_rules(LISTED, "other").expect("parses"),
             ReadBack::default()
         );
+    }
+
+    /// `nft --echo --handle -j -f -` of nft 1.0.6 for the install batch: the batch itself,
+    /// each rule with the handle the kernel gave it.
+    const ECHOED: &str = r#"{"nftables": [{"add": {"rule": {"family": "ip", "table": "upnp_iwf", "chain": "prerouting", "comment": "upnp_iwf:udp:40000:192.168.0.10:5000", "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "wan0"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 40000}}, {"dnat": {"addr": "192.168.0.10", "port": 5000}}], "handle": 3}}}, {"add": {"rule": {"family": "ip", "table": "upnp_iwf", "chain": "postrouting", "comment": "upnp_iwf:udp:40000:192.168.0.10:5000", "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "wan0"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "192.168.0.10"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "sport"}}, "right": 5000}}, {"snat": {"addr": "100.64.0.2", "port": 40000}}], "handle": 4}}}]}"#;
+
+    #[test]
+    fn the_echo_of_an_install_gives_both_handles() {
+        let back = parse_rules(ECHOED, "upnp_iwf").expect("parses");
+        assert_eq!(back.complete, vec![udp()]);
+        assert_eq!(back.handles_of(&udp()), Some(Handles { dnat: 3, snat: 4 }));
+        // The echo of the rebuild batch also has table and chain objects: skipped.
+        let rebuild = ECHOED.replacen(
+            "[{\"add\": {\"rule\"",
+            "[{\"add\": {\"table\": {\"family\": \"ip\", \"name\": \"upnp_iwf\"}}}, {\"delete\": {\"table\": {\"family\": \"ip\", \"name\": \"upnp_iwf\"}}}, {\"add\": {\"rule\"",
+            1,
+        );
+        assert_ne!(rebuild, ECHOED);
+        let back = parse_rules(&rebuild, "upnp_iwf").expect("parses");
+        assert_eq!(back.handles_of(&udp()), Some(Handles { dnat: 3, snat: 4 }));
+        // Without --handle nft prints no handles: the rules are seen, their handles unknown.
+        let bare = ECHOED
+            .replace(", \"handle\": 3", "")
+            .replace(", \"handle\": 4", "");
+        let back = parse_rules(&bare, "upnp_iwf").expect("parses");
+        assert_eq!(back.complete, vec![udp()]);
+        assert_eq!(back.handles_of(&udp()), None);
     }
 
     #[test]
     fn unreadable_output_is_rejected_not_a_panic() {
         for bad in ["", "{", "null", "{\"nftables\": 3}", "\u{0}\u{ff}"] {
             assert!(
-                matches!(parse_table(bad, "upnp_iwf"), Err(Nat1Error::Rejected(_))),
+                matches!(parse_rules(bad, "upnp_iwf"), Err(Nat1Error::Rejected(_))),
                 "{bad:?}"
             );
         }

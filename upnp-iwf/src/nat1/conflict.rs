@@ -4,8 +4,14 @@
 //! the same port in another table can win or lose depending on priorities, so the IGD answers
 //! 729 ConflictWithOtherMechanisms instead of installing a rule that may do nothing.
 //!
-//! The ruleset (`nft -j list ruleset`) is walked as plain JSON rather than through the typed
-//! schema: a router's firewall may use statements the schema does not know yet (a newer nft),
+//! The backend does not list the whole ruleset (that would include our own table, whose size
+//! grows with the mappings): it lists the chains of all tables ([`nat_tables`], `nft -j list
+//! chains`, no rules) and then each other table that has a base chain of type nat (`nft -j
+//! list table FAMILY NAME`): only those can DNAT a packet (a `dnat` statement is accepted only
+//! in, or in a chain jumped to from, a nat chain of the same table). [`find_conflict`] takes
+//! such a listing, or a whole ruleset.
+//!
+//! The listings are walked as plain JSON rather than through the typed schema: a router's firewall may use statements the schema does not know yet (a newer nft),
 //! and one unknown statement in someone else's table must not make every install fail.
 //!
 //! A rule of another table is a conflict for `protocol`/`port` when it has a `dnat` or
@@ -23,7 +29,7 @@ use super::batch::proto_name;
 use crate::mapping::Protocol;
 
 /// The first table other than ours (`own_family`/`own_table`) in `ruleset` (the output of
-/// `nft -j list ruleset`) whose rules DNAT or redirect `protocol` `port` arriving on
+/// `nft -j list ruleset`, or of `nft -j list table FAMILY NAME`) whose rules DNAT or redirect `protocol` `port` arriving on
 /// `wan_iface`, as `family name` (e.g. `inet fw4`); `None` if there is none. Output that is
 /// not JSON is [`Nat1Error::Rejected`] with the parser's message; unknown objects and
 /// statements are skipped.
@@ -36,13 +42,8 @@ pub fn find_conflict(
     port: u16,
 ) -> Result<Option<String>, Nat1Error> {
     let doc: Value = serde_json::from_str(ruleset)
-        .map_err(|e| Nat1Error::Rejected(format!("unreadable `nft -j list ruleset`: {e}")))?;
-    let Some(objects) = doc.get("nftables").and_then(Value::as_array) else {
-        return Err(Nat1Error::Rejected(
-            "`nft -j list ruleset` printed no \"nftables\" array".into(),
-        ));
-    };
-    for obj in objects {
+        .map_err(|e| Nat1Error::Rejected(format!("unreadable `nft -j list` output: {e}")))?;
+    for obj in objects(&doc)? {
         let Some(rule) = obj.get("rule") else {
             continue;
         };
@@ -59,6 +60,60 @@ pub fn find_conflict(
         }
     }
     Ok(None)
+}
+
+/// The `nftables` array of an nft JSON document.
+fn objects(doc: &Value) -> Result<&Vec<Value>, Nat1Error> {
+    doc.get("nftables")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Nat1Error::Rejected("`nft -j list` printed no \"nftables\" array".into()))
+}
+
+/// What `nft -j list chains` says about the tables (see [`nat_tables`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ChainListing {
+    /// The tables other than ours that have a base chain of type nat, as `(family, name)`,
+    /// each once, in listing order.
+    pub nat_tables: Vec<(String, String)>,
+    /// The names of our own table's chains (empty: no such table, or one without chains,
+    /// hence without rules).
+    pub own_chains: Vec<String>,
+}
+
+/// Reads `chains` (the output of `nft -j list chains`, which lists no rules, so its size does
+/// not grow with our mappings; nft 1.0.6's `list tables` fetches every rule and does). Output
+/// that is not JSON is [`Nat1Error::Rejected`]; odd objects are skipped.
+pub(crate) fn nat_tables(
+    chains: &str,
+    own_family: &str,
+    own_table: &str,
+) -> Result<ChainListing, Nat1Error> {
+    let doc: Value = serde_json::from_str(chains)
+        .map_err(|e| Nat1Error::Rejected(format!("unreadable `nft -j list chains`: {e}")))?;
+    let mut listing = ChainListing::default();
+    for obj in objects(&doc)? {
+        let Some(chain) = obj.get("chain") else {
+            continue;
+        };
+        let field = |k| chain.get(k).and_then(Value::as_str).unwrap_or("");
+        let (family, table) = (field("family"), field("table"));
+        if family == own_family && table == own_table {
+            listing.own_chains.push(field("name").to_owned());
+            continue;
+        }
+        if field("type") == "nat"
+            && !family.is_empty()
+            && !listing
+                .nat_tables
+                .iter()
+                .any(|(f, t)| f == family && t == table)
+        {
+            listing
+                .nat_tables
+                .push((family.to_owned(), table.to_owned()));
+        }
+    }
+    Ok(listing)
 }
 
 /// What a right-hand side is tested for.
@@ -278,6 +333,35 @@ mod tests {
             {"rule": {"family": "ip", "table": "t", "chain": "c",
             "expr": [{"dnat": {"addr": "192.168.0.6"}}]}}]}"#;
         assert_eq!(conflict(named, Protocol::Tcp, 80), None);
+    }
+
+    // Only other tables with a nat base chain are listed for the conflict check; ours never.
+    #[test]
+    fn nat_tables_are_the_other_tables_with_a_nat_chain() {
+        let listing = nat_tables(FW4_RULESET, "ip", "upnp_iwf").expect("valid JSON");
+        assert_eq!(
+            listing.nat_tables,
+            vec![("inet".to_owned(), "fw4".to_owned())]
+        );
+        assert_eq!(listing.own_chains, ["prerouting", "postrouting"]);
+        // Under another name our table is just another nat table, and ours is missing.
+        let listing = nat_tables(FW4_RULESET, "ip", "other").expect("valid JSON");
+        assert_eq!(listing.nat_tables.len(), 2);
+        assert_eq!(
+            listing.nat_tables[1],
+            ("ip".to_owned(), "upnp_iwf".to_owned())
+        );
+        assert!(listing.own_chains.is_empty());
+        let filter_only = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+            {"chain": {"family": "ip", "table": "f", "name": "input", "type": "filter", "hook": "input", "prio": 0}},
+            {"chain": {"family": "ip", "table": "f", "name": "regular"}}, 1, {"chain": 2}]}"#;
+        assert_eq!(
+            nat_tables(filter_only, "ip", "upnp_iwf"),
+            Ok(ChainListing::default())
+        );
+        for bad in ["", "[", "{}"] {
+            assert!(nat_tables(bad, "ip", "upnp_iwf").is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -595,3 +595,56 @@ fn announce_is_heard_on_the_wan_only_never_from_the_lan() {
     );
     assert!(n.iwf.log().contains("ServerStateLost { announced: true }"));
 }
+
+// RFC 6970 §5.10 (MAY), nat1-nftables.md "WAN address changes": when the CPE's WAN address
+// changes (100.64.0.2 → 100.64.0.9), the IWF rebuilds NAT1 with the new SNAT target and maps
+// every mapping again from the new address; the Internet host reaches the app again through
+// the mapping the CGN now holds for 100.64.0.9.
+#[test]
+fn wan_address_change_maps_everything_again_from_the_new_address() {
+    require_privileges!();
+    let n = Nat444::start();
+    let lab = &n.lab;
+    let add = n.map(6600, "UDP");
+    assert!(add.contains("is redirected"), "{add}");
+    // Delete first: an address added beside the old one is a secondary, and goes with it.
+    for cmd in [
+        vec!["ip", "addr", "del", "100.64.0.2/24", "dev", "wan0"],
+        vec!["ip", "addr", "add", "100.64.0.9/24", "dev", "wan0"],
+        vec![
+            "ip",
+            "route",
+            "replace",
+            "default",
+            "via",
+            "100.64.0.1",
+            "dev",
+            "wan0",
+        ],
+    ] {
+        lab.exec_ok(Node::Cpe, &cmd).expect("renumber the WAN");
+    }
+    let remapped = wait(20, || {
+        map_in_lines(&n.cgn_ctl(&["mappings"]))
+            .iter()
+            .any(|l| l.starts_with("UDP"))
+            && n.cgn_ctl(&["mappings"]).contains("[100.64.0.9:6600]")
+    });
+    assert!(remapped, "{}\n{}", n.cgn_ctl(&["mappings"]), n.iwf.log());
+    let nft = n.nft_table();
+    assert!(nft.contains("snat to 100.64.0.9:6600"), "{nft}");
+    let table = n.cgn_ctl(&["mappings"]);
+    let external = table
+        .lines()
+        .find(|l| l.contains("Type: MAP IN") && l.contains("[100.64.0.9:6600]"))
+        .and_then(|l| l.split("ANY -> ").nth(1))
+        .and_then(|r| r.split('[').next())
+        .expect("MAP IN line")
+        .to_string();
+    let (got, reply) = n.exchange("udp", 6600, &external, "after renumbering");
+    assert!(
+        got.contains("after renumbering"),
+        "{got}\n{reply}\n{}",
+        n.iwf.log()
+    );
+}

@@ -277,6 +277,15 @@ pub struct Core {
     probes: HashMap<MappingId, ProbeState>,
     /// Nonces of recently deleted mappings by (protocol, NAT1 port), with when they go.
     recent_nonces: HashMap<(Protocol, u16), (Nonce, Instant)>,
+    /// Re-mapping after a WAN address change (no PREFER_FAILURE).
+    rebinding: bool,
+    /// Deletes going on in the engine without a table entry (a create that gave up, a delete
+    /// past DELETE_WAIT), by (protocol, NAT1 port): dropped when the port is mapped again with
+    /// the same nonce.
+    orphans: HashMap<(Protocol, u16), MappingId>,
+    /// Adds that met the requester's own entry while its NAT1 rules were being removed; run
+    /// again once the entry is gone.
+    deferred: Vec<(u64, AddRequest)>,
 }
 
 fn pcp_protocol(p: Protocol) -> PcpProtocol {
@@ -354,6 +363,9 @@ impl Core {
             results: BTreeMap::new(),
             probes: HashMap::new(),
             recent_nonces: HashMap::new(),
+            rebinding: false,
+            orphans: HashMap::new(),
+            deferred: Vec::new(),
         }
     }
 
@@ -441,6 +453,67 @@ impl Core {
         self.update_id = self.update_id.wrapping_add(1).max(1);
     }
 
+    /// The NAT1 rules of every mapping that has them (for a NAT1 rebuild after a WAN
+    /// address change).
+    pub fn nat1_rules(&self) -> Vec<Nat1Rule> {
+        match self.config.nat {
+            NatMode::Nat1 => self
+                .table
+                .values()
+                .filter(|e| !matches!(e.phase, Phase::ReservingNat1 | Phase::RemovingNat1))
+                .map(Entry::nat1_rule)
+                .collect(),
+            NatMode::None { .. } => Vec::new(),
+        }
+    }
+
+    /// The CPE's WAN address changed (RFC 6970 §5.10, MAY): the PCP mappings of the old
+    /// address cannot be renewed or deleted any more (they lapse at the CGN), so every mapping
+    /// is mapped again from the new address, with a fresh nonce (a new client for the server,
+    /// RFC 6887 §11.2), suggesting its previous external endpoint but without PREFER_FAILURE:
+    /// the old mappings hold those ports until they expire. The driver rebuilds NAT1 (the SNAT
+    /// target changed) before calling this. A changed external port cannot be told to the CP.
+    pub fn wan_address_changed(&mut self, now: Instant, address: Ipv4Addr) {
+        if address == self.config.wan_address {
+            return;
+        }
+        tracing::warn!(old = %self.config.wan_address, new = %address, "WAN address changed: mapping everything again");
+        self.config.wan_address = address;
+        let path = Path {
+            remote: self.config.server,
+            local: IpAddr::V4(address),
+        };
+        if let Some(server) = self.engine.add_server(vec![path]) {
+            self.server = server;
+        }
+        let keys: Vec<MappingKey> = self
+            .table
+            .iter()
+            .filter(|(_, e)| e.phase.visible())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            if let Some(e) = self.table.get_mut(&key) {
+                if let Some(id) = e.pcp.take() {
+                    self.engine.forget(id);
+                    self.by_pcp.remove(&id);
+                }
+                e.nonce = None;
+                e.phase = Phase::Recovering;
+                e.waiter = None;
+            }
+            self.rebinding = true;
+            let result = self.start_pcp(now, key);
+            self.rebinding = false;
+            if let Err(err) = result {
+                tracing::warn!(port = key.external_port, %err, "cannot map again after the WAN change");
+            }
+        }
+        self.recent_nonces.clear();
+        self.external = None;
+        self.drain_engine(now);
+    }
+
     /// Sends a solicited ANNOUNCE (RFC 6887 §14.1) to learn whether the PCP server answers
     /// and its epoch; retransmitted until answered ([`IwfEvent::ServerAnswered`]).
     pub fn check_server(&mut self, now: Instant) {
@@ -497,8 +570,10 @@ impl Core {
             .collect();
         for key in overdue {
             if let Some(e) = self.table.get_mut(&key) {
+                let slot = (key.protocol, e.nat1_port);
                 if let Some(id) = e.pcp.take() {
                     self.by_pcp.remove(&id);
+                    self.orphans.insert(slot, id);
                 }
             }
             tracing::warn!(
@@ -676,6 +751,14 @@ impl Core {
                         self.persist();
                     }
                 }
+                // Adds that waited for this entry to go.
+                let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+                    .into_iter()
+                    .partition(|(_, a)| a.mapping.key.overlaps(&key));
+                self.deferred = waiting;
+                for (request, add) in ready {
+                    self.add(now, request, add);
+                }
             }
         }
         self.drain_engine(now);
@@ -781,6 +864,13 @@ impl Core {
                 match phase {
                     Phase::Active | Phase::Recovering => {
                         return self.refresh(now, request, key, mapping);
+                    }
+                    Phase::RemovingNat1 => {
+                        // A retry right after a failed create: wait the few milliseconds
+                        // until the old rules are gone, then make it anew.
+                        self.deferred
+                            .push((request, AddRequest { mapping, choice }));
+                        return;
                     }
                     p => {
                         return self.reply(
@@ -1009,6 +1099,13 @@ impl Core {
             })
     }
 
+    fn remember_nonce(&mut self, now: Instant, slot: (Protocol, u16), nonce: Nonce) {
+        self.recent_nonces.retain(|_, (_, until)| *until > now);
+        self.orphans
+            .retain(|_, id| self.engine.mapping(*id).is_some());
+        self.recent_nonces.insert(slot, (nonce, now + NONCE_REUSE));
+    }
+
     /// Sends the MAP for `key` (create, or renew a stored one with its nonce).
     fn start_pcp(&mut self, now: Instant, key: MappingKey) -> Result<(), MappingError> {
         let Some(e) = self.table.get(&key) else {
@@ -1030,7 +1127,10 @@ impl Core {
         request = request.suggest(suggested);
         // AddPortMapping: PREFER_FAILURE (§5.6.2, never with port 0: G1). A restore keeps
         // the external port stable or fails loudly, AddAny included (§5.10, G9).
-        if suggested.port() != 0 && (e.created_by == CreatedBy::AddPortMapping || restoring) {
+        if suggested.port() != 0
+            && !self.rebinding
+            && (e.created_by == CreatedBy::AddPortMapping || restoring)
+        {
             request = request.prefer_failure();
         }
         if !e.mapping.description.is_empty() {
@@ -1056,6 +1156,10 @@ impl Core {
             }
             None => match self.recent_nonces.remove(&slot) {
                 Some((n, until)) if until > now => {
+                    // The delete of that mapping may still be going on: this MAP replaces it.
+                    if let Some(orphan) = self.orphans.remove(&slot) {
+                        self.engine.forget(orphan);
+                    }
                     request = request.clone().nonce(n);
                     true
                 }
@@ -1179,8 +1283,7 @@ impl Core {
         let pcp = e.pcp;
         if let Some(nonce) = e.nonce {
             let slot = (key.protocol, e.nat1_port);
-            self.recent_nonces.retain(|_, (_, until)| *until > now);
-            self.recent_nonces.insert(slot, (nonce, now + NONCE_REUSE));
+            self.remember_nonce(now, slot, nonce);
         }
         match pcp {
             Some(id) if self.engine.delete(now, id).is_ok() => {
@@ -1323,14 +1426,19 @@ impl Core {
                         self.fail_create(key, error);
                         // The server may have made the mapping and only its answers were
                         // lost: delete it with its nonce in the background, bounded.
+                        // A retry by the control point reuses the nonce (and drops this
+                        // delete), so the server sees a refresh, not a stranger's request.
                         if let Some((port, Some(nonce))) = orphan {
                             let request = MapRequest::new(pcp_protocol(key.protocol), port, 1)
                                 .nonce(nonce)
                                 .give_up(GiveUp::after(ORPHAN_DELETE));
-                            if let Err(err) = self.engine.delete_mapping(now, self.server, request)
-                            {
-                                tracing::debug!(%err, "no background delete");
+                            match self.engine.delete_mapping(now, self.server, request) {
+                                Ok(orphan) => {
+                                    self.orphans.insert((key.protocol, port), orphan);
+                                }
+                                Err(err) => tracing::debug!(%err, "no background delete"),
                             }
+                            self.remember_nonce(now, (key.protocol, port), nonce);
                         }
                     }
                     Exchange::Update => {

@@ -367,7 +367,13 @@ fn add_over_own_entry_refreshes_with_the_same_nonce() {
     c.handle_nat1_result(now, op, Ok(()));
     let t = c.poll_transmit(now, &mut buf).expect("MAP");
     let first = buf[..t.len].to_vec();
-    answer(&mut c, now, &first, pcp_client::wire::ResultCode::Success, 5000);
+    answer(
+        &mut c,
+        now,
+        &first,
+        pcp_client::wire::ResultCode::Success,
+        5000,
+    );
     let _ = outputs(&mut c);
     let Request::Add(mut again) = add(APP_A, 5000, now) else {
         unreachable!("add builds an Add")
@@ -386,7 +392,13 @@ fn add_over_own_entry_refreshes_with_the_same_nonce() {
     };
     assert_eq!(parse(&refresh).1, parse(&first).1, "same nonce");
     assert_eq!(parse(&refresh).0, 7200);
-    answer(&mut c, now, &refresh, pcp_client::wire::ResultCode::Success, 5000);
+    answer(
+        &mut c,
+        now,
+        &refresh,
+        pcp_client::wire::ResultCode::Success,
+        5000,
+    );
     let out = outputs(&mut c);
     assert!(matches!(reply(&out, 2), Some(Ok(m)) if m.description == "game, again"));
     assert_eq!(c.entries().count(), 1);

@@ -441,8 +441,9 @@ pub async fn start(core: Core, config: DriverConfig) -> anyhow::Result<Iwf> {
     let stop = Arc::new(Notify::new());
     let driver = Driver {
         shared: shared.clone(),
-        socket: Arc::new(socket),
-        local,
+        socket: Mutex::new(Arc::new(socket)),
+        local: Mutex::new(local),
+        wan: Mutex::new(config.wan.clone()),
         announce: announce.map(Arc::new),
         nat1: nat1.clone(),
         state,
@@ -456,10 +457,14 @@ pub async fn start(core: Core, config: DriverConfig) -> anyhow::Result<Iwf> {
     })
 }
 
+/// How often the WAN interface's address is checked for a change.
+pub const WAN_POLL: Duration = Duration::from_secs(2);
+
 struct Driver {
     shared: Arc<Shared>,
-    socket: Arc<UdpSocket>,
-    local: SocketAddr,
+    socket: Mutex<Arc<UdpSocket>>,
+    local: Mutex<SocketAddr>,
+    wan: Mutex<WanSide>,
     announce: Option<Arc<UdpSocket>>,
     nat1: Arc<Mutex<Box<dyn Nat1Backend>>>,
     state: Option<StateDir>,
@@ -488,9 +493,12 @@ impl Driver {
         let mut buf = vec![0u8; 2048];
         let mut abuf = vec![0u8; 2048];
         let announce_to = SocketAddr::new(IpAddr::V4(pcp_client::natpmp::ANNOUNCE_ADDRESS), 5350);
+        let mut wan_poll = tokio::time::interval(WAN_POLL);
+        wan_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.flush().await;
             let deadline = self.shared.core().poll_timeout();
+            let socket = lock(&self.socket).clone();
             let sleep = async {
                 match deadline {
                     Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -506,11 +514,58 @@ impl Driver {
             tokio::select! {
                 () = stop.notified() => return,
                 () = self.shared.wake.notified() => {}
-                item = recv(&self.socket, self.local, &mut buf) => self.incoming(item),
+                item = recv(&socket, *lock(&self.local), &mut buf) => self.incoming(item),
+                _ = wan_poll.tick() => self.check_wan().await,
                 item = announce => self.incoming(item),
                 () = sleep => self.shared.core().handle_timeout(Instant::now()),
             }
         }
+    }
+
+    /// Follows a change of the WAN address (RFC 6970 §5.10): NAT1 rebuilt with the new SNAT
+    /// target, the PCP socket re-connected (new Client IP), every mapping mapped again.
+    async fn check_wan(&self) {
+        let iface = lock(&self.wan).iface.clone();
+        let Ok((address, _)) = crate::daemon::interface_v4(&iface) else {
+            return;
+        };
+        if address == lock(&self.wan).address {
+            return;
+        }
+        let server = self.shared.core().config().server;
+        // A connected UDP socket keeps the source address it was connected with: open a new
+        // one (the PCP Client IP is the new address).
+        let socket = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "new PCP socket");
+                return;
+            }
+        };
+        if let Err(e) = socket.connect(server).await {
+            tracing::debug!(error = %e, "PCP socket after the WAN change: no route yet");
+            return;
+        }
+        match socket.local_addr() {
+            Ok(l) if l.ip() == IpAddr::V4(address) => *lock(&self.local) = l,
+            // The route to the server does not use the new address yet: try again later.
+            _ => return,
+        }
+        *lock(&self.socket) = Arc::new(socket);
+        let wan = WanSide { iface, address };
+        *lock(&self.wan) = wan.clone();
+        let rules = self.shared.core().nat1_rules();
+        let nat1 = self.nat1.clone();
+        let reset = tokio::task::spawn_blocking(move || lock(&nat1).reset(&wan, &rules)).await;
+        if let Ok(Err(e)) | Err(e) = reset.map_err(|e| Nat1Error::Rejected(e.to_string())) {
+            tracing::error!(error = %e, "NAT1 rebuild after the WAN address change failed");
+            lock(&self.shared.health).nat1_error = Some(e.to_string());
+        }
+        self.shared
+            .note(format!("WAN address changed to {address}"));
+        self.shared
+            .core()
+            .wan_address_changed(Instant::now(), address);
     }
 
     fn incoming(&self, item: Incoming) {
@@ -546,7 +601,8 @@ impl Driver {
                 return;
             }
             for t in transmits {
-                if let Err(e) = self.socket.send(&t).await {
+                let socket = lock(&self.socket).clone();
+                if let Err(e) = socket.send(&t).await {
                     tracing::debug!(error = %e, "PCP send");
                 }
             }

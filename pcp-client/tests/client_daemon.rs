@@ -653,3 +653,22 @@ fn two_hundred_mappings_survive_a_cgn_restart_with_thirty_percent_loss() {
     assert!(clean <= 5.0 && n == 200, "{clean}");
     eprintln!("(all back after s, back within 15 s): {runs:?}; lossless: {clean:.2} s");
 }
+
+// RFC 6887 §11.3, §15.1: a create never asks for lifetime 0, so a SUCCESS with lifetime 0
+// before any grant answers an older delete with the same nonce (a retried mapping whose first
+// attempt was deleted). It is stale: it neither restarts the bounded exchange nor reports
+// the mapping lost.
+#[test]
+fn stale_delete_answer_before_a_grant_changes_nothing() {
+    let mut h = Harness::new();
+    let id = h.map(udp_map(5000, 3600).give_up(GiveUp::after(Duration::from_secs(4))));
+    let sent = h.take_sent().pop().expect("sent");
+    h.advance(secs(1.0));
+    h.answer(&sent, ResultCode::Success, 0, 10, 0);
+    assert!(h.take_events().is_empty(), "no Expired for a stale answer");
+    h.advance(secs(3.1));
+    assert!(matches!(
+        h.take_events().as_slice(),
+        [Event::GaveUp { id: got, exchange: Exchange::Create, .. }] if *got == id
+    ));
+}

@@ -206,7 +206,14 @@ impl Engine {
                 return;
             }
             if response.lifetime == 0 {
-                self.lost(now, id);
+                // A create never asks for lifetime 0: before a grant, a SUCCESS with lifetime
+                // 0 answers an older delete with the same nonce (e.g. a retried mapping whose
+                // first attempt was deleted): stale, and it must not restart the exchange.
+                if m.grant.is_some() {
+                    self.lost(now, id);
+                } else {
+                    self.stats.dropped += 1;
+                }
                 return;
             }
             // RFC 6887 §13.2: a PREFER_FAILURE success must echo the suggestion, else it is

@@ -286,6 +286,8 @@ pub struct Core {
     /// Adds that met the requester's own entry while its NAT1 rules were being removed; run
     /// again once the entry is gone.
     deferred: Vec<(u64, AddRequest)>,
+    /// GetExternalIPAddress requests waiting for the probe in flight.
+    external_waiters: Vec<u64>,
 }
 
 fn pcp_protocol(p: Protocol) -> PcpProtocol {
@@ -366,6 +368,7 @@ impl Core {
             rebinding: false,
             orphans: HashMap::new(),
             deferred: Vec::new(),
+            external_waiters: Vec::new(),
         }
     }
 
@@ -684,6 +687,11 @@ impl Core {
                     request,
                     address: Some(address),
                 }),
+                // One probe at a time: they share internal port 9, and a second nonce for
+                // it would be refused (NOT_AUTHORIZED) while the first lives.
+                None if self.probes.values().any(|p| p.kind == ProbeKind::External) => {
+                    self.external_waiters.push(request);
+                }
                 None => self.probe(now, request, ProbeKind::External, None),
             },
         }
@@ -864,6 +872,21 @@ impl Core {
                 match phase {
                     Phase::Active | Phase::Recovering => {
                         return self.refresh(now, request, key, mapping);
+                    }
+                    Phase::ReservingNat1 | Phase::PcpInFlight => {
+                        // The control point asks again while its first request is in flight
+                        // (it gave up waiting): this request takes over the answer.
+                        if let Some(e) = self.table.get_mut(&key) {
+                            if let Some(old) = e.waiter.replace(request) {
+                                self.reply(
+                                    old,
+                                    Err(MappingError::Upstream(
+                                        "superseded by a newer request".into(),
+                                    )),
+                                );
+                            }
+                        }
+                        return;
                     }
                     Phase::RemovingNat1 => {
                         // A retry right after a failed create: wait the few milliseconds
@@ -1078,10 +1101,14 @@ impl Core {
         }
         match state.kind {
             ProbeKind::Specific => self.reply(state.request, result),
-            ProbeKind::External => self.outputs.push_back(Output::External {
-                request: state.request,
-                address: self.external,
-            }),
+            ProbeKind::External => {
+                let address = self.external;
+                for request in std::iter::once(state.request).chain(self.external_waiters.drain(..))
+                {
+                    self.outputs
+                        .push_back(Output::External { request, address });
+                }
+            }
         }
     }
 

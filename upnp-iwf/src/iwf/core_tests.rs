@@ -403,3 +403,32 @@ fn add_over_own_entry_refreshes_with_the_same_nonce() {
     assert!(matches!(reply(&out, 2), Some(Ok(m)) if m.description == "game, again"));
     assert_eq!(c.entries().count(), 1);
 }
+
+// Several GetExternalIPAddress at once share one probe (they would share internal port 9,
+// and a second nonce for it would be refused); every one gets the answer.
+#[test]
+fn concurrent_external_address_requests_share_one_probe() {
+    let (mut c, now) = core();
+    c.handle_request(now, 1, Request::ProbeExternal);
+    c.handle_request(now, 2, Request::ProbeExternal);
+    let mut buf = [0u8; 1100];
+    let t = c.poll_transmit(now, &mut buf).expect("one probe");
+    let probe = buf[..t.len].to_vec();
+    assert!(c.poll_transmit(now, &mut buf).is_none(), "only one");
+    answer(
+        &mut c,
+        now,
+        &probe,
+        pcp_client::wire::ResultCode::Success,
+        30009,
+    );
+    let out = outputs(&mut c);
+    for r in [1, 2] {
+        assert!(
+            out.iter().any(
+                |o| matches!(o, Output::External { request, address: Some(_) } if *request == r)
+            ),
+            "{r}: {out:?}"
+        );
+    }
+}

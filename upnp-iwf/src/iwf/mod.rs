@@ -18,7 +18,8 @@ pub mod driver;
 mod entry;
 
 pub use self::core::{
-    CREATE_GIVE_UP, Core, CoreConfig, CoreStats, INFINITE_LIFETIME, IwfEvent, Nat1Command, NatMode,
-    Output, Request, add_error, delete_error,
+    CREATE_GIVE_UP, Core, CoreConfig, CoreStats, DELETE_WAIT, INFINITE_LIFETIME, IwfEvent,
+    NONCE_REUSE, Nat1Command, NatMode, ORPHAN_DELETE, Output, PROBE_EXTERNAL_PORT, PROBE_LIFETIME,
+    Request, add_error, delete_error,
 };
 pub use entry::{Entry, Phase};

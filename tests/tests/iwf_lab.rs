@@ -648,3 +648,49 @@ fn wan_address_change_maps_everything_again_from_the_new_address() {
         n.iwf.log()
     );
 }
+
+// RFC 6970 §5.1: with the PCP server unreachable (no cgn-sim in the lab), AddPortMapping gets
+// 501 ActionFailed — before upnpc's own 5 s SOAP timeout, or upnpc would print an HTTP error
+// (-3) instead — and no NAT1 rule is left behind.
+#[test]
+fn unreachable_pcp_server_gives_501_before_the_client_gives_up() {
+    require_privileges!();
+    let lab = LabBuilder::new().build().expect("lab");
+    std::fs::create_dir_all(lab.log_dir()).expect("log dir");
+    let fw = lab.log_dir().join("routerfw.nft");
+    std::fs::write(&fw, ROUTER_FW).expect("write");
+    lab.exec_ok(Node::Cpe, &["nft", "-f", &fw.to_string_lossy()])
+        .expect("router firewall");
+    let iwf = spawn_iwf(&lab);
+    let add = out(
+        &lab,
+        Node::Lan,
+        &[
+            "upnpc",
+            "-u",
+            URL,
+            "-a",
+            "192.168.0.10",
+            "7100",
+            "7100",
+            "UDP",
+        ],
+        30,
+    );
+    assert!(add.contains("failed with code 501"), "{add}\n{}", iwf.log());
+    let nft = out(
+        &lab,
+        Node::Cpe,
+        &["nft", "list", "table", "ip", "upnp_iwf"],
+        5,
+    );
+    assert!(!nft.contains("dport 7100"), "rolled back: {nft}");
+    // And the daemon says so plainly (10 s after its start).
+    assert!(
+        wait(15, || iwf
+            .log()
+            .contains("no answer from PCP server 100.64.0.1:5351")),
+        "{}",
+        iwf.log()
+    );
+}

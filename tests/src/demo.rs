@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::e2e::{IGD_URL as LOCATION, ROUTER_FW};
 use crate::lab::plan::{self, MULTICAST_NET};
 use crate::lab::{Lab, LabBuilder, LabError, Node, cgn_sim_argv};
 
@@ -491,12 +492,6 @@ fn tour(
     let _ = (cgn, iwf);
     Ok(())
 }
-
-/// The home router's own base NAT (its firewall, not the IWF's): masquerade the LAN.
-const ROUTER_FW: &str = "table ip routerfw {\n  chain post { type nat hook postrouting priority srcnat; policy accept;\n    oifname \"wan0\" masquerade\n  }\n}\n";
-
-/// The IGD's description URL on the home router's LAN address.
-const LOCATION: &str = "http://192.168.0.1:5000/rootDesc.xml";
 
 /// A log line without its timestamp and level, for the tour.
 fn strip_log_prefix(line: &str) -> &str {

@@ -4,14 +4,11 @@
 //! Needs root (SKIPPED otherwise), nft, upnpc and python3.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use nat444_tests::e2e::{PY, ROUTER_FW, bin, out, wait};
 use nat444_tests::lab::{Lab, LabBuilder, LabChild, Node, cgn_sim_argv};
 use nat444_tests::require_privileges;
-
-/// The router's own firewall: masquerade of the LAN towards the WAN. Not the IWF's job
-/// (docs/architecture.md, "NAT1 on nftables"); the IWF's own table sits in front of it.
-const ROUTER_FW: &str = "table ip routerfw {\n  chain post { type nat hook postrouting priority srcnat; policy accept;\n    oifname \"wan0\" masquerade\n  }\n}\n";
 
 /// LAN app: echoes every UDP datagram (or the first TCP message) back from its own port and
 /// prints `GOT <peer> <data>`; at most 20 s.
@@ -67,33 +64,6 @@ except Exception as e:
     print("NOREPLY %s" % e, flush=True)
 "#;
 
-fn bin(name: &str) -> String {
-    let p: PathBuf = nat444_tests::bins::workspace_bin(name, name);
-    p.to_string_lossy().into_owned()
-}
-
-fn wait(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cond()
-}
-
-fn out(lab: &Lab, node: Node, argv: &[&str], secs: u64) -> String {
-    let o = lab
-        .exec_timeout(node, argv, Duration::from_secs(secs))
-        .expect("command runs");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// upnp-iwf with its defaults (PCP upstream to the WAN default gateway 100.64.0.1, nftables
 /// NAT1) and a state directory in the lab's log directory.
 fn spawn_iwf(lab: &Lab) -> LabChild {
@@ -122,7 +92,6 @@ fn spawn_iwf(lab: &Lab) -> LabChild {
 }
 
 const URL: &str = "http://192.168.0.1:5000/rootDesc.xml";
-const PY: &str = "/usr/bin/python3";
 /// python3-miniupnpc's GetSpecificPortMappingEntry: prints the entry, or None for 714.
 const GET_SPECIFIC: &str = "import sys, miniupnpc\nu = miniupnpc.UPnP()\nu.selectigd(sys.argv[1])\nprint(u.getspecificportmapping(int(sys.argv[2]), sys.argv[3]))";
 /// Prints the body of a GET.

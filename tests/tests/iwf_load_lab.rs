@@ -9,40 +9,12 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use nat444_tests::e2e::{PY, ROUTER_FW, bin, out, wait};
 use nat444_tests::lab::{Lab, LabBuilder, LabChild, Node, cgn_sim_argv};
 use nat444_tests::require_privileges;
 
-const PY: &str = "/usr/bin/python3";
 /// The raw SOAP control point bound to a chosen LAN source address.
 const SOAP: &str = include_str!("iwf_soap_client.py");
-const ROUTER_FW: &str = "table ip routerfw {\n  chain post { type nat hook postrouting priority srcnat; policy accept;\n    oifname \"wan0\" masquerade\n  }\n}\n";
-
-fn bin(name: &str) -> String {
-    let p: PathBuf = nat444_tests::bins::workspace_bin(name, name);
-    p.to_string_lossy().into_owned()
-}
-
-fn wait(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cond()
-}
-
-fn out(lab: &Lab, node: Node, argv: &[&str], secs: u64) -> String {
-    let o = lab
-        .exec_timeout(node, argv, Duration::from_secs(secs))
-        .expect("command runs");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// `MAP IN` lines of the CGN's table for subscriber 100.64.0.2.
 fn map_in(table: &str) -> Vec<&str> {

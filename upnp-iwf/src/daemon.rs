@@ -268,16 +268,10 @@ pub fn config_from_cli(cli: &Cli) -> anyhow::Result<DaemonConfig> {
 /// The PCP server by default: the default gateway of `wan` on port 5351 (RFC 6887 §8.1).
 pub fn default_gateway_of(wan: &str) -> anyhow::Result<SocketAddr> {
     let routes = std::fs::read_to_string("/proc/net/route").context("reading /proc/net/route")?;
-    let gw = routes.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 3 || f[0] != wan || f[1] != "00000000" {
-            return None;
-        }
-        let raw = u32::from_str_radix(f[2], 16).ok()?;
-        let ip = Ipv4Addr::from(raw.swap_bytes());
-        (!ip.is_unspecified()).then_some(ip)
-    });
-    gw.map(|ip| SocketAddr::from((ip, pcp_client::wire::SERVER_PORT)))
+    pcp_client::client::parse_ipv4_default_routes(&routes)
+        .into_iter()
+        .find(|(_, iface)| iface == wan)
+        .map(|(ip, _)| SocketAddr::from((ip, pcp_client::wire::SERVER_PORT)))
         .with_context(|| format!("no default route via {wan}"))
 }
 

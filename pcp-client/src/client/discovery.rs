@@ -19,10 +19,7 @@ pub fn discover_gateways() -> Vec<SocketAddr> {
     if let Ok(text) = std::fs::read_to_string("/proc/net/ipv6_route") {
         for (gw, iface) in parse_ipv6_routes(&text) {
             let scope = if gw.is_unicast_link_local() {
-                std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                    .unwrap_or(0)
+                interface_index(&iface).unwrap_or(0)
             } else {
                 0
             };
@@ -36,18 +33,45 @@ pub fn discover_gateways() -> Vec<SocketAddr> {
 /// Default routes (destination 0, mask 0, gateway set) in `/proc/net/route` format; the
 /// addresses are little-endian hex.
 pub fn parse_ipv4_routes(text: &str) -> Vec<Ipv4Addr> {
+    parse_ipv4_default_routes(text)
+        .into_iter()
+        .map(|(gw, _)| gw)
+        .collect()
+}
+
+/// [`parse_ipv4_routes`] with the interface of each default route (e.g. to find the PCP
+/// server of one WAN interface).
+pub fn parse_ipv4_default_routes(text: &str) -> Vec<(Ipv4Addr, String)> {
     text.lines()
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let (dest, gw, mask) = (f.get(1)?, f.get(2)?, f.get(7)?);
+            let (iface, dest, gw, mask) = (f.first()?, f.get(1)?, f.get(2)?, f.get(7)?);
             if *dest != "00000000" || *mask != "00000000" {
                 return None;
             }
             let gw = u32::from_str_radix(gw, 16).ok()?;
-            (gw != 0).then(|| Ipv4Addr::from(gw.swap_bytes()))
+            (gw != 0).then(|| (Ipv4Addr::from(gw.swap_bytes()), (*iface).to_owned()))
         })
         .collect()
+}
+
+/// The index of interface `name`, from sysfs (no `unsafe` FFI needed).
+pub(crate) fn interface_index(name: &str) -> std::io::Result<u32> {
+    use std::io::{Error, ErrorKind};
+    if name.is_empty() || name.contains('/') || name.contains("..") {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        ));
+    }
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))?;
+    text.trim().parse().map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("interface {name}: unreadable ifindex {text:?}"),
+        )
+    })
 }
 
 /// Default routes (`::/0` with a next hop) in `/proc/net/ipv6_route` format, with the

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::wire::{CLIENT_PORT, Nonce, ResultCode};
 
-use super::discovery::discover_gateways;
+use super::discovery::{discover_gateways, interface_index};
 use super::{
     Config, Engine, ErrorCode, Event, Exchange, MapRequest, MappingId, MappingInfo, MappingUpdate,
     Path, PeerRequest, RequestError, ServerId, Stats, Version,
@@ -219,7 +219,7 @@ impl Client {
                 _ => None,
             });
             if let Some(local) = local_v4 {
-                match announce_listener_v4(iface, local) {
+                match announce_socket_v4(iface, local) {
                     Ok(s) => listeners.push(s),
                     Err(e) => tracing::debug!("no IPv4 ANNOUNCE listener on 224.0.0.1:5350: {e}"),
                 }
@@ -777,38 +777,15 @@ fn connected_socket(remote: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-/// An ANNOUNCE listener on 224.0.0.1:5350 for a driver of its own (e.g. an IWF that runs the
-/// [`Engine`] itself): joined only on `iface` (and bound to it) when given, else on the
-/// interface of `local`, with IP_MULTICAST_ALL off, so hosts on other interfaces (a router's
-/// LAN) cannot reach it. Feed what it receives to [`Engine::handle_datagram`] with
-/// `to = 224.0.0.1:5350`.
-pub fn announce_socket_v4(iface: Option<&str>, local: Ipv4Addr) -> io::Result<UdpSocket> {
-    announce_listener_v4(iface, local)
-}
-
-/// The index of interface `name`, from sysfs (no `unsafe` FFI needed).
-fn interface_index(name: &str) -> io::Result<u32> {
-    if name.is_empty() || name.contains('/') || name.contains("..") {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad interface name {name:?}"),
-        ));
-    }
-    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))?;
-    text.trim().parse().map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("interface {name}: unreadable ifindex {text:?}"),
-        )
-    })
-}
-
 /// Listens for ANNOUNCE on 224.0.0.1:5350 (RFC 6887 §14.1.3; RFC 6886 advises binding the
 /// group address rather than 0.0.0.0), shared with other clients (SO_REUSEADDR/PORT), joined
 /// only on the interface that faces the server: `iface` when given (and bound to it), else
 /// the interface of `local`. IP_MULTICAST_ALL is off, so memberships other sockets hold on
 /// other interfaces (a LAN) deliver nothing here.
-fn announce_listener_v4(iface: Option<&str>, local: Ipv4Addr) -> io::Result<UdpSocket> {
+///
+/// Also usable by a driver of its own (e.g. an IWF that runs the [`Engine`] itself): feed
+/// what it receives to [`Engine::handle_datagram`] with `to = 224.0.0.1:5350`.
+pub fn announce_socket_v4(iface: Option<&str>, local: Ipv4Addr) -> io::Result<UdpSocket> {
     let group = crate::natpmp::ANNOUNCE_ADDRESS;
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(SockProtocol::UDP))?;
     socket.set_reuse_address(true)?;

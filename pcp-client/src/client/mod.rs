@@ -71,7 +71,9 @@ mod transmit;
 
 pub use config::Config;
 #[cfg(feature = "tokio")]
-pub use discovery::{discover_gateways, parse_ipv4_routes, parse_ipv6_routes};
+pub use discovery::{
+    discover_gateways, parse_ipv4_default_routes, parse_ipv4_routes, parse_ipv6_routes,
+};
 #[cfg(feature = "tokio")]
 pub use driver::{Announcement, Client, ClientConfig, ClientError, Mapping, announce_socket_v4};
 pub use engine::{Engine, MappingInfo, MappingPhase, Stats};

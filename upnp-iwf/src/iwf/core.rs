@@ -386,6 +386,14 @@ impl Core {
             .collect()
     }
 
+    /// How many mappings the IGD shows at `now` ([`Core::mappings`] without the copies).
+    pub fn count(&self, now: Instant) -> usize {
+        self.table
+            .values()
+            .filter(|e| e.phase.visible() && !e.mapping.lease.expired(now))
+            .count()
+    }
+
     /// The visible mapping with exactly `key`.
     pub fn get(&self, now: Instant, key: &MappingKey) -> Option<PortMapping> {
         self.table

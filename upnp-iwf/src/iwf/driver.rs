@@ -53,7 +53,7 @@ pub struct Health {
     /// The last state-file error.
     pub state_error: Option<String>,
     /// Recent events, newest last (at most 32).
-    pub recent: Vec<String>,
+    pub recent: std::collections::VecDeque<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,10 +73,10 @@ impl Shared {
 
     fn note(&self, line: String) {
         let mut h = lock(&self.health);
-        h.recent.push(line);
-        if h.recent.len() > 32 {
-            h.recent.remove(0);
+        if h.recent.len() == 32 {
+            h.recent.pop_front();
         }
+        h.recent.push_back(line);
     }
 }
 
@@ -274,6 +274,10 @@ impl PortMappingBackend for PcpBackend {
 
     fn list(&self, now: Instant) -> Vec<PortMapping> {
         self.shared.core().mappings(now)
+    }
+
+    fn count(&self, now: Instant) -> usize {
+        self.shared.core().count(now)
     }
 
     fn expire(&self, _now: Instant) -> Vec<PortMapping> {

@@ -1,8 +1,9 @@
 //! Small helpers the end-to-end lab tests share (upnp-iwf + cgn-sim in the NAT444 lab).
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::lab::{Lab, Node};
+use crate::lab::{Lab, LabBuilder, LabChild, Node, cgn_sim_argv};
 
 /// Debian's python3, which has python3-miniupnpc (the `python3` in `PATH` may be another one).
 pub const PY: &str = "/usr/bin/python3";
@@ -46,4 +47,110 @@ pub fn out(lab: &Lab, node: Node, argv: &[&str], secs: u64) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// The NAT444 lab with the CGN and the home router running: cgn-sim with its TUN dataplane in
+/// `cgn`, the router's own masquerade ([`ROUTER_FW`]) and upnp-iwf with its defaults in `cpe`.
+/// Dropping it tears the lab down (processes and namespaces).
+#[derive(Debug)]
+pub struct Nat444 {
+    /// The lab.
+    pub lab: Lab,
+    /// cgn-sim's control socket.
+    pub ctl: PathBuf,
+    /// cgn-sim.
+    pub cgn: LabChild,
+    /// upnp-iwf.
+    pub iwf: LabChild,
+}
+
+impl Nat444 {
+    /// One subscriber, cgn-sim with its default flags.
+    pub fn start() -> Nat444 {
+        Self::start_with(false, &[])
+    }
+
+    /// With a `second` subscriber or not, cgn-sim with `cgn_flags` added.
+    ///
+    /// # Panics
+    /// When the lab or a daemon does not come up (the message carries its log).
+    pub fn start_with(second: bool, cgn_flags: &[&str]) -> Nat444 {
+        let lab = LabBuilder::new()
+            .second_subscriber(second)
+            .build()
+            .expect("lab");
+        let ctl = lab.log_dir().join("cgn.sock");
+        let mut argv = cgn_sim_argv(&bin("cgn-sim"), "tun", &ctl.to_string_lossy());
+        argv.extend(cgn_flags.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let cgn = lab.spawn(Node::Cgn, &argv).expect("cgn-sim starts");
+        assert!(wait(10, || ctl.exists()), "cgn-sim:\n{}", cgn.log());
+        let fw = lab.log_dir().join("routerfw.nft");
+        std::fs::write(&fw, ROUTER_FW).expect("write");
+        lab.exec_ok(Node::Cpe, &["nft", "-f", &fw.to_string_lossy()])
+            .expect("router firewall");
+        let iwf = spawn_iwf(&lab);
+        Nat444 { lab, ctl, cgn, iwf }
+    }
+
+    /// `cgn-sim ctl ARGS`' output.
+    pub fn cgn_ctl(&self, args: &[&str]) -> String {
+        let o = std::process::Command::new(bin("cgn-sim"))
+            .arg("--ctl")
+            .arg(&self.ctl)
+            .arg("ctl")
+            .args(args)
+            .output()
+            .expect("cgn-sim ctl runs");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `nft list table ip upnp_iwf` on the home router.
+    pub fn nft_table(&self) -> String {
+        out(
+            &self.lab,
+            Node::Cpe,
+            &["nft", "list", "table", "ip", "upnp_iwf"],
+            5,
+        )
+    }
+
+    /// Both daemons' logs, for assertion messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- upnp-iwf:\n{}\n--- cgn-sim:\n{}",
+            self.iwf.log(),
+            self.cgn.log()
+        )
+    }
+}
+
+/// upnp-iwf with its defaults (PCP upstream to the WAN default gateway 100.64.0.1, nftables
+/// NAT1) in `cpe`, with a state directory in the lab's log directory (so a second start
+/// after a kill finds the first one's state).
+///
+/// # Panics
+/// When it does not come up within 10 s.
+pub fn spawn_iwf(lab: &Lab) -> LabChild {
+    let state = lab.log_dir().join("iwf-state");
+    let iwf = lab
+        .spawn(
+            Node::Cpe,
+            &[
+                &bin("upnp-iwf"),
+                "--lan",
+                "lan0",
+                "--wan",
+                "wan0",
+                "--state-dir",
+                &state.to_string_lossy(),
+            ],
+        )
+        .expect("upnp-iwf starts");
+    assert!(
+        wait(10, || iwf.log().contains("serving UPnP IGD")),
+        "upnp-iwf:\n{}",
+        iwf.log()
+    );
+    iwf
 }

@@ -4,13 +4,12 @@
 //! port makes AddAnyPortMapping return the CGN's port and AddPortMapping 718, and two LAN apps
 //! racing for one port get one success and one 718; nothing is left behind in NAT1.
 //! Needs root (SKIPPED otherwise), nft, upnpc and /usr/bin/python3.
-//! The lab setup is copied, shortened, from iwf_lab.rs.
+//! The lab is `nat444_tests::e2e::Nat444`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use nat444_tests::e2e::{PY, ROUTER_FW, bin, out, wait};
-use nat444_tests::lab::{Lab, LabBuilder, LabChild, Node, cgn_sim_argv};
+use nat444_tests::e2e::{Nat444, PY, out, wait};
+use nat444_tests::lab::{LabChild, Node};
 use nat444_tests::require_privileges;
 
 const URL: &str = "http://192.168.0.1:5000/rootDesc.xml";
@@ -31,75 +30,13 @@ fn external_port(line: &str) -> Option<u16> {
     ext.rsplit(':').next()?.parse().ok()
 }
 
-struct Nat444 {
-    lab: Lab,
-    ctl: PathBuf,
-    cgn: LabChild,
-    iwf: LabChild,
+/// What this file's tests do with the lab, beyond [`Nat444`].
+trait ErrorLab {
+    fn upnpc_add(&self, port: u16) -> String;
+    fn soap(&self, src: &str, at: f64, args: &[&str]) -> LabChild;
 }
 
-impl Nat444 {
-    /// The lab with `second` subscriber or not, cgn-sim with `cgn_flags`, the router's
-    /// masquerade and upnp-iwf with its defaults.
-    fn start(second: bool, cgn_flags: &[&str]) -> Nat444 {
-        let lab = LabBuilder::new()
-            .second_subscriber(second)
-            .build()
-            .expect("lab");
-        let ctl = lab.log_dir().join("cgn.sock");
-        let mut argv = cgn_sim_argv(&bin("cgn-sim"), "tun", &ctl.to_string_lossy());
-        argv.extend(cgn_flags.iter().map(|s| s.to_string()));
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let cgn = lab.spawn(Node::Cgn, &argv).expect("cgn-sim starts");
-        assert!(wait(10, || ctl.exists()), "cgn-sim:\n{}", cgn.log());
-        let fw = lab.log_dir().join("routerfw.nft");
-        std::fs::write(&fw, ROUTER_FW).expect("write");
-        lab.exec_ok(Node::Cpe, &["nft", "-f", &fw.to_string_lossy()])
-            .expect("router firewall");
-        let state = lab.log_dir().join("iwf-state");
-        let iwf_bin = bin("upnp-iwf");
-        let iwf = lab
-            .spawn(
-                Node::Cpe,
-                &[
-                    &iwf_bin,
-                    "--lan",
-                    "lan0",
-                    "--wan",
-                    "wan0",
-                    "--state-dir",
-                    &state.to_string_lossy(),
-                ],
-            )
-            .expect("upnp-iwf starts");
-        assert!(
-            wait(10, || iwf.log().contains("serving UPnP IGD")),
-            "upnp-iwf:\n{}",
-            iwf.log()
-        );
-        Nat444 { lab, ctl, cgn, iwf }
-    }
-
-    fn cgn_ctl(&self, args: &[&str]) -> String {
-        let o = std::process::Command::new(bin("cgn-sim"))
-            .arg("--ctl")
-            .arg(&self.ctl)
-            .arg("ctl")
-            .args(args)
-            .output()
-            .expect("cgn-sim ctl runs");
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn nft_table(&self) -> String {
-        out(
-            &self.lab,
-            Node::Cpe,
-            &["nft", "list", "table", "ip", "upnp_iwf"],
-            5,
-        )
-    }
-
+impl ErrorLab for Nat444 {
     /// `upnpc -a 192.168.0.10 PORT PORT UDP` from the LAN host.
     fn upnpc_add(&self, port: u16) -> String {
         let p = port.to_string();
@@ -128,14 +65,6 @@ impl Nat444 {
         argv.extend_from_slice(args);
         self.lab.spawn(Node::Lan, &argv).expect("soap client")
     }
-
-    fn logs(&self) -> String {
-        format!(
-            "--- upnp-iwf:\n{}\n--- cgn-sim:\n{}",
-            self.iwf.log(),
-            self.cgn.log()
-        )
-    }
 }
 
 /// The rule lines of our NAT1 table that mention `port`.
@@ -156,7 +85,7 @@ fn nat1_rules_for(nft: &str, port: u16) -> Vec<String> {
 #[test]
 fn pcp_errors_reach_upnp_clients_as_the_rfc_6970_table_says() {
     require_privileges!();
-    let n = Nat444::start(false, &[]);
+    let n = Nat444::start();
     let table: [(&str, u16); 12] = [
         ("NOT_AUTHORIZED", 606),
         ("MALFORMED_REQUEST", 501),
@@ -216,7 +145,7 @@ fn pcp_errors_reach_upnp_clients_as_the_rfc_6970_table_says() {
 #[test]
 fn quota_of_the_cgn_reaches_the_app_as_728() {
     require_privileges!();
-    let n = Nat444::start(false, &["--quota", "2"]);
+    let n = Nat444::start_with(false, &["--quota", "2"]);
     for port in [9100, 9101] {
         let add = n.upnpc_add(port);
         assert!(add.contains("is redirected"), "{add}\n{}", n.logs());
@@ -239,7 +168,7 @@ fn quota_of_the_cgn_reaches_the_app_as_728() {
 #[test]
 fn addany_through_igd_next_returns_the_cgns_port_when_the_asked_one_is_taken() {
     require_privileges!();
-    let n = Nat444::start(false, &[]);
+    let n = Nat444::start();
     let pcpc = out(
         &n.lab,
         Node::Cpe,
@@ -389,7 +318,7 @@ fn lan_igd_clients_helper() {
 #[test]
 fn two_lan_apps_racing_for_one_port_one_wins_the_other_gets_718() {
     require_privileges!();
-    let n = Nat444::start(false, &[]);
+    let n = Nat444::start();
     n.lab
         .exec_ok(
             Node::Lan,

@@ -3,11 +3,10 @@
 //! the LAN maps a port and the Internet host reaches the LAN app through both NATs (RFC 6970).
 //! Needs root (SKIPPED otherwise), nft, upnpc and python3.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use nat444_tests::e2e::{PY, ROUTER_FW, bin, out, wait};
-use nat444_tests::lab::{Lab, LabBuilder, LabChild, Node, cgn_sim_argv};
+use nat444_tests::e2e::{Nat444, PY, ROUTER_FW, out, spawn_iwf, wait};
+use nat444_tests::lab::{LabBuilder, Node};
 use nat444_tests::require_privileges;
 
 /// LAN app: echoes every UDP datagram (or the first TCP message) back from its own port and
@@ -64,33 +63,6 @@ except Exception as e:
     print("NOREPLY %s" % e, flush=True)
 "#;
 
-/// upnp-iwf with its defaults (PCP upstream to the WAN default gateway 100.64.0.1, nftables
-/// NAT1) and a state directory in the lab's log directory.
-fn spawn_iwf(lab: &Lab) -> LabChild {
-    let state = lab.log_dir().join("iwf-state");
-    let iwf_bin = bin("upnp-iwf");
-    let iwf = lab
-        .spawn(
-            Node::Cpe,
-            &[
-                &iwf_bin,
-                "--lan",
-                "lan0",
-                "--wan",
-                "wan0",
-                "--state-dir",
-                &state.to_string_lossy(),
-            ],
-        )
-        .expect("upnp-iwf starts");
-    assert!(
-        wait(10, || iwf.log().contains("serving UPnP IGD")),
-        "upnp-iwf:\n{}",
-        iwf.log()
-    );
-    iwf
-}
-
 const URL: &str = "http://192.168.0.1:5000/rootDesc.xml";
 /// python3-miniupnpc's GetSpecificPortMappingEntry: prints the entry, or None for 714.
 const GET_SPECIFIC: &str = "import sys, miniupnpc\nu = miniupnpc.UPnP()\nu.selectigd(sys.argv[1])\nprint(u.getspecificportmapping(int(sys.argv[2]), sys.argv[3]))";
@@ -119,15 +91,13 @@ fn map_in_lines(table: &str) -> Vec<String> {
         })
         .collect()
 }
-
-struct Nat444 {
-    lab: Lab,
-    ctl: PathBuf,
-    cgn: LabChild,
-    iwf: LabChild,
+/// What this file's tests do with the lab, beyond [`Nat444`].
+trait LabTour {
+    fn map(&self, port: u16, proto: &str) -> String;
+    fn exchange(&self, proto: &str, port: u16, external: &str, msg: &str) -> (String, String);
 }
 
-impl Nat444 {
+impl LabTour for Nat444 {
     fn map(&self, port: u16, proto: &str) -> String {
         let p = port.to_string();
         out(
@@ -149,44 +119,6 @@ impl Nat444 {
             30,
         )
     }
-}
-
-impl Nat444 {
-    fn start() -> Nat444 {
-        let lab = LabBuilder::new().build().expect("lab");
-        let ctl = lab.log_dir().join("cgn.sock");
-        let argv = cgn_sim_argv(&bin("cgn-sim"), "tun", &ctl.to_string_lossy());
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let cgn = lab.spawn(Node::Cgn, &argv).expect("cgn-sim starts");
-        assert!(wait(10, || ctl.exists()), "cgn-sim:\n{}", cgn.log());
-        let fw = lab.log_dir().join("routerfw.nft");
-        std::fs::write(&fw, ROUTER_FW).expect("write");
-        lab.exec_ok(Node::Cpe, &["nft", "-f", &fw.to_string_lossy()])
-            .expect("router firewall");
-        let iwf = spawn_iwf(&lab);
-        Nat444 { lab, ctl, cgn, iwf }
-    }
-
-    fn cgn_ctl(&self, args: &[&str]) -> String {
-        let o = std::process::Command::new(bin("cgn-sim"))
-            .arg("--ctl")
-            .arg(&self.ctl)
-            .arg("ctl")
-            .args(args)
-            .output()
-            .expect("cgn-sim ctl runs");
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn nft_table(&self) -> String {
-        out(
-            &self.lab,
-            Node::Cpe,
-            &["nft", "list", "table", "ip", "upnp_iwf"],
-            5,
-        )
-    }
-
     /// The LAN app on `port`, and the Internet peer sending `msg` to `external`.
     fn exchange(&self, proto: &str, port: u16, external: &str, msg: &str) -> (String, String) {
         let app = self

@@ -3,14 +3,13 @@
 //! packets each way all end up once at the CGN, and 200 mappings from five LAN hosts are back
 //! on the same external endpoints within 10 s of a CGN restart (RFC 6970 §5.10, RFC 6887
 //! §14.1.3). Needs root (SKIPPED otherwise), nft, /usr/bin/python3 with
-//! python3-miniupnpc. The lab setup is copied, shortened, from iwf_lab.rs.
+//! python3-miniupnpc. The lab is `nat444_tests::e2e::Nat444`.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nat444_tests::e2e::{PY, ROUTER_FW, bin, out, wait};
-use nat444_tests::lab::{Lab, LabBuilder, LabChild, Node, cgn_sim_argv};
+use nat444_tests::e2e::{Nat444, PY, out, wait};
+use nat444_tests::lab::{LabChild, Node};
 use nat444_tests::require_privileges;
 
 /// The raw SOAP control point bound to a chosen LAN source address.
@@ -45,61 +44,13 @@ fn map_in_endpoints(table: &str) -> Vec<(String, String, u16)> {
     v
 }
 
-struct Nat444 {
-    lab: Lab,
-    ctl: PathBuf,
-    cgn: LabChild,
-    iwf: LabChild,
+/// What this file's tests do with the lab, beyond [`Nat444`].
+trait LoadLab {
+    fn soap(&self, src: &str, at: f64, args: &[&str]) -> LabChild;
+    fn exchange(&self, port: u16, external: &str, msg: &str) -> (String, String);
 }
 
-impl Nat444 {
-    /// The lab, cgn-sim, the router's masquerade and upnp-iwf with its defaults.
-    fn start() -> Nat444 {
-        let lab = LabBuilder::new().build().expect("lab");
-        let ctl = lab.log_dir().join("cgn.sock");
-        let argv = cgn_sim_argv(&bin("cgn-sim"), "tun", &ctl.to_string_lossy());
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let cgn = lab.spawn(Node::Cgn, &argv).expect("cgn-sim starts");
-        assert!(wait(10, || ctl.exists()), "cgn-sim:\n{}", cgn.log());
-        let fw = lab.log_dir().join("routerfw.nft");
-        std::fs::write(&fw, ROUTER_FW).expect("write");
-        lab.exec_ok(Node::Cpe, &["nft", "-f", &fw.to_string_lossy()])
-            .expect("router firewall");
-        let state = lab.log_dir().join("iwf-state");
-        let iwf_bin = bin("upnp-iwf");
-        let iwf = lab
-            .spawn(
-                Node::Cpe,
-                &[
-                    &iwf_bin,
-                    "--lan",
-                    "lan0",
-                    "--wan",
-                    "wan0",
-                    "--state-dir",
-                    &state.to_string_lossy(),
-                ],
-            )
-            .expect("upnp-iwf starts");
-        assert!(
-            wait(10, || iwf.log().contains("serving UPnP IGD")),
-            "upnp-iwf:\n{}",
-            iwf.log()
-        );
-        Nat444 { lab, ctl, cgn, iwf }
-    }
-
-    fn cgn_ctl(&self, args: &[&str]) -> String {
-        let o = std::process::Command::new(bin("cgn-sim"))
-            .arg("--ctl")
-            .arg(&self.ctl)
-            .arg("ctl")
-            .args(args)
-            .output()
-            .expect("cgn-sim ctl runs");
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
+impl LoadLab for Nat444 {
     /// The SOAP helper from LAN source `src`, starting at Unix time `at` (0: now).
     fn soap(&self, src: &str, at: f64, args: &[&str]) -> LabChild {
         let at = at.to_string();
@@ -127,14 +78,6 @@ impl Nat444 {
         let got = app.log();
         let _ = app.kill();
         (got, reply)
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "--- upnp-iwf:\n{}\n--- cgn-sim:\n{}",
-            self.iwf.log(),
-            self.cgn.log()
-        )
     }
 }
 

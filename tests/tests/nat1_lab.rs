@@ -14,51 +14,11 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use nat444_tests::e2e::{UDP_LISTEN, UDP_SEND};
 use nat444_tests::lab::{Lab, LabBuilder, LabChild, Node};
 use nat444_tests::require_privileges;
 use upnp_iwf::mapping::Protocol;
 use upnp_iwf::nat1::{Nat1Backend, Nat1Error, Nat1Rule, NftConfig, Nftables, WanSide};
-
-/// `listen ADDR PORT SECS [echo]`: prints `MSG SRC:PORT` per UDP datagram (flushed), and
-/// answers `SRC:PORT` when `echo`.
-const UDP_LISTEN: &str = r#"
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.settimeout(0.2)
-end = time.time() + float(sys.argv[3])
-echo = len(sys.argv) > 4 and sys.argv[4] == 'echo'
-print('listening', flush=True)
-while time.time() < end:
-    try:
-        d, a = s.recvfrom(2048)
-    except socket.timeout:
-        continue
-    print('%s %s:%d' % (d.decode(errors='replace'), a[0], a[1]), flush=True)
-    if echo:
-        s.sendto(('%s:%d' % a).encode(), a)
-"#;
-
-/// `DST PORT MSG BIND_ADDR BIND_PORT TRIES`: sends MSG from BIND_ADDR:BIND_PORT once a second
-/// until a reply comes (printed as `REPLY from SRC:PORT`, exit 0) or TRIES run out (exit 1).
-const UDP_SEND: &str = r#"
-import socket, sys
-dst, port, msg = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[4], int(sys.argv[5])))
-s.settimeout(1.0)
-for _ in range(int(sys.argv[6])):
-    s.sendto(msg, (dst, port))
-    try:
-        d, a = s.recvfrom(2048)
-        print('%s from %s:%d' % (d.decode(errors='replace'), a[0], a[1]))
-        sys.exit(0)
-    except socket.timeout:
-        pass
-sys.exit(1)
-"#;
 
 /// `ADDR PORT SECS`: a TCP server answering `DATA SRC:PORT` to each connection.
 const TCP_SERVE: &str = r#"

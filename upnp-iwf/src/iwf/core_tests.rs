@@ -63,6 +63,27 @@ fn reply(out: &[Output], request: u64) -> Option<&Result<PortMapping, MappingErr
     })
 }
 
+/// AddPortMapping of UDP `port` for APP_A as `request`, its NAT1 install confirmed: the MAP
+/// the core sends.
+fn map_sent(c: &mut Core, now: Instant, request: u64, port: u16) -> Vec<u8> {
+    c.handle_request(now, request, add(APP_A, port, now));
+    let (op, _) = nat1_ops(&outputs(c))[0];
+    c.handle_nat1_result(now, op, Ok(()));
+    let mut buf = [0u8; 1100];
+    let t = c.poll_transmit(now, &mut buf).expect("MAP at once");
+    buf[..t.len].to_vec()
+}
+
+/// The nonce of a PCP MAP request.
+fn nonce_of(bytes: &[u8]) -> pcp_client::wire::Nonce {
+    pcp_client::wire::RequestRepr::parse(bytes)
+        .expect("valid PCP")
+        .data
+        .map_fields()
+        .expect("MAP")
+        .nonce
+}
+
 // Design §7: two LAN apps racing for one external port: the second meets the first in flight
 // and gets 718 at once, with no NAT1 change and no PCP traffic of its own.
 #[test]
@@ -110,8 +131,7 @@ fn unanswered_map_gives_501_in_time_and_rolls_nat1_back() {
     c.handle_nat1_result(now, op, Ok(()));
     let mut buf = [0u8; 1100];
     let first = c.poll_transmit(now, &mut buf).expect("MAP at once");
-    let map = pcp_client::wire::RequestRepr::parse(&buf[..first.len]).expect("valid PCP");
-    let nonce = map.data.map_fields().expect("MAP").nonce;
+    let nonce = nonce_of(&buf[..first.len]);
     let mut answered = None;
     for _ in 0..1000 {
         let Some(next) = c.poll_timeout() else { break };
@@ -135,7 +155,7 @@ fn unanswered_map_gives_501_in_time_and_rolls_nat1_back() {
     let t = c.poll_transmit(at, &mut buf).expect("background delete");
     let del = pcp_client::wire::RequestRepr::parse(&buf[..t.len]).expect("valid PCP");
     assert_eq!(del.lifetime, 0);
-    assert_eq!(del.data.map_fields().expect("MAP").nonce, nonce);
+    assert_eq!(nonce_of(&buf[..t.len]), nonce);
 }
 
 // RFC 6970 §5.8: a delete of a mapping not in the table is 714 with no PCP traffic.
@@ -308,15 +328,7 @@ fn external_address_probe_learns_the_address_then_answers_from_the_cache() {
 fn re_adding_a_just_deleted_port_reuses_its_nonce() {
     let (mut c, now) = core();
     let mut buf = [0u8; 1100];
-    let map_once = |c: &mut Core, request: u64| -> Vec<u8> {
-        c.handle_request(now, request, add(APP_A, 5000, now));
-        let (op, _) = nat1_ops(&outputs(c))[0];
-        c.handle_nat1_result(now, op, Ok(()));
-        let mut buf = [0u8; 1100];
-        let t = c.poll_transmit(now, &mut buf).expect("MAP");
-        buf[..t.len].to_vec()
-    };
-    let first = map_once(&mut c, 1);
+    let first = map_sent(&mut c, now, 1, 5000);
     answer(
         &mut c,
         now,
@@ -343,16 +355,8 @@ fn re_adding_a_just_deleted_port_reuses_its_nonce() {
     let (op, _) = nat1_ops(&outputs(&mut c))[0];
     c.handle_nat1_result(now, op, Ok(()));
     assert!(matches!(reply(&outputs(&mut c), 2), Some(Ok(_))));
-    let again = map_once(&mut c, 3);
-    let nonce = |b: &[u8]| {
-        pcp_client::wire::RequestRepr::parse(b)
-            .expect("valid")
-            .data
-            .map_fields()
-            .expect("MAP")
-            .nonce
-    };
-    assert_eq!(nonce(&again), nonce(&first));
+    let again = map_sent(&mut c, now, 3, 5000);
+    assert_eq!(nonce_of(&again), nonce_of(&first));
 }
 
 // IGD:2 practice, RFC 6970 §5.6: AddPortMapping over the control point's own live entry is a
@@ -362,11 +366,7 @@ fn re_adding_a_just_deleted_port_reuses_its_nonce() {
 fn add_over_own_entry_refreshes_with_the_same_nonce() {
     let (mut c, now) = core();
     let mut buf = [0u8; 1100];
-    c.handle_request(now, 1, add(APP_A, 5000, now));
-    let (op, _) = nat1_ops(&outputs(&mut c))[0];
-    c.handle_nat1_result(now, op, Ok(()));
-    let t = c.poll_transmit(now, &mut buf).expect("MAP");
-    let first = buf[..t.len].to_vec();
+    let first = map_sent(&mut c, now, 1, 5000);
     answer(
         &mut c,
         now,
@@ -386,12 +386,11 @@ fn add_over_own_entry_refreshes_with_the_same_nonce() {
     assert_eq!(reply(&out, 2), None, "waits for the server");
     let t = c.poll_transmit(now, &mut buf).expect("refresh at once");
     let refresh = buf[..t.len].to_vec();
-    let parse = |b: &[u8]| {
-        let r = pcp_client::wire::RequestRepr::parse(b).expect("valid");
-        (r.lifetime, r.data.map_fields().expect("MAP").nonce)
-    };
-    assert_eq!(parse(&refresh).1, parse(&first).1, "same nonce");
-    assert_eq!(parse(&refresh).0, 7200);
+    assert_eq!(nonce_of(&refresh), nonce_of(&first), "same nonce");
+    let lifetime = pcp_client::wire::RequestRepr::parse(&refresh)
+        .expect("valid")
+        .lifetime;
+    assert_eq!(lifetime, 7200);
     answer(
         &mut c,
         now,

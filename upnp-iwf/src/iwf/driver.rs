@@ -610,7 +610,15 @@ impl Driver {
                     tracing::debug!(error = %e, "PCP send");
                 }
             }
-            for o in outputs {
+            // Only the last state write of a batch matters (each is the whole table): a burst
+            // (restores, lease ends) writes the file once, not once per mapping.
+            let last_persist = outputs
+                .iter()
+                .rposition(|o| matches!(o, Output::Persist(_)));
+            for (i, o) in outputs.into_iter().enumerate() {
+                if matches!(o, Output::Persist(_)) && Some(i) != last_persist {
+                    continue;
+                }
                 self.output(o).await;
             }
         }

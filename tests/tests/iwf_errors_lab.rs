@@ -34,6 +34,7 @@ fn external_port(line: &str) -> Option<u16> {
 trait ErrorLab {
     fn upnpc_add(&self, port: u16) -> String;
     fn soap(&self, src: &str, at: f64, args: &[&str]) -> LabChild;
+    fn soap_done(&self, args: &[&str]) -> String;
 }
 
 impl ErrorLab for Nat444 {
@@ -64,6 +65,13 @@ impl ErrorLab for Nat444 {
         let mut argv = vec![PY, "-c", SOAP, src, &at];
         argv.extend_from_slice(args);
         self.lab.spawn(Node::Lan, &argv).expect("soap client")
+    }
+
+    /// The SOAP helper from 192.168.0.10, now, run to its end: what it printed.
+    fn soap_done(&self, args: &[&str]) -> String {
+        let child = self.soap("192.168.0.10", 0.0, args);
+        let _ = child.wait_timeout(Duration::from_secs(20));
+        child.log()
     }
 }
 
@@ -156,6 +164,22 @@ fn quota_of_the_cgn_reaches_the_app_as_728() {
     assert!(nat1_rules_for(&nft, 9102).is_empty(), "rolled back: {nft}");
     assert_eq!(nat1_rules_for(&nft, 9100).len(), 2, "{nft}");
     assert_eq!(map_in(&n.cgn_ctl(&["mappings"])).len(), 2);
+}
+
+// RFC 6970 §4.1: PortMappingEnabled other than 1 MUST produce an error (402 Invalid Args, gap
+// G8): the app hears it, and neither NAT holds anything for the port.
+#[test]
+fn port_mapping_enabled_zero_is_refused_with_402_and_reaches_neither_nat() {
+    require_privileges!();
+    let n = Nat444::start();
+    let said = n.soap_done(&["adddisabled", "9200", "9200", "UDP", "3600"]);
+    assert!(said.contains("ADD 9200 402"), "{said}\n{}", n.logs());
+    assert!(nat1_rules_for(&n.nft_table(), 9200).is_empty());
+    assert!(map_in(&n.cgn_ctl(&["mappings"])).is_empty());
+    // Enabled, the same mapping is made: the refusal was about the flag.
+    let said = n.soap_done(&["add", "9200", "9200", "UDP", "3600"]);
+    assert!(said.contains("ADD 9200 OK"), "{said}\n{}", n.logs());
+    assert_eq!(map_in(&n.cgn_ctl(&["mappings"])).len(), 1);
 }
 
 // RFC 6970 §5.6.2 (AddAnyPortMapping: the MAP suggests the port without PREFER_FAILURE and the

@@ -4,6 +4,7 @@
 #
 #   python3 iwf_soap_client.py SRC AT add    EXT INT PROTO LEASE
 #   python3 iwf_soap_client.py SRC AT addany EXT INT PROTO LEASE
+#   python3 iwf_soap_client.py SRC AT adddisabled EXT INT PROTO LEASE   (NewEnabled = 0)
 #   python3 iwf_soap_client.py SRC AT delete EXT PROTO
 #   python3 iwf_soap_client.py SRC AT batch  FIRST N PROTO RETRIES
 #
@@ -64,16 +65,18 @@ def call(action, args):
     return (m.group(1) if m else "HTTP%d" % status), data
 
 
-def add(action, ext, internal, proto, lease):
+def add(action, ext, internal, proto, lease, enabled=1):
     return call(action, [("NewRemoteHost", ""), ("NewExternalPort", ext), ("NewProtocol", proto),
                          ("NewInternalPort", internal), ("NewInternalClient", SRC),
-                         ("NewEnabled", 1), ("NewPortMappingDescription", "lab"),
+                         ("NewEnabled", enabled), ("NewPortMappingDescription", "lab"),
                          ("NewLeaseDuration", lease)])
 
 
 time.sleep(min(max(0.0, AT - time.time()), 5.0))
 if CMD == "add":
     print("ADD", ARGS[0], add("AddPortMapping", *ARGS)[0], flush=True)
+elif CMD == "adddisabled":
+    print("ADD", ARGS[0], add("AddPortMapping", *ARGS, enabled=0)[0], flush=True)
 elif CMD == "addany":
     code, data = add("AddAnyPortMapping", *ARGS)
     m = re.search(r"<NewReservedPort>\s*(\d+)\s*</NewReservedPort>", data)

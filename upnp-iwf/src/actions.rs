@@ -331,6 +331,7 @@ fn map_err(e: MappingError, v: IgdVersion) -> UpnpError {
         MappingError::ConflictWithOtherMechanisms if v2 => UpnpError::ConflictWithOtherMechanisms,
         MappingError::ConflictWithOtherMechanisms => UpnpError::ConflictInMappingEntry,
         MappingError::NotFound => UpnpError::NoSuchEntryInArray,
+        MappingError::DisabledNotSupported => UpnpError::InvalidArgs,
         MappingError::Upstream(_) => UpnpError::ActionFailed,
     }
 }

@@ -169,6 +169,11 @@ pub enum MappingError {
     /// No such mapping (714).
     #[error("no such mapping")]
     NotFound,
+    /// `NewEnabled` = 0 where the backend can only make enabled mappings: an RFC 6970
+    /// interworking function cannot hold a disabled mapping upstream (PCP has no such
+    /// state), so it refuses rather than stores one that silently does nothing (402).
+    #[error("PortMappingEnabled must be 1 (a PCP mapping cannot be disabled)")]
+    DisabledNotSupported,
     /// Any other failure, e.g. the upstream did not answer (501).
     #[error("upstream failure: {0}")]
     Upstream(String),

@@ -431,3 +431,26 @@ fn concurrent_external_address_requests_share_one_probe() {
         );
     }
 }
+
+// RFC 6970 §4.1: PortMappingEnabled other than 1 MUST produce an error (402 at the SOAP layer,
+// gap G8); nothing is reserved on NAT1 and no MAP is sent.
+#[test]
+fn port_mapping_enabled_zero_is_refused_with_no_nat1_change_and_no_map() {
+    let (mut c, now) = core();
+    let mut req = add(APP_A, 5000, now);
+    if let Request::Add(a) = &mut req {
+        a.mapping.enabled = false;
+    }
+    c.handle_request(now, 1, req);
+    let out = outputs(&mut c);
+    assert_eq!(
+        reply(&out, 1),
+        Some(&Err(MappingError::DisabledNotSupported))
+    );
+    assert!(nat1_ops(&out).is_empty());
+    assert_eq!(sent(&mut c, now), 0);
+    assert_eq!(c.entries().count(), 0);
+    // The same request enabled goes ahead.
+    c.handle_request(now, 2, add(APP_A, 5000, now));
+    assert_eq!(nat1_ops(&outputs(&mut c)).len(), 1);
+}

@@ -10,6 +10,11 @@ impl Core {
             choice,
         } = add;
         let client = mapping.internal_client;
+        if !mapping.enabled {
+            // RFC 6970 §4.1: only PortMappingEnabled = 1 is allowed; the RFC names no code
+            // (gap G8), 402 Invalid Args says the argument is what is wrong.
+            return self.reply(request, Err(MappingError::DisabledNotSupported));
+        }
         // The CP's own existing entry: a refresh with the same nonce (IGD:2 practice).
         let hit = self.overlapping(&mapping.key).next().map(|(&k, e)| {
             (

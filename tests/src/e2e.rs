@@ -118,6 +118,20 @@ impl Nat444 {
     /// # Panics
     /// When the lab or a daemon does not come up (the message carries its log).
     pub fn start_with(second: bool, cgn_flags: &[&str]) -> Nat444 {
+        Self::start_full(second, cgn_flags, |_| Vec::new())
+    }
+
+    /// [`Nat444::start_with`], and upnp-iwf with the flags `iwf_flags` returns for the lab
+    /// (called once the lab is built, before upnp-iwf starts, so it can place files in the
+    /// lab's log directory).
+    ///
+    /// # Panics
+    /// When the lab or a daemon does not come up (the message carries its log).
+    pub fn start_full(
+        second: bool,
+        cgn_flags: &[&str],
+        iwf_flags: impl FnOnce(&Lab) -> Vec<String>,
+    ) -> Nat444 {
         let lab = LabBuilder::new()
             .second_subscriber(second)
             .build()
@@ -132,7 +146,9 @@ impl Nat444 {
         std::fs::write(&fw, ROUTER_FW).expect("write");
         lab.exec_ok(Node::Cpe, &["nft", "-f", &fw.to_string_lossy()])
             .expect("router firewall");
-        let iwf = spawn_iwf(&lab);
+        let flags = iwf_flags(&lab);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let iwf = spawn_iwf_with(&lab, &flags);
         Nat444 { lab, ctl, cgn, iwf }
     }
 
@@ -175,21 +191,28 @@ impl Nat444 {
 /// # Panics
 /// When it does not come up within 10 s.
 pub fn spawn_iwf(lab: &Lab) -> LabChild {
+    spawn_iwf_with(lab, &[])
+}
+
+/// [`spawn_iwf`] with `extra` flags added.
+///
+/// # Panics
+/// When it does not come up within 10 s.
+pub fn spawn_iwf_with(lab: &Lab, extra: &[&str]) -> LabChild {
     let state = lab.log_dir().join("iwf-state");
-    let iwf = lab
-        .spawn(
-            Node::Cpe,
-            &[
-                &bin("upnp-iwf"),
-                "--lan",
-                "lan0",
-                "--wan",
-                "wan0",
-                "--state-dir",
-                &state.to_string_lossy(),
-            ],
-        )
-        .expect("upnp-iwf starts");
+    let state = state.to_string_lossy();
+    let iwf_bin = bin("upnp-iwf");
+    let mut argv = vec![
+        iwf_bin.as_str(),
+        "--lan",
+        "lan0",
+        "--wan",
+        "wan0",
+        "--state-dir",
+        &state,
+    ];
+    argv.extend_from_slice(extra);
+    let iwf = lab.spawn(Node::Cpe, &argv).expect("upnp-iwf starts");
     assert!(
         wait(10, || iwf.log().contains("serving UPnP IGD")),
         "upnp-iwf:\n{}",

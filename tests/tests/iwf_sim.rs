@@ -752,3 +752,49 @@ fn pcp_errors_reach_the_control_point_as_igd_errors() {
     );
     assert_eq!(sim.core.mappings(sim.now).len(), 2);
 }
+
+// RFC 6970 §5.10 (MUST when co-located with the DHCP server): when an internal address's lease
+// ends (here: it leaves dnsmasq's lease file), every mapping bound to it is deleted, one PCP
+// delete each, on a lossy link; the other host's mappings stay, at the server and in NAT1.
+#[test]
+fn dhcp_lease_end_deletes_every_mapping_of_that_host_and_only_those() {
+    use upnp_iwf::dhcp::{LeaseTracker, parse_dnsmasq};
+    let mut sim = Sim::with_core_config(3, 0.3, server_config(), |c| {
+        c.create_give_up = GiveUp::after(secs(110));
+    });
+    add_all(&mut sim, HOST_A, 5000..5003, 3600);
+    add_all(&mut sim, HOST_B, 6000..6002, 3600);
+    assert_eq!(sim.server_maps().len(), 5);
+    let wall = SystemTime::UNIX_EPOCH + secs(1_000_000);
+    let both = "0 aa:00:00:00:00:0a 192.168.0.10 a *\n0 aa:00:00:00:00:0b 192.168.0.11 b *\n";
+    let only_b = "0 aa:00:00:00:00:0b 192.168.0.11 b *\n";
+    let mut leases = LeaseTracker::new();
+    assert!(
+        leases
+            .update(parse_dnsmasq(both.as_bytes()).expect("valid"), wall)
+            .is_empty()
+    );
+    let ended = leases.update(parse_dnsmasq(only_b.as_bytes()).expect("valid"), wall);
+    assert_eq!(ended.len(), 1);
+    let (address, why) = ended[0];
+    assert_eq!(address, HOST_A);
+    let now = sim.now;
+    assert_eq!(sim.core.release_client(now, address, why.as_str()), 3);
+    sim.pump();
+    let done = sim.run_until_or(sim.at(600), |s| {
+        s.server_maps().len() == 2 && s.core.entries().count() == 2
+    });
+    assert!(done, "server table:\n{}", sim.server.render_table(sim.now));
+    assert_eq!(
+        sim.removed_nat1_ports(),
+        (5000..5003).collect::<BTreeSet<u16>>()
+    );
+    let left: BTreeSet<u16> = sim.server_maps().keys().copied().collect();
+    assert_eq!(left, (6000..6002).collect::<BTreeSet<u16>>());
+    assert!(
+        sim.core
+            .entries()
+            .all(|e| e.mapping.internal_client == HOST_B)
+    );
+    assert_eq!(sim.persisted.as_ref().map(Vec::len), Some(2), "state file");
+}

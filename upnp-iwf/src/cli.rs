@@ -37,6 +37,12 @@ pub struct Cli {
     /// router (RFC 6970 §5.4). Only where the PCP server trusts this network (§6); off by default.
     #[arg(long)]
     pub third_party: bool,
+    /// The co-located DHCP server's lease file (dnsmasq format: OpenWrt `/tmp/dhcp.leases`,
+    /// Debian `/var/lib/misc/dnsmasq.leases`). When a LAN host's lease expires, is released or
+    /// passes to another device, its mappings are deleted (RFC 6970 §5.10). Hosts that never
+    /// appear in the file (static addresses) are not affected. Default: not followed.
+    #[arg(long, value_name = "FILE")]
+    pub dhcp_leases: Option<PathBuf>,
     /// Directory for durable state (device UUID, BOOTID, later the mappings).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

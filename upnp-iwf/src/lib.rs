@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod description;
+pub mod dhcp;
 pub mod gena;
 pub mod gena_delivery;
 pub mod http;

@@ -18,6 +18,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cfg = upnp_iwf::daemon::config_from_cli(&cli)?;
     let third_party = cli.third_party;
+    let dhcp_leases = cli.dhcp_leases.clone();
     if third_party && cli.nat != Nat::None {
         anyhow::bail!(
             "--third-party is for --nat none (with NAT1 the router itself is the PCP client of every mapping)"
@@ -70,6 +71,7 @@ fn main() -> anyhow::Result<()> {
                         state_dir: cfg.state_dir.clone(),
                         nat1,
                         announce_listener: true,
+                        dhcp_leases: dhcp_leases.clone(),
                     },
                 )
                 .await

@@ -657,6 +657,16 @@ impl Bench {
             }
         };
         let full = memory(pid)?;
+        // Where the memory is, for whoever reads the kept logs (heap vs stacks vs binary).
+        if let Some(dir) = &self.keep_logs {
+            let _ = std::fs::create_dir_all(dir);
+            for f in ["smaps", "status"] {
+                let _ = std::fs::copy(
+                    format!("/proc/{pid}/{f}"),
+                    dir.join(format!("iwf-{f}-full")),
+                );
+            }
+        }
         let before = self.map_in()?;
         if before.len() != usize::from(n) {
             bail!("{} MAP IN entries at the CGN, expected {n}", before.len());

@@ -20,6 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Notify, oneshot};
 
 use super::core::{Core, IwfEvent, Nat1Command, Output, Request};
+use crate::dhcp::LeaseTracker;
 use crate::mapping::{
     AddRequest, MappingError, MappingKey, PortMapping, PortMappingBackend, WanStatus,
 };
@@ -300,6 +301,9 @@ pub struct DriverConfig {
     pub nat1: Box<dyn Nat1Backend>,
     /// Bind the ANNOUNCE listener to the WAN interface (needs root or CAP_NET_RAW).
     pub announce_listener: bool,
+    /// The co-located DHCP server's lease file (dnsmasq format), if the mappings are to
+    /// follow its leases (RFC 6970 §5.10).
+    pub dhcp_leases: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for DriverConfig {
@@ -308,6 +312,7 @@ impl std::fmt::Debug for DriverConfig {
             .field("wan", &self.wan)
             .field("state_dir", &self.state_dir)
             .field("announce_listener", &self.announce_listener)
+            .field("dhcp_leases", &self.dhcp_leases)
             .finish_non_exhaustive()
     }
 }
@@ -451,6 +456,12 @@ pub async fn start(core: Core, config: DriverConfig) -> anyhow::Result<Iwf> {
         announce: announce.map(Arc::new),
         nat1: nat1.clone(),
         state,
+        leases: config.dhcp_leases.map(|path| LeaseWatch {
+            path,
+            seen: None,
+            tracker: LeaseTracker::new(),
+            warned: false,
+        }),
     };
     let task = tokio::spawn(driver.run(stop.clone()));
     Ok(Iwf {
@@ -464,6 +475,62 @@ pub async fn start(core: Core, config: DriverConfig) -> anyhow::Result<Iwf> {
 /// How often the WAN interface's address is checked for a change.
 pub const WAN_POLL: Duration = Duration::from_secs(2);
 
+/// How often the DHCP lease file is looked at (its modification time; read when it changed)
+/// and its leases' expiry times checked.
+pub const LEASE_POLL: Duration = Duration::from_secs(5);
+
+/// The DHCP lease file being followed.
+struct LeaseWatch {
+    path: PathBuf,
+    /// Modification time and length of the last read.
+    seen: Option<(SystemTime, u64)>,
+    tracker: LeaseTracker,
+    /// A read or parse failure was reported (further ones go to debug until one succeeds).
+    warned: bool,
+}
+
+impl LeaseWatch {
+    /// The addresses whose lease ended since the last look. The file is small and local
+    /// (tmpfs on OpenWrt), so it is read in place, not on a blocking thread.
+    fn poll(&mut self) -> Vec<(Ipv4Addr, crate::dhcp::Ended)> {
+        let now = SystemTime::now();
+        let stamp = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        if stamp.is_some() && stamp == self.seen {
+            return self.tracker.expire(now);
+        }
+        let view = match stamp {
+            None => Err("cannot read it".to_owned()),
+            Some((_, len)) if len > crate::dhcp::MAX_FILE as u64 => {
+                Err(format!("{len} bytes, more than {}", crate::dhcp::MAX_FILE))
+            }
+            Some(_) => match std::fs::read(&self.path) {
+                Ok(bytes) => crate::dhcp::parse_dnsmasq(&bytes).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("cannot read it: {e}")),
+            },
+        };
+        match view {
+            Ok(view) => {
+                self.seen = stamp;
+                if self.warned {
+                    tracing::info!(path = %self.path.display(), "DHCP lease file readable again");
+                }
+                self.warned = false;
+                self.tracker.update(view, now)
+            }
+            Err(e) => {
+                // The previous view stays: a bad read never deletes mappings.
+                if !self.warned {
+                    tracing::warn!(path = %self.path.display(), error = %e, "DHCP lease file ignored; mappings keep following the last good read");
+                }
+                self.warned = true;
+                self.tracker.expire(now)
+            }
+        }
+    }
+}
+
 struct Driver {
     shared: Arc<Shared>,
     socket: Mutex<Arc<UdpSocket>>,
@@ -472,6 +539,7 @@ struct Driver {
     announce: Option<Arc<UdpSocket>>,
     nat1: Arc<Mutex<Box<dyn Nat1Backend>>>,
     state: Option<StateDir>,
+    leases: Option<LeaseWatch>,
 }
 
 enum Incoming {
@@ -493,12 +561,15 @@ async fn recv(socket: &UdpSocket, to: SocketAddr, buf: &mut [u8]) -> Incoming {
 }
 
 impl Driver {
-    async fn run(self, stop: Arc<Notify>) {
+    async fn run(mut self, stop: Arc<Notify>) {
         let mut buf = vec![0u8; 2048];
         let mut abuf = vec![0u8; 2048];
         let announce_to = SocketAddr::new(IpAddr::V4(pcp_client::natpmp::ANNOUNCE_ADDRESS), 5350);
         let mut wan_poll = tokio::time::interval(WAN_POLL);
         wan_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lease_poll = tokio::time::interval(LEASE_POLL);
+        lease_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leases = self.leases.take();
         loop {
             self.flush().await;
             let deadline = self.shared.core().poll_timeout();
@@ -520,6 +591,12 @@ impl Driver {
                 () = self.shared.wake.notified() => {}
                 item = recv(&socket, *lock(&self.local), &mut buf) => self.incoming(item),
                 _ = wan_poll.tick() => self.check_wan().await,
+                _ = lease_poll.tick(), if leases.is_some() => {
+                    if let Some(w) = leases.as_mut() {
+                        let ended = w.poll();
+                        self.leases_ended(&ended);
+                    }
+                }
                 item = announce => self.incoming(item),
                 () = sleep => self.shared.core().handle_timeout(Instant::now()),
             }
@@ -570,6 +647,23 @@ impl Driver {
         self.shared
             .core()
             .wan_address_changed(Instant::now(), address);
+    }
+
+    /// RFC 6970 §5.10: the mappings of each address whose DHCP lease ended go.
+    fn leases_ended(&self, ended: &[(Ipv4Addr, crate::dhcp::Ended)]) {
+        for &(address, why) in ended {
+            let deleted = self
+                .shared
+                .core()
+                .release_client(Instant::now(), address, why.as_str());
+            if deleted > 0 {
+                tracing::info!(%address, deleted, why = why.as_str(), "mappings of a LAN host removed");
+                self.shared.note(format!(
+                    "{}: {deleted} mappings of {address} removed",
+                    why.as_str()
+                ));
+            }
+        }
     }
 
     fn incoming(&self, item: Incoming) {

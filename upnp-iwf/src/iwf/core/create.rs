@@ -379,6 +379,23 @@ impl Core {
         }
     }
 
+    /// RFC 6970 §5.10 (MUST when co-located with the DHCP server): `client`'s lease ended
+    /// (`why` says how), so every mapping bound to it is deleted, one PCP delete each with its
+    /// nonce, and its NAT1 rules go. The number of deletes started.
+    pub fn release_client(&mut self, now: Instant, client: Ipv4Addr, why: &str) -> usize {
+        let keys: Vec<MappingKey> = self
+            .table
+            .iter()
+            .filter(|(_, e)| e.phase.visible() && e.mapping.internal_client == client)
+            .map(|(k, _)| *k)
+            .collect();
+        for &key in &keys {
+            self.start_delete(now, key, None, why);
+        }
+        self.drain_engine(now);
+        keys.len()
+    }
+
     /// The CPE's WAN address changed (RFC 6970 §5.10, MAY): the PCP mappings of the old
     /// address cannot be renewed or deleted any more (they lapse at the CGN), so every mapping
     /// is mapped again from the new address, with a fresh nonce (a new client for the server,

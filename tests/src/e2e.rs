@@ -92,7 +92,8 @@ while time.time() < end:
 "#;
 
 /// `TALK PROTO HOST PORT MSG [BIND_PORT [TRIES]]`: sends MSG (UDP: up to TRIES times, 1 s
-/// apart, default 3; TCP: one connection, 3 s to connect) from `BIND_PORT` if given, and
+/// apart, default 3; TCP: one connection, 3 s to connect) from `BIND_PORT` if given and not 0
+/// (with SO_REUSEADDR, so a port just used by a listener is taken), and
 /// prints `REPLY SRC:PORT DATA` for the first answer, or `NOREPLY reason` (exit 1).
 pub const TALK: &str = r#"
 import socket, sys
@@ -114,7 +115,11 @@ try:
                 if i == tries - 1:
                     raise
     else:
-        s = socket.create_connection((host, port), timeout=3, source_address=("0.0.0.0", bind))
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.settimeout(3)
+        s.bind(("0.0.0.0", bind))
+        s.connect((host, port))
         peer = s.getpeername()
         s.sendall(msg)
         s.settimeout(3)

@@ -84,48 +84,9 @@ fn peer_flow_is_one_5_tuple_entry_its_peer_answers_and_strangers_are_refused() {
     );
     assert!(!table.contains("Type: MAP IN"), "{table}");
 
-    // The app talks to its peer from the PEER's internal port: the peer sees the PEER's
-    // external endpoint and its reply comes back.
-    let peer_app = n
-        .lab
-        .spawn(
-            Node::Inet,
-            &["python3", "-c", ECHO_APP, "udp", "9000", "20"],
-        )
-        .expect("peer app");
-    assert!(wait(5, || peer_app.log().contains("READY")));
-    let reply = out(
-        &n.lab,
-        Node::Cpe,
-        &[
-            "python3",
-            "-c",
-            TALK,
-            "udp",
-            "203.0.113.50",
-            "9000",
-            "hello peer",
-            &APP_PORT.to_string(),
-        ],
-        15,
-    );
-    assert_eq!(
-        reply.trim(),
-        format!("REPLY {PEER} echo hello peer"),
-        "{}",
-        n.logs()
-    );
-    assert!(
-        peer_app
-            .log()
-            .contains(&format!("GOT {external} hello peer")),
-        "the flow uses the PEER's external endpoint: {}",
-        peer_app.log()
-    );
-    drop(peer_app);
-
-    // Now the app listens on its port. The peer gets in unprompted (the PEER entry admits it);
-    // the Internet host from any other source port does not, and the CGN says why.
+    // The app listens on its port before it has sent anything: the peer gets in unprompted
+    // (the PEER entry alone admits it), the Internet host from any other source port does not,
+    // and the CGN says why.
     let app = n
         .lab
         .spawn(
@@ -175,12 +136,58 @@ fn peer_flow_is_one_5_tuple_entry_its_peer_answers_and_strangers_are_refused() {
         "the CGN refused them (filtered): {}",
         n.cgn_ctl(&["stats"])
     );
-    let answer = talk_to_app(9000, "the peer again", "3");
+    let answer = talk_to_app(9000, "hello from the peer", "3");
     assert_eq!(
         answer.trim(),
-        format!("REPLY {external} echo the peer again"),
+        format!("REPLY {external} echo hello from the peer"),
         "{}",
         app.log()
     );
-    assert!(app.log().contains(&format!("GOT {PEER} the peer again")));
+    assert!(
+        app.log()
+            .contains(&format!("GOT {PEER} hello from the peer"))
+    );
+    drop(app);
+
+    // The app talks to its peer from the PEER's internal port: the peer sees the PEER's
+    // external endpoint and its reply comes back; strangers stay out while the flow runs.
+    let peer_app = n
+        .lab
+        .spawn(
+            Node::Inet,
+            &["python3", "-c", ECHO_APP, "udp", "9000", "20"],
+        )
+        .expect("peer app");
+    assert!(wait(5, || peer_app.log().contains("READY")));
+    let reply = out(
+        &n.lab,
+        Node::Cpe,
+        &[
+            "python3",
+            "-c",
+            TALK,
+            "udp",
+            "203.0.113.50",
+            "9000",
+            "hello peer",
+            &APP_PORT.to_string(),
+        ],
+        15,
+    );
+    assert_eq!(
+        reply.trim(),
+        format!("REPLY {PEER} echo hello peer"),
+        "{}",
+        n.logs()
+    );
+    assert!(
+        peer_app
+            .log()
+            .contains(&format!("GOT {external} hello peer")),
+        "the flow uses the PEER's external endpoint: {}",
+        peer_app.log()
+    );
+
+    let stranger = talk_to_app(9002, "unsolicited during the flow", "2");
+    assert!(stranger.starts_with("NOREPLY"), "{stranger}");
 }

@@ -61,8 +61,10 @@ impl Exchange {
     }
 }
 
+/// Whether `a` is an address of the CGN's pool (plan::POOL_NETWORK/POOL_PREFIX_LEN).
 fn in_pool(a: SocketAddrV4) -> bool {
-    a.ip().octets()[..3] == [198, 51, 100] && a.ip().octets()[3] < 16
+    let mask = u32::MAX << (32 - u32::from(plan::POOL_PREFIX_LEN));
+    u32::from(*a.ip()) & mask == u32::from(plan::POOL_NETWORK)
 }
 
 impl<'a> Tour<'a> {
@@ -579,5 +581,35 @@ fn strip_log_prefix(line: &str) -> &str {
     match rest.split_once(": ") {
         Some((module, tail)) if module.contains("::") && !module.contains(' ') => tail,
         _ => rest,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_addresses_are_198_51_100_0_to_15() {
+        assert!(in_pool("198.51.100.10:5000".parse().expect("addr")));
+        assert!(in_pool("198.51.100.15:1".parse().expect("addr")));
+        assert!(!in_pool("198.51.100.16:5000".parse().expect("addr")));
+        assert!(!in_pool("100.64.0.3:5000".parse().expect("addr")));
+    }
+
+    #[test]
+    fn log_lines_lose_timestamp_level_and_module() {
+        let line = "2026-12-02T07:00:30.820828Z  INFO igd{action=AddPortMapping cp=192.168.0.10}: \
+                    upnp_iwf::iwf::core::events: MAP SUCCESS: mapped through both NATs port=5000";
+        assert_eq!(
+            strip_log_prefix(line),
+            "MAP SUCCESS: mapped through both NATs port=5000"
+        );
+        let line = "2026-12-02T07:00:31.1Z  INFO upnp_iwf::iwf::driver: interworking event=ServerStateLost";
+        assert_eq!(strip_log_prefix(line), "interworking event=ServerStateLost");
+        let line = "2026-12-02T07:00:30.6Z  INFO upnp_iwf: RFC 6970 interworking: UPnP mappings";
+        assert_eq!(
+            strip_log_prefix(line),
+            "RFC 6970 interworking: UPnP mappings"
+        );
     }
 }

@@ -136,6 +136,10 @@ fn demo_binary_shows_every_hop_answering_and_exits_zero() {
         ("A's NAT1 table", "snat to 100.64.0.2:5000"),
         ("A's IWF status", "| PCP server 100.64.0.1:5351: answering"),
         ("the restart", "restarted (state lost)"),
+        (
+            "ANNOUNCE heard",
+            "the IWF learned of the restart from the CGN's ANNOUNCE",
+        ),
         ("same ports after it", "for UDP and TCP: yes"),
     ] {
         assert!(

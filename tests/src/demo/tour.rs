@@ -555,6 +555,11 @@ impl<'a> Tour<'a> {
             self.check()?;
             return Err(step_err("recovery after ANNOUNCE", iwf.log()));
         }
+        if iwf.log().contains("ServerStateLost { announced: true }") {
+            self.say(
+                "   (announced: true — the IWF learned of the restart from the CGN's ANNOUNCE, not from a renewal)",
+            )?;
+        }
         let table = self.ctl(&["mappings"])?;
         for line in table.lines().filter(|l| l.starts_with("Type: MAP")) {
             self.say(&format!("   {line}"))?;

@@ -241,7 +241,10 @@ pub fn run(out: &mut dyn Write, interrupted: &AtomicBool) -> Result<DemoSummary,
     )?;
     writeln!(out, "{}", lab.describe())?;
 
-    writeln!(out, "Hops (ping -c1 -W1, up to 3 tries each):")?;
+    writeln!(
+        out,
+        "Hops (ping -c1 -W1, up to 3 tries each): proves every link routes before any NAT runs"
+    )?;
     let mut hops_ok = 0;
     for hop in HOPS {
         check(interrupted)?;
@@ -296,6 +299,11 @@ pub fn run(out: &mut dyn Write, interrupted: &AtomicBool) -> Result<DemoSummary,
             "NOT refused"
         },
         yes(summary.restored)
+    )?;
+    writeln!(
+        out,
+        "The whole tour, lab built and torn down, took {:.1} s.",
+        started.elapsed().as_secs_f64()
     )?;
     Ok(summary)
 }

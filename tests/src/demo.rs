@@ -1,24 +1,26 @@
-//! `nat444-lab demo`: the NAT444 tour of design.md §4.
+//! `nat444-lab demo`: the NAT444 tour of design.md §4 and issue #12.
 //!
-//! It builds the lab, checks every link, starts `cgn-sim` as the CGN (PCP server and TUN
-//! dataplane, no kernel NAT) and `upnp-iwf` on the home router, maps a port with a real UPnP
-//! client from the LAN, sends UDP and TCP from the Internet peer through both NATs, prints the
-//! CGN's mapping table, restarts the CGN and shows the mapping restored after its ANNOUNCE,
-//! and tears everything down (also when interrupted or when a step fails).
-//!
-//! `upnp-iwf` runs with its defaults (PCP upstream to the WAN default gateway, nftables NAT1):
-//! the UPnP mapping becomes the home router's DNAT/SNAT pair and a PCP MAP at the CGN, and the
-//! CGN's restart is repaired by the IWF (ANNOUNCE, same nonces, same external port).
+//! It builds the lab with two subscribers (A: `lan`/`cpe`, B: `lan2`/`cpe2`) behind one CGN
+//! and an Internet host, checks every link, starts `cgn-sim` as the CGN (PCP server and TUN
+//! dataplane, no kernel NAT) and one `upnp-iwf` per home router with its defaults (PCP
+//! upstream to the WAN default gateway, nftables NAT1). Then ([`tour`]): A's LAN host maps a
+//! UDP and a TCP port with `upnpc`; the Internet host and subscriber B (through the CGN's
+//! hairpin) reach A's app and get its answers from the same external endpoint; one PEER flow
+//! (`pcpc peer`) lets its remote peer in and refuses everyone else; the CGN's table (carrier
+//! format), A's NAT1 table and A's IWF status are printed; the CGN restarts and its ANNOUNCE
+//! brings the mappings back on the same ports with traffic flowing again. Everything is torn
+//! down afterwards, also when interrupted (Ctrl-C) or when a step fails.
+
+mod tour;
 
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::e2e::{IGD_URL as LOCATION, ROUTER_FW};
 use crate::lab::plan::{self, MULTICAST_NET};
-use crate::lab::{Lab, LabBuilder, LabError, Node, cgn_sim_argv};
+use crate::lab::{Lab, LabBuilder, LabError, Node};
 
 /// One link the demo (and the smoke test) checks: `from` pings `to`'s address `addr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,15 +120,37 @@ pub struct DemoSummary {
     pub hops_total: usize,
     /// Namespaces the demo built (all deleted again when it returns).
     pub namespaces: Vec<String>,
-    /// The external endpoint the CGN assigned.
+    /// The external endpoint the CGN assigned to subscriber A's app.
     pub external: Option<SocketAddrV4>,
-    /// UDP from the Internet peer reached the LAN host.
+    /// UDP from the Internet host reached A's app, and its answer came from the external
+    /// endpoint.
     pub udp_delivered: bool,
-    /// TCP from the Internet peer reached the LAN host.
+    /// The same over TCP.
     pub tcp_delivered: bool,
-    /// After the CGN restart the mapping came back on the same external endpoint and carried
-    /// traffic again.
+    /// Subscriber B reached A's app through the CGN's hairpin (UDP and TCP), A saw B's
+    /// external endpoint as the source, and B's answers came from A's external endpoint.
+    pub hairpin_delivered: bool,
+    /// The PEER's remote peer reached the app behind it, and the app's answer left from the
+    /// PEER's external endpoint.
+    pub peer_admitted: bool,
+    /// Unsolicited inbound to the PEER's external endpoint (another source port) was refused.
+    pub peer_refused: bool,
+    /// After the CGN restart the mappings came back on the same external endpoint and carried
+    /// traffic again (UDP and TCP from the Internet, UDP from subscriber B).
     pub restored: bool,
+}
+
+impl DemoSummary {
+    /// Whether every step showed what it should.
+    pub fn all_ok(&self) -> bool {
+        self.hops_ok == self.hops_total
+            && self.udp_delivered
+            && self.tcp_delivered
+            && self.hairpin_delivered
+            && self.peer_admitted
+            && self.peer_refused
+            && self.restored
+    }
 }
 
 /// The daemon binaries the demo runs, found next to the running executable (the workspace's
@@ -174,10 +198,10 @@ fn step_err(step: &'static str, detail: impl Into<String>) -> DemoError {
     }
 }
 
-/// The port the LAN application (a stand-in for a P2P app) listens on.
+/// The port subscriber A's application (a stand-in for a P2P app) listens on.
 pub const APP_PORT: u16 = 5000;
 
-/// Polls `cond` every 50 ms for up to `secs`; false on timeout.
+/// Polls `cond` every 50 ms for up to `secs`; false on timeout (or at once after Ctrl-C).
 fn wait_until(secs: u64, interrupted: &AtomicBool, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
@@ -189,57 +213,21 @@ fn wait_until(secs: u64, interrupted: &AtomicBool, mut cond: impl FnMut() -> boo
     cond()
 }
 
-/// A one-shot listener in the LAN namespace: prints `GOT <peer> <data>` for the first UDP
-/// datagram or TCP connection on APP_PORT, then exits (after at most 10 s).
-const LISTENER: &str = r#"
-import socket, sys
-proto = sys.argv[1]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[2])))
-s.settimeout(10)
-print("READY", flush=True)
-if proto == "udp":
-    data, peer = s.recvfrom(2048)
-else:
-    s.listen(1)
-    c, peer = s.accept()
-    c.settimeout(5)
-    data = c.recv(2048)
-    c.sendall(b"welcome")
-    c.close()
-print("GOT %s:%d %s" % (peer[0], peer[1], data.decode(errors="replace")), flush=True)
-"#;
-
-/// The sender on the Internet peer.
-const SENDER: &str = r#"
-import socket, sys
-proto, host, port, msg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].encode()
-if proto == "udp":
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.sendto(msg, (host, port))
-    print("SENT", flush=True)
-else:
-    s = socket.create_connection((host, port), timeout=5)
-    s.sendall(msg)
-    s.settimeout(5)
-    print("REPLY %s" % s.recv(64).decode(errors="replace"), flush=True)
-"#;
-
 /// Runs the demo, writing the tour to `out`. `interrupted` is polled between steps (the binary
 /// sets it on SIGINT/SIGTERM); on any early return the lab and its daemons are torn down by
-/// `Drop`.
+/// `Drop`. A step that fails after the flag went up (Ctrl-C also reaches the daemons) is
+/// reported as [`DemoError::Interrupted`].
 pub fn run(out: &mut dyn Write, interrupted: &AtomicBool) -> Result<DemoSummary, DemoError> {
     let bins = Binaries::locate()?;
     writeln!(
         out,
-        "nat444-lab demo: a P2P port mapping through two NATs (NAT444)\n"
+        "nat444-lab demo: P2P port mappings through two NATs (NAT444), two subscribers behind one CGN\n"
     )?;
     writeln!(
         out,
-        "Running: cgn-sim as the carrier's CGN (PCP server + TUN dataplane), upnp-iwf as the\n\
-         home router's UPnP IGD and RFC 6970 interworking function (PCP upstream, nftables\n\
-         NAT1), and a real UPnP client (upnpc) on the LAN. Nothing below is done by hand.\n"
+        "Running: cgn-sim as the carrier's CGN (PCP server + TUN dataplane), upnp-iwf on each\n\
+         home router as its UPnP IGD and RFC 6970 interworking function (PCP upstream, nftables\n\
+         NAT1), a real UPnP client (upnpc) and pcpc. Nothing below is done by hand.\n"
     )?;
     check(interrupted)?;
     let started = Instant::now();
@@ -253,7 +241,10 @@ pub fn run(out: &mut dyn Write, interrupted: &AtomicBool) -> Result<DemoSummary,
     )?;
     writeln!(out, "{}", lab.describe())?;
 
-    writeln!(out, "Hops (ping -c1 -W1, up to 3 tries each):")?;
+    writeln!(
+        out,
+        "Hops (ping -c1 -W1, up to 3 tries each): proves every link routes before any NAT runs"
+    )?;
     let mut hops_ok = 0;
     for hop in HOPS {
         check(interrupted)?;
@@ -283,273 +274,42 @@ pub fn run(out: &mut dyn Write, interrupted: &AtomicBool) -> Result<DemoSummary,
         external: None,
         udp_delivered: false,
         tcp_delivered: false,
+        hairpin_delivered: false,
+        peer_admitted: false,
+        peer_refused: false,
         restored: false,
     };
-    let tour = tour(&lab, &bins, out, interrupted, &mut summary);
+    let tour = tour::Tour::new(&lab, &bins, out, interrupted).run(&mut summary);
     writeln!(out, "\nTearing down lab {} ...", lab.prefix())?;
     drop(lab);
-    tour?;
+    match tour {
+        Err(_) if interrupted.load(Ordering::SeqCst) => return Err(DemoError::Interrupted),
+        other => other?,
+    }
     writeln!(
         out,
-        "done: UDP {}, TCP {}, restored after CGN restart: {}.",
+        "done: UDP {}, TCP {}, hairpin from B {}, PEER: peer {}, stranger {}, restored after CGN restart: {}.",
         yes(summary.udp_delivered),
         yes(summary.tcp_delivered),
+        yes(summary.hairpin_delivered),
+        yes(summary.peer_admitted),
+        if summary.peer_refused {
+            "refused"
+        } else {
+            "NOT refused"
+        },
         yes(summary.restored)
+    )?;
+    writeln!(
+        out,
+        "The whole tour, lab built and torn down, took {:.1} s.",
+        started.elapsed().as_secs_f64()
     )?;
     Ok(summary)
 }
 
 fn yes(b: bool) -> &'static str {
     if b { "delivered" } else { "NOT delivered" }
-}
-
-/// Everything after the hops; the caller tears the lab down whatever this returns.
-fn tour(
-    lab: &Lab,
-    bins: &Binaries,
-    out: &mut dyn Write,
-    interrupted: &AtomicBool,
-    summary: &mut DemoSummary,
-) -> Result<(), DemoError> {
-    let s = |p: &Path| p.display().to_string();
-    let sock = lab.log_dir().join("cgn.sock");
-    let sock_s = s(&sock);
-
-    writeln!(
-        out,
-        "\n1. The CGN: cgn-sim in cgn (PCP on 100.64.0.1:5351, pool 198.51.100.0/28, TUN dataplane)"
-    )?;
-    let mut argv = cgn_sim_argv(&s(&bins.cgn_sim), "tun", &sock_s);
-    argv.extend(["--min-lifetime".to_string(), "30".to_string()]);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let cgn = lab.spawn(Node::Cgn, &argv)?;
-    if !wait_until(10, interrupted, || sock.exists()) {
-        return Err(step_err("starting cgn-sim", cgn.log()));
-    }
-    check(interrupted)?;
-    let ctl = |args: &[&str]| -> Result<String, DemoError> {
-        let o = std::process::Command::new(&bins.cgn_sim)
-            .arg("--ctl")
-            .arg(&sock)
-            .arg("ctl")
-            .args(args)
-            .output()?;
-        if o.status.success() {
-            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-        } else {
-            Err(step_err(
-                "cgn-sim ctl",
-                String::from_utf8_lossy(&o.stderr).into_owned(),
-            ))
-        }
-    };
-
-    writeln!(
-        out,
-        "\n2. The home router: its own firewall masquerades the LAN (table ip routerfw, not the\n   \
-         IWF's), and upnp-iwf runs with its defaults: upnp-iwf --lan lan0 --wan wan0\n   \
-         (PCP to the WAN default gateway, NAT1 in its own nftables table ip upnp_iwf)"
-    )?;
-    let rules = lab.log_dir().join("routerfw.nft");
-    std::fs::write(&rules, ROUTER_FW)?;
-    lab.exec_ok(Node::Cpe, &["nft", "-f", &s(&rules)])?;
-    let state = lab.log_dir().join("iwf-state");
-    let iwf = lab.spawn(
-        Node::Cpe,
-        &[
-            &s(&bins.upnp_iwf),
-            "--lan",
-            "lan0",
-            "--wan",
-            "wan0",
-            "--state-dir",
-            &s(&state),
-        ],
-    )?;
-    if !wait_until(10, interrupted, || iwf.log().contains("serving UPnP IGD")) {
-        return Err(step_err("starting upnp-iwf", iwf.log()));
-    }
-    for line in iwf
-        .log()
-        .lines()
-        .filter(|l| l.contains("RFC 6970 interworking") || l.contains("NAT1 on nftables"))
-    {
-        writeln!(out, "   iwf: {}", strip_log_prefix(line))?;
-    }
-    check(interrupted)?;
-
-    writeln!(
-        out,
-        "\n3. A P2P app on the LAN asks for port {APP_PORT} with a real UPnP client (upnpc -a, UDP and TCP);\n   \
-         the IWF reserves NAT1 port {APP_PORT}, installs DNAT+SNAT and sends PCP MAP (PREFER_FAILURE, a nonce)"
-    )?;
-    let mut external = None;
-    for proto in ["UDP", "TCP"] {
-        let add = lab.exec_timeout(
-            Node::Lan,
-            &[
-                "upnpc",
-                "-u",
-                LOCATION,
-                "-e",
-                "nat444 demo",
-                "-a",
-                &plan::LAN_HOST.to_string(),
-                &APP_PORT.to_string(),
-                &APP_PORT.to_string(),
-                proto,
-                "0",
-            ],
-            Duration::from_secs(20),
-        )?;
-        let add = String::from_utf8_lossy(&add.stdout).into_owned();
-        for line in add
-            .lines()
-            .filter(|l| l.contains("ExternalIPAddress") || l.contains("is redirected"))
-        {
-            writeln!(out, "   lan$ upnpc -a ... {proto}   {}", line.trim())?;
-        }
-        let ext = add.lines().find_map(|l| {
-            let rest = l.trim().strip_prefix("external ")?;
-            rest.split_whitespace().next()?.parse::<SocketAddrV4>().ok()
-        });
-        match ext {
-            Some(e) => external = Some(e),
-            None => {
-                return Err(step_err("AddPortMapping", format!("{add}\n{}", iwf.log())));
-            }
-        }
-    }
-    let Some(external) = external else {
-        return Err(step_err("AddPortMapping", iwf.log()));
-    };
-    summary.external = Some(external);
-    for line in iwf.log().lines().filter(|l| l.contains("MAP SUCCESS")) {
-        writeln!(out, "   iwf: {}", strip_log_prefix(line))?;
-    }
-    check(interrupted)?;
-
-    writeln!(out, "\n4. The CGN's mapping table (cgn-sim ctl mappings):")?;
-    for line in ctl(&["mappings"])?.lines() {
-        writeln!(out, "   {line}")?;
-    }
-    writeln!(
-        out,
-        "\n   The home router's NAT1 (nft list table ip upnp_iwf):"
-    )?;
-    let nft = lab.exec_ok(Node::Cpe, &["nft", "list", "table", "ip", "upnp_iwf"])?;
-    for line in nft
-        .lines()
-        .filter(|l| l.contains("dnat") || l.contains("snat"))
-    {
-        writeln!(out, "   {}", line.trim())?;
-    }
-
-    writeln!(
-        out,
-        "\n5. From the Internet peer 203.0.113.50 to {external}, through both NATs:"
-    )?;
-    summary.udp_delivered = deliver(lab, out, interrupted, "udp", external, "hello over UDP")?;
-    summary.tcp_delivered = deliver(lab, out, interrupted, "tcp", external, "hello over TCP")?;
-    check(interrupted)?;
-
-    writeln!(
-        out,
-        "\n6. Restart the CGN (state lost, epoch reset, ANNOUNCE to its clients): cgn-sim ctl restart"
-    )?;
-    // A client spots a restart by the epoch going back (RFC 6887 §8.5), which needs the CGN to
-    // have been up a few seconds: give it that before restarting.
-    std::thread::sleep(Duration::from_secs(4));
-    check(interrupted)?;
-    writeln!(out, "   {}", ctl(&["restart"])?.trim())?;
-    let recovered = wait_until(20, interrupted, || {
-        iwf.log().matches("mapping restored upstream").count() >= 2
-    });
-    for line in iwf
-        .log()
-        .lines()
-        .filter(|l| l.contains("ServerStateLost") || l.contains("mapping restored"))
-    {
-        writeln!(out, "   iwf: {}", strip_log_prefix(line))?;
-    }
-    if !recovered {
-        return Err(step_err("recovery after ANNOUNCE", iwf.log()));
-    }
-    let table = ctl(&["mappings"])?;
-    for line in table.lines() {
-        writeln!(out, "   {line}")?;
-    }
-    let same = table.contains(&format!("ANY -> {external}["));
-    let again = deliver(
-        lab,
-        out,
-        interrupted,
-        "udp",
-        external,
-        "hello after the restart",
-    )?;
-    summary.restored = same && again;
-    let _ = (cgn, iwf);
-    Ok(())
-}
-
-/// A log line without its timestamp and level, for the tour.
-fn strip_log_prefix(line: &str) -> &str {
-    line.split_once(": ").map_or(line, |(_, rest)| rest)
-}
-
-/// Listens on the LAN host, sends from the Internet peer, and reports what arrived.
-fn deliver(
-    lab: &Lab,
-    out: &mut dyn Write,
-    interrupted: &AtomicBool,
-    proto: &str,
-    external: SocketAddrV4,
-    msg: &str,
-) -> Result<bool, DemoError> {
-    let listener = lab.spawn(
-        Node::Lan,
-        &["python3", "-c", LISTENER, proto, &APP_PORT.to_string()],
-    )?;
-    if !wait_until(5, interrupted, || listener.log().contains("READY")) {
-        return Err(step_err("LAN listener", listener.log()));
-    }
-    let sent = lab.exec_timeout(
-        Node::Inet,
-        &[
-            "python3",
-            "-c",
-            SENDER,
-            proto,
-            &external.ip().to_string(),
-            &external.port().to_string(),
-            msg,
-        ],
-        Duration::from_secs(10),
-    )?;
-    let sent = String::from_utf8_lossy(&sent.stdout).trim().to_string();
-    let got = wait_until(10, interrupted, || listener.log().contains("GOT"));
-    let line = listener
-        .log()
-        .lines()
-        .find(|l| l.starts_with("GOT"))
-        .unwrap_or("")
-        .to_string();
-    writeln!(
-        out,
-        "   {proto}: inet$ send {msg:?} -> {external}   {}   lan$ {}",
-        if sent.is_empty() {
-            "(no answer)"
-        } else {
-            &sent
-        },
-        if got {
-            line.as_str()
-        } else {
-            "nothing arrived"
-        }
-    )?;
-    Ok(got)
 }
 
 /// The `224.0.0.0/4` route of `node` as `ip route` prints it (empty if there is none).

@@ -1,5 +1,6 @@
 //! Small helpers the end-to-end lab tests share (upnp-iwf + cgn-sim in the NAT444 lab).
 
+use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -55,8 +56,136 @@ for _ in range(tries):
 sys.exit(1)
 "#;
 
+/// `ECHO_APP PROTO PORT SECS`: the LAN application. Listens on `0.0.0.0:PORT` (`udp` or `tcp`)
+/// for SECS seconds, prints `READY`, then `GOT SRC:PORT DATA` for every datagram (or the first
+/// message of every connection) and answers `echo DATA` from the same socket.
+pub const ECHO_APP: &str = r#"
+import socket, sys, time
+proto, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port))
+s.settimeout(0.2)
+if proto == "tcp":
+    s.listen(8)
+print("READY", flush=True)
+end = time.time() + secs
+while time.time() < end:
+    try:
+        if proto == "udp":
+            data, peer = s.recvfrom(2048)
+        else:
+            c, peer = s.accept()
+            c.settimeout(3)
+            data = c.recv(2048)
+    except (socket.timeout, OSError):
+        continue
+    print("GOT %s:%d %s" % (peer[0], peer[1], data.decode(errors="replace")), flush=True)
+    if proto == "udp":
+        s.sendto(b"echo " + data, peer)
+    else:
+        try:
+            c.sendall(b"echo " + data)
+        except OSError:
+            pass
+        c.close()
+"#;
+
+/// `TALK PROTO HOST PORT MSG [BIND_PORT [TRIES]]`: sends MSG (UDP: up to TRIES times, 1 s
+/// apart, default 3; TCP: one connection, 3 s to connect) from `BIND_PORT` if given and not 0
+/// (with SO_REUSEADDR, so a port just used by a listener is taken), and
+/// prints `REPLY SRC:PORT DATA` for the first answer, or `NOREPLY reason` (exit 1).
+pub const TALK: &str = r#"
+import socket, sys
+proto, host, port, msg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].encode()
+bind = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+tries = int(sys.argv[6]) if len(sys.argv) > 6 else 3
+try:
+    if proto == "udp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", bind))
+        s.settimeout(1.0)
+        for i in range(tries):
+            s.sendto(msg, (host, port))
+            try:
+                data, peer = s.recvfrom(2048)
+                break
+            except socket.timeout:
+                if i == tries - 1:
+                    raise
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.settimeout(3)
+        s.bind(("0.0.0.0", bind))
+        s.connect((host, port))
+        peer = s.getpeername()
+        s.sendall(msg)
+        s.settimeout(3)
+        data = s.recv(2048)
+    print("REPLY %s:%d %s" % (peer[0], peer[1], data.decode(errors="replace")), flush=True)
+except Exception as e:
+    print("NOREPLY %s" % e, flush=True)
+    sys.exit(1)
+"#;
+
+/// Prints the body of a GET of `URL` (5 s timeout).
+pub const FETCH: &str = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())";
+
 /// The IGD's description URL on the home router's LAN address.
 pub const IGD_URL: &str = "http://192.168.0.1:5000/rootDesc.xml";
+
+/// upnp-iwf's plain-text status page on the home router's LAN address.
+pub const IWF_STATUS_URL: &str = "http://192.168.0.1:5000/";
+
+/// `upnpc -u IGD_URL -e DESC -a 192.168.0.10 PORT PORT PROTO LEASE` on the LAN host `lan`
+/// (`Node::Lan` or `Node::Lan2`); upnpc's output.
+pub fn upnpc_add(lab: &Lab, lan: Node, port: u16, proto: &str, lease: u32) -> String {
+    let p = port.to_string();
+    out(
+        lab,
+        lan,
+        &[
+            "upnpc",
+            "-u",
+            IGD_URL,
+            "-e",
+            "p2p app",
+            "-a",
+            "192.168.0.10",
+            &p,
+            &p,
+            proto,
+            &lease.to_string(),
+        ],
+        30,
+    )
+}
+
+/// The external endpoint upnpc reports for `proto` (`UDP`/`TCP`): its line
+/// `external 198.51.100.1:5000 UDP is redirected to internal 192.168.0.10:5000`.
+pub fn upnpc_external(upnpc: &str, proto: &str) -> Option<SocketAddrV4> {
+    upnpc.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("external ")?;
+        let (addr, tail) = rest.split_once(' ')?;
+        if tail.starts_with(proto) {
+            addr.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// The lines of a `cgn-sim ctl mappings` table of type `kind` (`MAP IN`, `MAP OUT`, `PEER`,
+/// `IMPLICIT`) and protocol `proto` that mention `endpoint` (e.g. `[100.64.0.2:5000]`).
+pub fn table_lines<'a>(table: &'a str, kind: &str, proto: &str, endpoint: &str) -> Vec<&'a str> {
+    let head = format!("Type: {kind}, Protocol: {proto},");
+    table
+        .lines()
+        .filter(|l| l.starts_with(&head) && l.contains(endpoint))
+        .collect()
+}
 
 /// A workspace binary's path as a string (see [`crate::bins::workspace_bin`]).
 pub fn bin(name: &str) -> String {
@@ -105,6 +234,8 @@ pub struct Nat444 {
     pub cgn: LabChild,
     /// upnp-iwf.
     pub iwf: LabChild,
+    /// upnp-iwf on the second subscriber's router (`cpe2`), when the lab has one.
+    pub iwf2: Option<LabChild>,
 }
 
 impl Nat444 {
@@ -113,7 +244,8 @@ impl Nat444 {
         Self::start_with(false, &[])
     }
 
-    /// With a `second` subscriber or not, cgn-sim with `cgn_flags` added.
+    /// With a `second` subscriber or not, cgn-sim with `cgn_flags` added. The second
+    /// subscriber's router gets the same firewall and its own upnp-iwf ([`Nat444::iwf2`]).
     ///
     /// # Panics
     /// When the lab or a daemon does not come up (the message carries its log).
@@ -144,12 +276,26 @@ impl Nat444 {
         assert!(wait(10, || ctl.exists()), "cgn-sim:\n{}", cgn.log());
         let fw = lab.log_dir().join("routerfw.nft");
         std::fs::write(&fw, ROUTER_FW).expect("write");
-        lab.exec_ok(Node::Cpe, &["nft", "-f", &fw.to_string_lossy()])
-            .expect("router firewall");
+        let routers: &[Node] = if second {
+            &[Node::Cpe, Node::Cpe2]
+        } else {
+            &[Node::Cpe]
+        };
+        for &cpe in routers {
+            lab.exec_ok(cpe, &["nft", "-f", &fw.to_string_lossy()])
+                .expect("router firewall");
+        }
         let flags = iwf_flags(&lab);
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let iwf = spawn_iwf_with(&lab, &flags);
-        Nat444 { lab, ctl, cgn, iwf }
+        let iwf = spawn_iwf_with(&lab, Node::Cpe, &flags);
+        let iwf2 = second.then(|| spawn_iwf_in(&lab, Node::Cpe2));
+        Nat444 {
+            lab,
+            ctl,
+            cgn,
+            iwf,
+            iwf2,
+        }
     }
 
     /// `cgn-sim ctl ARGS`' output.
@@ -166,21 +312,30 @@ impl Nat444 {
 
     /// `nft list table ip upnp_iwf` on the home router.
     pub fn nft_table(&self) -> String {
+        self.nft_table_of(Node::Cpe)
+    }
+
+    /// `nft list table ip upnp_iwf` on the router `cpe` (`Node::Cpe` or `Node::Cpe2`).
+    pub fn nft_table_of(&self, cpe: Node) -> String {
         out(
             &self.lab,
-            Node::Cpe,
+            cpe,
             &["nft", "list", "table", "ip", "upnp_iwf"],
             5,
         )
     }
 
-    /// Both daemons' logs, for assertion messages.
+    /// The daemons' logs, for assertion messages.
     pub fn logs(&self) -> String {
-        format!(
+        let mut s = format!(
             "--- upnp-iwf:\n{}\n--- cgn-sim:\n{}",
             self.iwf.log(),
             self.cgn.log()
-        )
+        );
+        if let Some(iwf2) = &self.iwf2 {
+            s.push_str(&format!("\n--- upnp-iwf on cpe2:\n{}", iwf2.log()));
+        }
+        s
     }
 }
 
@@ -191,15 +346,27 @@ impl Nat444 {
 /// # Panics
 /// When it does not come up within 10 s.
 pub fn spawn_iwf(lab: &Lab) -> LabChild {
-    spawn_iwf_with(lab, &[])
+    spawn_iwf_in(lab, Node::Cpe)
 }
 
-/// [`spawn_iwf`] with `extra` flags added.
+/// [`spawn_iwf`] on the router `cpe` (`Node::Cpe` or `Node::Cpe2`); each router has its own
+/// state directory (`iwf-state`, `iwf-state-cpe2`).
 ///
 /// # Panics
 /// When it does not come up within 10 s.
-pub fn spawn_iwf_with(lab: &Lab, extra: &[&str]) -> LabChild {
-    let state = lab.log_dir().join("iwf-state");
+pub fn spawn_iwf_in(lab: &Lab, cpe: Node) -> LabChild {
+    spawn_iwf_with(lab, cpe, &[])
+}
+
+/// [`spawn_iwf_in`] with `extra` flags added.
+///
+/// # Panics
+/// When it does not come up within 10 s.
+pub fn spawn_iwf_with(lab: &Lab, cpe: Node, extra: &[&str]) -> LabChild {
+    let state = match cpe {
+        Node::Cpe => lab.log_dir().join("iwf-state"),
+        other => lab.log_dir().join(format!("iwf-state-{}", other.name())),
+    };
     let state = state.to_string_lossy();
     let iwf_bin = bin("upnp-iwf");
     let mut argv = vec![
@@ -212,7 +379,7 @@ pub fn spawn_iwf_with(lab: &Lab, extra: &[&str]) -> LabChild {
         &state,
     ];
     argv.extend_from_slice(extra);
-    let iwf = lab.spawn(Node::Cpe, &argv).expect("upnp-iwf starts");
+    let iwf = lab.spawn(cpe, &argv).expect("upnp-iwf starts");
     assert!(
         wait(10, || iwf.log().contains("serving UPnP IGD")),
         "upnp-iwf:\n{}",

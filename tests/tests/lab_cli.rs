@@ -110,8 +110,71 @@ fn demo_binary_shows_every_hop_answering_and_exits_zero() {
         shown.contains("Type: MAP IN, Protocol: UDP"),
         "CGN table shown: {shown}"
     );
+    // Issue #12 item 1, step by step as the user reads it.
+    for (what, needle) in [
+        (
+            "an IWF on each router",
+            "B (cpe2, WAN 100.64.0.3): upnp-iwf serves UPnP IGD",
+        ),
+        ("UDP from the Internet", "udp: inet -> 198.51.100."),
+        (
+            "the answer from the external endpoint",
+            "inet: REPLY 198.51.100.",
+        ),
+        ("B through the hairpin, UDP", "udp: lan2 -> 198.51.100."),
+        ("B through the hairpin, TCP", "tcp: lan2 -> 198.51.100."),
+        (
+            "the PEER",
+            "cpe$ pcpc peer --internal-port 7000 --remote 203.0.113.50:9000",
+        ),
+        (
+            "the PEER 5-tuple",
+            "Vpn: public 100.64.0.2:7000[198.51.100.",
+        ),
+        ("PEER refused", "PEER refused unsolicited inbound"),
+        ("MAP OUT lines", "Type: MAP OUT, Protocol: TCP"),
+        ("A's NAT1 table", "snat to 100.64.0.2:5000"),
+        ("A's IWF status", "| PCP server 100.64.0.1:5351: answering"),
+        ("the restart", "restarted (state lost)"),
+        (
+            "ANNOUNCE heard",
+            "the IWF learned of the restart from the CGN's ANNOUNCE",
+        ),
+        ("same ports after it", "for UDP and TCP: yes"),
+    ] {
+        assert!(
+            shown.contains(needle),
+            "{what}: {needle:?} missing from\n{shown}"
+        );
+    }
+    // B's traffic reaches A with B's external endpoint as its source, never 100.64.0.3, and
+    // B's answer comes from A's external endpoint.
+    let hairpins: Vec<&str> = shown
+        .lines()
+        .filter(|l| l.contains("lan2 -> 198.51.100."))
+        .collect();
+    assert_eq!(
+        hairpins.len(),
+        3,
+        "UDP and TCP, UDP after the restart: {shown}"
+    );
+    for line in hairpins {
+        assert!(line.contains("app: GOT 198.51.100."), "{line}");
+        assert!(line.contains("lan2: REPLY 198.51.100."), "{line}");
+        assert!(line.ends_with("hairpin ok"), "{line}");
+    }
+    // The stranger's datagrams were dropped at the CGN, not lost on the way.
+    let stranger = shown
+        .lines()
+        .find(|l| l.contains("stranger 203.0.113.50:9001"))
+        .unwrap_or_default();
+    assert!(stranger.contains("app: nothing arrived"), "{stranger}");
+    assert!(!stranger.contains("CGN: 0 packets"), "{stranger}");
     assert!(
-        shown.contains("done: UDP delivered, TCP delivered, restored after CGN restart: delivered"),
+        shown.contains(
+            "done: UDP delivered, TCP delivered, hairpin from B delivered, PEER: peer delivered, \
+             stranger refused, restored after CGN restart: delivered."
+        ),
         "{shown}"
     );
 }
@@ -129,8 +192,8 @@ fn demo_tears_the_lab_down_after_running() {
     );
     assert_eq!(summary.namespaces.len(), 6);
     assert!(
-        summary.udp_delivered && summary.tcp_delivered && summary.restored,
-        "{}",
+        summary.all_ok(),
+        "{summary:?}\n{}",
         String::from_utf8_lossy(&out)
     );
     let existing = list_namespaces().expect("ip netns list");
@@ -176,6 +239,117 @@ fn interrupted_demo_tears_the_lab_down() {
     assert!(
         namespaces_with_prefix(&prefix).is_empty(),
         "lab {prefix} left behind"
+    );
+}
+
+/// Pids of the processes running in the namespaces of lab `prefix`.
+fn lab_pids(prefix: &str) -> Vec<String> {
+    namespaces_with_prefix(prefix)
+        .iter()
+        .flat_map(|ns| {
+            let o = Command::new("ip")
+                .args(["netns", "pids", ns])
+                .output()
+                .expect("ip netns pids");
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+// Issue #12 "Done when": Ctrl-C in the middle of the tour (daemons and apps running in both
+// subscribers' namespaces) tears everything down: exit 130, no namespace, no process left.
+// Ctrl-C in a terminal signals the whole foreground process group, daemons included, so the
+// demo runs in a process group of its own and SIGINT goes to that group.
+#[test]
+fn ctrl_c_during_the_tour_leaves_no_namespace_and_no_process() {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    require_privileges!();
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("run nat444-lab demo");
+    let pid = child.id();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = {
+        let seen = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .expect("lock")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let shown = || seen.lock().expect("lock").clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !shown().contains("6. PEER mode") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = shown();
+    assert!(
+        text.contains("6. PEER mode"),
+        "the tour got to the PEER step: {text}"
+    );
+    let prefix = format!("n444-{pid}-0");
+    assert!(text.contains(&format!("Built lab {prefix} ")), "{text}");
+    let pids = lab_pids(&prefix);
+    assert!(pids.len() >= 4, "daemons and apps run in the lab: {pids:?}");
+    let int = Command::new("kill")
+        .args(["-INT", "--", &format!("-{pid}")])
+        .status()
+        .expect("kill");
+    assert!(int.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = reader.join();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = status.expect("the demo exits within 30 s of Ctrl-C");
+    assert_eq!(status.code(), Some(130), "{}\n{err}", shown());
+    assert!(err.contains("interrupted; the lab was torn down"), "{err}");
+    assert!(
+        namespaces_with_prefix(&prefix).is_empty(),
+        "lab {prefix} left behind"
+    );
+    let alive: Vec<&String> = pids
+        .iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
+        })
+        .collect();
+    assert!(alive.is_empty(), "processes left running: {alive:?}");
+    assert!(
+        !std::env::temp_dir().join(&prefix).exists(),
+        "log directory removed"
     );
 }
 

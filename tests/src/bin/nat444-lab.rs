@@ -44,10 +44,12 @@ enum Command {
         #[arg(long, default_value = UP_PREFIX)]
         prefix: String,
     },
-    /// The NAT444 tour: build a lab, run cgn-sim (CGN with TUN dataplane) and upnp-iwf, map a
-    /// port with upnpc and PCP, send UDP and TCP from the Internet through both NATs, restart
-    /// the CGN and show the mapping restored, tear down. Needs the workspace binaries built
-    /// (`cargo build --workspace`).
+    /// The NAT444 tour: build a lab with two subscribers, run cgn-sim (CGN with TUN
+    /// dataplane) and one upnp-iwf per home router, map a UDP and a TCP port with upnpc, reach
+    /// it from the Internet and from the other subscriber (hairpin), run a PEER flow with pcpc
+    /// (unsolicited inbound refused), print the CGN's table, NAT1 and the IWF status, restart
+    /// the CGN and show the mappings restored, tear down (also on Ctrl-C). Needs the workspace
+    /// binaries built (`cargo build --workspace`).
     Demo,
 }
 
@@ -146,21 +148,18 @@ fn run_demo() -> ExitCode {
     let result = demo::run(&mut stdout, &interrupted);
     let _ = stdout.flush();
     match result {
-        Ok(summary)
-            if summary.hops_ok == summary.hops_total
-                && summary.udp_delivered
-                && summary.tcp_delivered
-                && summary.restored =>
-        {
-            ExitCode::SUCCESS
-        }
+        Ok(summary) if summary.all_ok() => ExitCode::SUCCESS,
         Ok(summary) => {
             eprintln!(
-                "nat444-lab demo: incomplete: {}/{} hops, UDP {}, TCP {}, restored {}",
+                "nat444-lab demo: incomplete: {}/{} hops, UDP {}, TCP {}, hairpin {}, PEER peer \
+                 admitted {}, stranger refused {}, restored {}",
                 summary.hops_ok,
                 summary.hops_total,
                 summary.udp_delivered,
                 summary.tcp_delivered,
+                summary.hairpin_delivered,
+                summary.peer_admitted,
+                summary.peer_refused,
                 summary.restored
             );
             ExitCode::FAILURE

@@ -186,6 +186,12 @@ fn nat1_mapping_carries_inbound_and_outbound_and_stops_when_removed() {
     nat.install(&udp).expect("install UDP");
     nat.install(&tcp).expect("install TCP");
     assert_eq!(nat.installed().expect("read back"), vec![tcp, udp]);
+    // The client's flows from :5000 are stale now; the driver deletes them after the change
+    // (off the reply's path), as here. The UDP flow of (b) is one of them.
+    let stale = nat.take_stale_flows().expect("stale flows after install");
+    assert_eq!(stale.rules().copied().collect::<Vec<_>>(), vec![udp, tcp]);
+    assert!(stale.forget() >= 1, "the UDP flow from :5000 was deleted");
+    assert!(nat.take_stale_flows().is_none(), "taken once");
 
     // (c) The same flow (same 5-tuple, conntrack entry deleted by install) and new flows from
     // :5000 now leave as 100.64.0.2:40000: our SNAT at srcnat-10 wins over the masquerade.
@@ -241,9 +247,12 @@ fn nat1_mapping_carries_inbound_and_outbound_and_stops_when_removed() {
     assert!(out.contains("hello 100.64.0.1:"), "{out}");
 
     // (d) After remove, inbound stops at once, even for the same 5-tuple (its conntrack entry
-    // is deleted); our table stays, empty, and the TCP mapping is untouched.
+    // is deleted by the stale-flow cleanup); our table stays, empty, and the TCP mapping is untouched.
     nat.remove(&udp).expect("remove UDP");
     assert_eq!(nat.installed().expect("read back"), vec![tcp]);
+    nat.take_stale_flows()
+        .expect("stale flows after remove")
+        .forget();
     let (ok, out) = python(
         &lab,
         Node::Cgn,

@@ -24,8 +24,11 @@ fn main() -> anyhow::Result<()> {
             "--third-party is for --nat none (with NAT1 the router itself is the PCP client of every mapping)"
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for all the I/O (a home router's daemon: every request is small, and one
+    // thread means one malloc arena), plus at most two for the blocking work (nft, conntrack,
+    // state-file writes). See BENCHMARKS.md, "UPnP → PCP interworking", for the memory figures.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {

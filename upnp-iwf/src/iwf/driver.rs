@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 
 use super::core::{Core, IwfEvent, Nat1Command, Output, Request};
 use crate::dhcp::LeaseTracker;
@@ -323,6 +323,8 @@ pub struct Iwf {
     /// The backend to give the IGD.
     pub backend: Arc<PcpBackend>,
     task: tokio::task::JoinHandle<()>,
+    /// The state-file writer (ends when the driver does, after its last write).
+    writer: Option<tokio::task::JoinHandle<()>>,
     stop: Arc<Notify>,
     nat1: Arc<Mutex<Box<dyn Nat1Backend>>>,
 }
@@ -340,6 +342,10 @@ impl Iwf {
     pub async fn stop(self) {
         self.stop.notify_one();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+        // The driver is gone, and with it the sender: the writer writes what is pending and ends.
+        if let Some(writer) = self.writer {
+            let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        }
         let nat1 = self.nat1.clone();
         let _ = tokio::task::spawn_blocking(move || lock(&nat1).shutdown()).await;
     }
@@ -394,6 +400,7 @@ pub async fn start(core: Core, config: DriverConfig) -> anyhow::Result<Iwf> {
     let reset = tokio::task::spawn_blocking(move || lock(&n).reset(&wan, &rules))
         .await
         .context("NAT1 reset task")?;
+    forget_stale_flows(&nat1);
     let nat1_error = match reset {
         Ok(()) => None,
         Err(e) => {
@@ -447,6 +454,16 @@ pub async fn start(core: Core, config: DriverConfig) -> anyhow::Result<Iwf> {
             watch.note(format!("no answer from PCP server {server}"));
         }
     });
+    let (persist_tx, writer) = match state {
+        Some(dir) => {
+            let (tx, rx) = watch::channel(None);
+            (
+                Some(tx),
+                Some(tokio::spawn(write_state(dir, rx, shared.clone()))),
+            )
+        }
+        None => (None, None),
+    };
     let stop = Arc::new(Notify::new());
     let driver = Driver {
         shared: shared.clone(),
@@ -455,7 +472,7 @@ pub async fn start(core: Core, config: DriverConfig) -> anyhow::Result<Iwf> {
         wan: Mutex::new(config.wan.clone()),
         announce: announce.map(Arc::new),
         nat1: nat1.clone(),
-        state,
+        persist: persist_tx,
         leases: config.dhcp_leases.map(|path| LeaseWatch {
             path,
             seen: None,
@@ -467,9 +484,46 @@ pub async fn start(core: Core, config: DriverConfig) -> anyhow::Result<Iwf> {
     Ok(Iwf {
         backend: Arc::new(PcpBackend { shared }),
         task,
+        writer,
         stop,
         nat1,
     })
+}
+
+/// Writes the newest table the driver published to the state file (write, fsync, rename),
+/// one write at a time; versions published during a write are skipped for the newest one.
+/// Ends when the driver's sender is dropped, after writing what was pending.
+async fn write_state(
+    dir: StateDir,
+    mut rx: watch::Receiver<Option<Arc<Vec<StoredMapping>>>>,
+    shared: Arc<Shared>,
+) {
+    // `changed` is an error only once the sender is gone and the newest version was seen.
+    while rx.changed().await.is_ok() {
+        let pending = rx.borrow_and_update().clone();
+        if let Some(mappings) = pending {
+            let dir = dir.clone();
+            let result = tokio::task::spawn_blocking(move || dir.save(&mappings)).await;
+            let error = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(format!("state task: {e}")),
+            };
+            if let Some(e) = &error {
+                tracing::error!(error = %e, "cannot write the state file");
+            }
+            lock(&shared.health).state_error = error;
+        }
+    }
+}
+
+/// Deletes the conntrack entries the last NAT1 changes left stale, on a blocking thread and
+/// without waiting: the result of the change has gone on already (the MAP is sent, or the
+/// control point answered), and the deletions need no lock on the backend.
+fn forget_stale_flows(nat1: &Mutex<Box<dyn Nat1Backend>>) {
+    if let Some(stale) = lock(nat1).take_stale_flows() {
+        tokio::task::spawn_blocking(move || stale.forget());
+    }
 }
 
 /// How often the WAN interface's address is checked for a change.
@@ -538,7 +592,7 @@ struct Driver {
     wan: Mutex<WanSide>,
     announce: Option<Arc<UdpSocket>>,
     nat1: Arc<Mutex<Box<dyn Nat1Backend>>>,
-    state: Option<StateDir>,
+    persist: Option<watch::Sender<Option<Arc<Vec<StoredMapping>>>>>,
     leases: Option<LeaseWatch>,
 }
 
@@ -638,6 +692,7 @@ impl Driver {
         let rules = self.shared.core().nat1_rules();
         let nat1 = self.nat1.clone();
         let reset = tokio::task::spawn_blocking(move || lock(&nat1).reset(&wan, &rules)).await;
+        forget_stale_flows(&self.nat1);
         if let Ok(Err(e)) | Err(e) = reset.map_err(|e| Nat1Error::Rejected(e.to_string())) {
             tracing::error!(error = %e, "NAT1 rebuild after the WAN address change failed");
             lock(&self.shared.health).nat1_error = Some(e.to_string());
@@ -759,22 +814,14 @@ impl Driver {
                 self.shared
                     .core()
                     .handle_nat1_result(Instant::now(), op, result);
+                forget_stale_flows(&self.nat1);
             }
             Output::Persist(mappings) => {
-                let Some(dir) = &self.state else {
-                    return;
-                };
-                let dir = dir.clone();
-                let result = tokio::task::spawn_blocking(move || dir.save(&mappings)).await;
-                let error = match result {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(e) => Some(format!("state task: {e}")),
-                };
-                if let Some(e) = &error {
-                    tracing::error!(error = %e, "cannot write the state file");
+                // The writer takes the newest table when it is free: the driver never waits
+                // for a write and fsync, and a burst of changes costs one write.
+                if let Some(tx) = &self.persist {
+                    let _ = tx.send(Some(Arc::new(mappings)));
                 }
-                lock(&self.shared.health).state_error = error;
             }
             Output::Event(event) => {
                 match &event {

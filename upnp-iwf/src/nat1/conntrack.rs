@@ -8,12 +8,56 @@
 //!
 //! This is best effort: a missing `conntrack` binary or a refused deletion is reported to the
 //! caller as a warning to log, never as a failure of the NAT1 operation.
+//!
+//! The deletions are not part of the rule change: the backend collects them as
+//! [`StaleFlows`], which the caller runs after the change's result has gone on (the reply to
+//! the control point and the PCP MAP do not wait for two `conntrack` processes), on any
+//! thread, without the backend.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Nat1Rule;
 use super::batch::proto_name;
 use super::command::{Ran, Runner};
+
+/// Conntrack entries that rule changes left stale, to be deleted after the changes (see the
+/// module docs). Made by [`super::Nat1Backend::take_stale_flows`].
+#[derive(Debug)]
+pub struct StaleFlows {
+    pub(crate) runner: Runner,
+    pub(crate) program: PathBuf,
+    pub(crate) work: Vec<(Nat1Rule, &'static [Direction])>,
+    /// Shared with the backend: the first failure is a warning, later ones debug lines.
+    pub(crate) warned: Arc<AtomicBool>,
+}
+
+impl StaleFlows {
+    /// The rules whose flows are to be deleted.
+    pub fn rules(&self) -> impl Iterator<Item = &Nat1Rule> {
+        self.work.iter().map(|(r, _)| r)
+    }
+
+    /// Deletes the entries (one `conntrack -D` per rule and direction): how many were
+    /// deleted. Problems are logged, never returned.
+    pub fn forget(self) -> u64 {
+        let mut total = 0;
+        for (rule, directions) in &self.work {
+            match delete(&self.runner, &self.program, rule, directions) {
+                Ok(n) => {
+                    tracing::debug!(%rule, deleted = n, "conntrack entries deleted");
+                    total += n;
+                }
+                Err(warning) if !self.warned.swap(true, Ordering::Relaxed) => {
+                    tracing::warn!(%rule, "{warning} (install conntrack-tools; further warnings at debug level)");
+                }
+                Err(warning) => tracing::debug!(%rule, "{warning}"),
+            }
+        }
+        total
+    }
+}
 
 /// Which entries of a mapping to delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -48,6 +48,7 @@ use crate::mapping::Protocol;
 
 pub use batch::{RULE_COMMENT_PREFIX, parse_comment, rule_comment};
 pub use conflict::find_conflict;
+pub use conntrack::StaleFlows;
 pub use nft::{DEFAULT_TABLE, NftConfig, Nftables, POSTROUTING_PRIORITY, PREROUTING_PRIORITY};
 pub use recording::{Nat1Call, RecordingNat};
 
@@ -131,12 +132,19 @@ pub trait Nat1Backend: Send + 'static {
     /// (stale rules cleared, stored ones re-adopted) and when the WAN address changes.
     fn reset(&mut self, wan: &WanSide, rules: &[Nat1Rule]) -> Result<(), Nat1Error>;
     /// Installs both rules of `rule` (idempotent for an identical rule). Checks other tables
-    /// for a DNAT of the same WAN port first, and then deletes the client's conntrack entries
-    /// from `client:client_port` so its next packet takes the new SNAT.
+    /// for a DNAT of the same WAN port first. The client's conntrack entries from
+    /// `client:client_port` are then stale (its next packet must take the new SNAT): they are
+    /// deleted by the [`StaleFlows`] of [`Nat1Backend::take_stale_flows`].
     fn install(&mut self, rule: &Nat1Rule) -> Result<(), Nat1Error>;
-    /// Removes both rules of `rule` atomically (a rule not installed is not an error), then
-    /// deletes the conntrack entries of the mapping so inbound traffic stops at once.
+    /// Removes both rules of `rule` atomically (a rule not installed is not an error). The
+    /// mapping's conntrack entries are then stale (inbound must stop at once): see
+    /// [`Nat1Backend::take_stale_flows`].
     fn remove(&mut self, rule: &Nat1Rule) -> Result<(), Nat1Error>;
+    /// The conntrack deletions the changes since the last call call for, to run after them
+    /// (off the reply's path, without the backend); `None` when there are none.
+    fn take_stale_flows(&mut self) -> Option<StaleFlows> {
+        None
+    }
     /// The mappings installed, read back from the kernel (status page, tests).
     fn installed(&mut self) -> Result<Vec<Nat1Rule>, Nat1Error>;
     /// Deletes our table (clean exit); never touches other tables.

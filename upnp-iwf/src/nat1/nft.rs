@@ -48,9 +48,11 @@ use nftables::schema::Nftables as NftDocument;
 use super::batch::{Handles, POSTROUTING, PREROUTING, ReadBack, TableSpec, parse_rules};
 use super::command::{Ran, Runner};
 use super::conflict::{ChainListing, find_conflict, nat_tables};
-use super::conntrack::{self, Direction};
+use super::conntrack::{Direction, StaleFlows};
 use super::{Nat1Backend, Nat1Error, Nat1Rule, WanSide, clash};
 use crate::mapping::Protocol;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// Default name of our table (`table ip upnp_iwf`).
 pub const DEFAULT_TABLE: &str = "upnp_iwf";
@@ -150,7 +152,9 @@ pub struct Nftables {
     runner: Runner,
     wan: Option<WanSide>,
     rules: Mappings,
-    conntrack_warned: bool,
+    /// Conntrack deletions the changes so far call for, until [`Nat1Backend::take_stale_flows`].
+    stale: Vec<(Nat1Rule, &'static [Direction])>,
+    conntrack_warned: Arc<AtomicBool>,
 }
 
 impl Nftables {
@@ -165,7 +169,8 @@ impl Nftables {
             runner,
             wan: None,
             rules: Mappings::default(),
-            conntrack_warned: false,
+            stale: Vec::new(),
+            conntrack_warned: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -261,18 +266,11 @@ impl Nftables {
         parse_rules(&out, &self.config.table)
     }
 
-    /// Deletes conntrack entries of `rule`; problems are logged, never returned.
-    fn flush_conntrack(&mut self, rule: &Nat1Rule, directions: &[Direction]) {
-        let Some(program) = &self.config.conntrack_program else {
-            return;
-        };
-        match conntrack::delete(&self.runner, program, rule, directions) {
-            Ok(n) => tracing::debug!(%rule, deleted = n, "conntrack entries deleted"),
-            Err(warning) if !self.conntrack_warned => {
-                self.conntrack_warned = true;
-                tracing::warn!(%rule, "{warning} (install conntrack-tools; further warnings at debug level)");
-            }
-            Err(warning) => tracing::debug!(%rule, "{warning}"),
+    /// Notes that `rule`'s conntrack entries in `directions` are stale once this change is in
+    /// (deleted by [`StaleFlows::forget`], after the change).
+    fn flush_conntrack(&mut self, rule: &Nat1Rule, directions: &'static [Direction]) {
+        if self.config.conntrack_program.is_some() {
+            self.stale.push((*rule, directions));
         }
     }
 
@@ -455,6 +453,19 @@ impl Nat1Backend for Nftables {
         }
         self.flush_conntrack(rule, &[Direction::FromClient, Direction::ToClient]);
         Ok(())
+    }
+
+    fn take_stale_flows(&mut self) -> Option<StaleFlows> {
+        let program = self.config.conntrack_program.clone()?;
+        if self.stale.is_empty() {
+            return None;
+        }
+        Some(StaleFlows {
+            runner: self.runner.clone(),
+            program,
+            work: std::mem::take(&mut self.stale),
+            warned: self.conntrack_warned.clone(),
+        })
     }
 
     fn installed(&mut self) -> Result<Vec<Nat1Rule>, Nat1Error> {

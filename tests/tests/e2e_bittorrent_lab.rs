@@ -147,7 +147,7 @@ fn igd_next_client_maps_its_port_learns_its_address_and_an_internet_peer_connect
         n.cgn_ctl(&["mappings"])
     );
     assert!(
-        !n.nft_table().contains(&format!("dport {PORT}")),
+        wait(5, || !n.nft_table().contains(&format!("dport {PORT}"))),
         "{}",
         n.nft_table()
     );

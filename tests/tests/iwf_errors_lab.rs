@@ -392,6 +392,9 @@ fn two_lan_apps_racing_for_one_port_one_wins_the_other_gets_718() {
         "CGN: {}",
         n.cgn_ctl(&["mappings"])
     );
-    let nft = n.nft_table();
-    assert!(nat1_rules_for(&nft, 7100).is_empty(), "{nft}");
+    assert!(
+        wait(5, || nat1_rules_for(&n.nft_table(), 7100).is_empty()),
+        "{}",
+        n.nft_table()
+    );
 }

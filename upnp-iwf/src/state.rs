@@ -330,17 +330,26 @@ pub fn validate(mappings: &[StoredMapping]) -> Result<(), StateError> {
 /// object per mapping, sorted by key, fields in declaration order, ending in a newline. The same
 /// set always gives the same bytes. Does not check the rules; [`StateDir::save`] does.
 pub fn render(mappings: &[StoredMapping]) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Not input-dependent: every field serializes (no maps, no fallible custom impl), and a
+    // Vec never fails to take bytes.
+    #[allow(clippy::expect_used)]
+    render_to(mappings, &mut out).expect("plain data always serializes into a Vec");
+    out
+}
+
+/// [`render`] streamed into `out` (the state file through a small buffer: a router with a
+/// thousand mappings never holds the whole ~0.5 MB document in memory).
+pub fn render_to(mappings: &[StoredMapping], mut out: impl std::io::Write) -> std::io::Result<()> {
     let mut sorted: Vec<&StoredMapping> = mappings.iter().collect();
     sorted.sort_by_key(|m| m.key());
     let file = FileOut {
         version: FORMAT_VERSION,
         mappings: sorted,
     };
-    // Not input-dependent: every field serializes (no maps, no fallible custom impl).
-    #[allow(clippy::expect_used)]
-    let mut out = serde_json::to_vec_pretty(&file).expect("plain data always serializes");
-    out.push(b'\n');
-    out
+    serde_json::to_writer_pretty(&mut out, &file).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")?;
+    out.flush()
 }
 
 /// Splits off what expired while the daemon was down (lease end at or before `now`). Returns

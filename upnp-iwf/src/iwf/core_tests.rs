@@ -352,9 +352,12 @@ fn re_adding_a_just_deleted_port_reuses_its_nonce() {
         pcp_client::wire::ResultCode::Success,
         0,
     );
-    let (op, _) = nat1_ops(&outputs(&mut c))[0];
+    // Answered once the CGN confirmed, before the NAT1 removal (which follows at once).
+    let out = outputs(&mut c);
+    assert!(matches!(reply(&out, 2), Some(Ok(_))));
+    let (op, cmd) = nat1_ops(&out)[0];
+    assert!(matches!(cmd, Nat1Command::Remove(r) if r.wan_port == 5000));
     c.handle_nat1_result(now, op, Ok(()));
-    assert!(matches!(reply(&outputs(&mut c), 2), Some(Ok(_))));
     let again = map_sent(&mut c, now, 3, 5000);
     assert_eq!(nonce_of(&again), nonce_of(&first));
 }

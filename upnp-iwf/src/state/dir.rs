@@ -2,12 +2,12 @@
 //! load that never stops the daemon over a bad file (moved aside, start empty).
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{STATE_FILE, StateError, StoredMapping, parse_file, render, validate};
+use super::{STATE_FILE, StateError, StoredMapping, parse_file, render_to, validate};
 
 /// How many moved-aside corrupt files (`mappings.json.corrupt-<unix secs>`) are kept; older
 /// ones are deleted when a new one is made.
@@ -119,11 +119,10 @@ impl StateDir {
     /// is untouched and no temp file is left, when the OS allows removing it.
     pub fn save(&self, mappings: &[StoredMapping]) -> Result<(), StateError> {
         validate(mappings)?;
-        let bytes = render(mappings);
         self.create_dir()?;
         let tmp = self.dir.join(TEMP_FILE);
-        let written = self.fresh_temp_file().and_then(|mut f| {
-            f.write_all(&bytes)
+        let written = self.fresh_temp_file().and_then(|f| {
+            render_to(mappings, std::io::BufWriter::with_capacity(16 * 1024, &f))
                 .and_then(|()| f.sync_all())
                 .map_err(|source| StateError::Io {
                     path: tmp.clone(),

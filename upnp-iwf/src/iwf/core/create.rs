@@ -290,7 +290,19 @@ impl Core {
         e.after_removal = Some(after);
         let rule = e.nat1_rule();
         match self.config.nat {
-            NatMode::Nat1 => self.nat1(key, Nat1Command::Remove(rule)),
+            NatMode::Nat1 => {
+                // A delete is answered now: the mapping is gone at the CGN (or the delete
+                // waited DELETE_WAIT), so nothing from outside reaches the NAT1 rules any
+                // more, and they go in the next transaction. The control point does not wait
+                // for an nft process; an add for the same port waits for the removal.
+                if after == AfterRemoval::Deleted {
+                    if let Some(w) = e.waiter.take() {
+                        let mapping = e.mapping.clone();
+                        self.reply(w, Ok(mapping));
+                    }
+                }
+                self.nat1(key, Nat1Command::Remove(rule));
+            }
             NatMode::None { .. } => {
                 if let Some(e) = self.table.remove(&key) {
                     self.stats.removed += 1;

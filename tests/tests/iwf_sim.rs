@@ -798,3 +798,66 @@ fn dhcp_lease_end_deletes_every_mapping_of_that_host_and_only_those() {
     );
     assert_eq!(sim.persisted.as_ref().map(Vec::len), Some(2), "state file");
 }
+
+// RFC 6970 §4.1: a RemoteHost goes upstream as FILTER (RFC 6887 §13.3): the CGN's mapping admits
+// only that peer.
+#[test]
+fn remote_host_goes_upstream_as_a_filter_for_that_peer_only() {
+    let mut sim = Sim::new(7, 0.0, server_config());
+    let peer = Ipv4Addr::new(203, 0, 113, 50);
+    let mut m = mapping(sim.now, HOST_A, 5100, 3600);
+    m.key.remote_host = Some(peer);
+    let id = sim.add(m, PortChoice::Exact);
+    let got = sim.wait_replies(&[id]).remove(0).expect("granted");
+    assert_eq!(got.key.remote_host, Some(peer));
+    let filters: Vec<_> = sim
+        .server
+        .table()
+        .bindings()
+        .filter(|(_, b)| b.has_map() && b.internal.port() == 5100)
+        .flat_map(|(_, b)| b.filters().to_vec())
+        .collect();
+    assert_eq!(filters.len(), 1, "one FILTER at the CGN: {filters:?}");
+    assert_eq!(filters[0].remote_peer_address, IpAddr::V4(peer));
+    assert_eq!(filters[0].prefix_length, 128, "the one address");
+}
+
+// RFC 6970 §5.4 (no NAT in the CPE, DS-Lite style) and §6: with `--nat none --third-party` an
+// InternalClient other than the router itself goes upstream as THIRD_PARTY, with its own port
+// unchanged; the router's own address never does.
+#[test]
+fn without_nat1_another_internal_client_goes_upstream_as_third_party() {
+    use upnp_iwf::iwf::NatMode;
+    let mut config = server_config();
+    config.third_party_hosts = vec!["100.64.0.2/32".into()];
+    let mut sim = Sim::with_core_config(8, 0.0, config, |c| {
+        c.nat = NatMode::None { third_party: true };
+    });
+    let host = Ipv4Addr::new(100, 64, 0, 20);
+    let id = sim.add(mapping(sim.now, host, 5200, 3600), PortChoice::Exact);
+    sim.wait_replies(&[id]).remove(0).expect("granted");
+    let own = sim.add(mapping(sim.now, CPE, 5201, 3600), PortChoice::Exact);
+    sim.wait_replies(&[own]).remove(0).expect("granted");
+    let by_port: BTreeMap<u16, (Ipv4Addr, Option<Ipv4Addr>)> = sim
+        .server
+        .table()
+        .bindings()
+        .filter(|(_, b)| b.has_map())
+        .map(|(_, b)| {
+            (
+                b.internal.port(),
+                (
+                    *b.internal.ip(),
+                    b.extra.as_ref().and_then(|e| e.third_party),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_port.get(&5200),
+        Some(&(host, Some(host))),
+        "THIRD_PARTY {host}, internal port unchanged (no NAT1): {by_port:?}"
+    );
+    assert_eq!(by_port.get(&5201), Some(&(CPE, None)), "{by_port:?}");
+    assert!(sim.nat1.is_empty(), "no NAT1 command without NAT1");
+}

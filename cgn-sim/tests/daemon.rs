@@ -1,6 +1,8 @@
 //! The daemon over loopback (unprivileged, `--dataplane none`): raw PCP datagrams built with
-//! `pcp_client::wire`, `cgn-sim ctl`, the 1 000-mapping restart with the ANNOUNCE schedule
-//! checked on the wire, and `natpmpc` against it.
+//! `pcp_client::wire`, `cgn-sim ctl`, the 1 000-mapping restart with the ANNOUNCE copies
+//! checked on the wire (order and count; their timing is checked in simulated time against
+//! the engine, `lifetime.rs`), and `natpmpc` against it (missing natpmpc fails the test when
+//! `NAT444_REQUIRE_PRIVILEGED=1`).
 
 mod support;
 
@@ -10,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pcp_client::wire::{PcpOption, Protocol, ResponseRepr, ResultCode};
-use support::{emit, map_req, nonce};
+use support::{emit, map_req, nonce, tool_available};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cgn-sim");
 const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -152,7 +154,10 @@ fn daemon_ignores_requests_on_the_outside_address() {
 
 // Issue 4 "Done when": 1 000 mappings from one client, `ctl restart`, the client re-creates
 // all of them after the ANNOUNCE with the same nonces and gets the same external ports; the
-// ANNOUNCE schedule (RFC 6887 §14.1.3) is checked on the wire.
+// ANNOUNCE copies (RFC 6887 §14.1.3) arrive on the wire in order, as many as configured, with
+// the epoch restarting at 0 and never going back. When they arrive is not checked here (timing
+// never gates a test): `lifetime.rs::announce_schedule_holds_while_a_thousand_mappings_are_recreated`
+// checks the same scenario's schedule in simulated time.
 #[test]
 fn thousand_mappings_survive_a_restart_via_announce() {
     let d = start("restart", LO, free_port(LO), &["--announce-count", "5"]);
@@ -205,46 +210,38 @@ fn thousand_mappings_survive_a_restart_via_announce() {
     };
     external.extend(map_all(&|_| None));
     assert_eq!(ctl(&d, &["mappings"]).lines().count(), 2000);
-    let t0 = Instant::now();
     assert!(ctl(&d, &["restart"]).contains("state lost"));
-    // The first copy arrives at once; the client re-creates on it.
+    // The first copy comes at once; the client re-creates on it.
     let first = recv(&s);
-    let first_at = t0.elapsed();
     assert_eq!(&first[..4], &[2, 0x80, 0, 0]);
     assert_eq!(ctl(&d, &["mappings"]).lines().count(), 0);
     let again = map_all(&|i| Some(external[i]));
     assert_eq!(again, external, "every mapping back on its external port");
-    // The rest of the schedule: 250, 750, 1750, 3750 ms after the first.
-    let mut times = vec![first_at];
+    // The rest of the copies (--announce-count 5), however late a loaded machine makes them:
+    // a generous bound on the wait only keeps a broken daemon from hanging the test.
     let mut epochs = vec![u32::from_be_bytes([
         first[8], first[9], first[10], first[11],
     ])];
-    s.set_read_timeout(Some(Duration::from_secs(6)))
+    s.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
-    while times.len() < 5 {
+    while epochs.len() < 5 {
         let a = recv(&s);
         if a[1] == 0x80 {
             let r = ResponseRepr::parse(&a).expect("parses");
             assert_eq!((r.result, r.lifetime), (ResultCode::Success, 0));
-            times.push(t0.elapsed());
             epochs.push(r.epoch);
         }
     }
-    // Each copy is due on the doubling schedule counted from the first (not from the copy
-    // before it, so one late copy does not shift the rest): never early, and late by no more
-    // than a loaded machine's scheduling delay.
-    let offsets: Vec<u128> = times.iter().map(|t| (*t - times[0]).as_millis()).collect();
-    for (got, due) in offsets[1..].iter().zip([250u128, 750, 1750, 3750]) {
-        assert!(
-            *got + 20 >= due && *got <= due + 500,
-            "copies at {offsets:?} ms after the first, due at 250, 750, 1750, 3750"
-        );
-    }
     assert_eq!(epochs[0], 0);
-    assert!(
-        epochs.windows(2).all(|w| w[1] >= w[0]) && epochs[4] >= 3,
-        "{epochs:?}"
-    );
+    assert!(epochs.windows(2).all(|w| w[1] >= w[0]), "{epochs:?}");
+    // Exactly five: no sixth copy (on the doubling schedule it would be due 4 s after the
+    // fifth) within 5 s of the fifth.
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 1100];
+    while let Ok((n, _)) = s.recv_from(&mut buf) {
+        assert_ne!(buf.get(1), Some(&0x80), "a sixth ANNOUNCE: {:?}", &buf[..n]);
+    }
     let stats = ctl(&d, &["stats"]);
     assert!(stats.contains("cgn_epoch_resets_total 1"));
 }
@@ -252,8 +249,7 @@ fn thousand_mappings_survive_a_restart_via_announce() {
 // `natpmpc -g` against the daemon (RFC 6886): external address and a UDP mapping.
 #[test]
 fn natpmpc_gets_the_external_address_and_a_mapping() {
-    if Command::new("natpmpc").arg("-h").output().is_err() {
-        eprintln!("natpmpc not installed: skipped");
+    if !tool_available("natpmpc", "-h", "apt-get install natpmpc") {
         return;
     }
     // natpmpc always talks to port 5351: use an address of our own in 127/8.
@@ -313,7 +309,7 @@ fn daemon_serves_openmetrics_over_http() {
 }
 
 // `ctl pool` renumbers the NAT (RFC 6887 §14.2, §8.5): the client receives three Mapping
-// Update copies with its mapping on the new pool and epoch 0, and the table shows it.
+// Update copies (in order; their timing is not checked here) with its mapping on the new pool and epoch 0, and the table shows it.
 #[test]
 fn ctl_pool_renumbers_and_the_client_gets_mapping_updates() {
     let d = start("pool", LO, free_port(LO), &[]);
@@ -341,10 +337,11 @@ fn ctl_pool_renumbers_and_the_client_gets_mapping_updates() {
             panic!("v4")
         };
         assert!(ip.octets()[..3] == [192, 0, 2], "{ip}");
-        updates.push((Instant::now(), r.epoch));
+        updates.push(r.epoch);
     }
-    assert!(updates.iter().all(|(_, e)| *e == 0));
-    assert!((updates[1].0 - updates[0].0) >= Duration::from_millis(240));
+    // Their spacing (0, 250, 750 ms) is checked in simulated time:
+    // `lifetime.rs::pool_change_sends_three_mapping_updates_and_resets_the_epoch`.
+    assert!(updates.iter().all(|e| *e == 0));
     assert!(ctl(&d, &["mappings"]).contains("ANY -> 192.0.2."));
     assert!(ctl(&d, &["pool", "not-a-prefix"]).starts_with("error:"));
 }

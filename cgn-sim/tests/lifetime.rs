@@ -251,6 +251,88 @@ fn restart_sends_announce_to_remembered_clients_on_the_schedule() {
     }
 }
 
+// RFC 6887 §14.1.3 (MAY: up to 10 copies, ≥ 250 ms then doubling intervals, the epoch
+// updated): the scenario of `daemon.rs::thousand_mappings_survive_a_restart_via_announce` in
+// simulated time. 1 000 mappings, a restart, the client re-creating all of them (same nonces,
+// PREFER_FAILURE on the old endpoints) while the copies go out: every mapping comes back on its
+// port, and the five copies leave exactly at 0, 250, 750, 1750 and 3750 ms, counted from the
+// first, whatever the load of requests between them.
+#[test]
+fn announce_schedule_holds_while_a_thousand_mappings_are_recreated() {
+    let mut c = config();
+    c.announce_count = 5;
+    let mut h = Harness::with(c);
+    let request = |port: u16, suggest: Option<SocketAddrV4>| {
+        let opts: &[PcpOption<'_>] = if suggest.is_some() {
+            &[PcpOption::PreferFailure]
+        } else {
+            &[]
+        };
+        emit(&map_req(
+            CLIENT,
+            nonce((port % 251) as u8),
+            Protocol::UDP,
+            port,
+            7200,
+            suggest,
+            opts,
+        ))
+    };
+    let mut external = Vec::new();
+    for i in 0..1000u16 {
+        let a = h.send(CLIENT, &request(20_000 + i, None)).expect("answer");
+        assert_eq!(a.result(), ResultCode::Success);
+        external.push(a.external());
+    }
+    h.advance(Duration::from_secs(5));
+    let t = h.now;
+    h.server.restart(t, false);
+    assert_eq!(h.server.table().counts().bindings, 0);
+    let mut copies: Vec<(u128, u32)> = Vec::new();
+    let mut collect = |h: &mut Harness| {
+        for tx in drain(h) {
+            if tx.destination == SocketAddr::new(IpAddr::V4(CLIENT), 40_000) {
+                let r = ResponseRepr::parse(&tx.payload).expect("ANNOUNCE parses");
+                assert_eq!(
+                    (r.result, r.lifetime, r.data),
+                    (ResultCode::Success, 0, OpcodeData::Announce)
+                );
+                copies.push(((h.now - t).as_millis(), r.epoch));
+            }
+        }
+    };
+    collect(&mut h);
+    // The client re-creates in bursts of 50, one burst every 10 ms, from 10 ms on.
+    let mut again = Vec::new();
+    for (burst, chunk) in (0..1000u16).collect::<Vec<_>>().chunks(50).enumerate() {
+        h.now = t + Duration::from_millis(10 * (burst as u64 + 1));
+        h.server.handle_timeout(h.now);
+        collect(&mut h);
+        for &i in chunk {
+            let a = h
+                .send(CLIENT, &request(20_000 + i, Some(external[usize::from(i)])))
+                .expect("answer");
+            assert_eq!(a.result(), ResultCode::Success, "mapping {i}");
+            again.push(a.external());
+        }
+    }
+    assert_eq!(again, external, "every mapping back on its external port");
+    // On from 250 ms (after the last burst), in 50 ms steps: every due time is on a step.
+    for step in 5..=100u64 {
+        h.now = t + Duration::from_millis(50 * step);
+        h.server.handle_timeout(h.now);
+        collect(&mut h);
+    }
+    let times: Vec<u128> = copies.iter().map(|(at, _)| *at).collect();
+    assert_eq!(times, vec![0, 250, 750, 1750, 3750]);
+    let epochs: Vec<u32> = copies.iter().map(|(_, e)| *e).collect();
+    assert_eq!(
+        epochs,
+        vec![0, 0, 0, 1, 3],
+        "the epoch restarts at 0 and advances"
+    );
+}
+
 // RFC 6887 §14.1.3: multicast to 224.0.0.1:5350 when enabled.
 #[test]
 fn announce_goes_to_the_all_hosts_group_when_multicast_is_enabled() {

@@ -36,7 +36,7 @@ pub(crate) struct Chosen {
 
 /// A deterministic starting address for a subscriber without an anchor, so the same
 /// subscriber lands on the same address after a restart even without a suggestion.
-fn preferred_index(subscriber: Ipv4Addr, realm: u16, n: usize) -> usize {
+pub(crate) fn preferred_index(subscriber: Ipv4Addr, realm: u16, n: usize) -> usize {
     let x = (u64::from(u32::from(subscriber)) ^ (u64::from(realm) << 32))
         .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     ((x >> 32) as usize) % n.max(1)
@@ -51,9 +51,10 @@ impl Server {
         }
         let n = self.pool.len();
         let start = preferred_index(subscriber, realm, n);
+        // An address dedicated to another subscriber (all-protocol MAP) is not shared.
         (0..n)
             .map(|i| ((start + i) % n) as u16)
-            .find(|i| self.pool.free_ports(*i, proto) > 0)
+            .find(|i| !self.pool.is_dedicated(*i) && self.pool.free_ports(*i, proto) > 0)
     }
 
     /// Checks quota, rate and system limits for one more binding of this subscriber.
@@ -104,7 +105,13 @@ impl Server {
             IpAddr::V4(a) => match self.pool.index_of(a) {
                 // RFC 6888 REQ-2 (paired) beats RFC 6887 §10: an anchored subscriber keeps
                 // its address; one without mappings may be re-anchored to the suggestion.
-                Some(i) if anchored.is_none_or(|x| x == i) => (Some(i), false),
+                // An address dedicated to another subscriber is never suggested successfully.
+                Some(i)
+                    if anchored.is_none_or(|x| x == i)
+                        && (anchored == Some(i) || !self.pool.is_dedicated(i)) =>
+                {
+                    (Some(i), false)
+                }
                 _ => (None, true),
             },
             // `::` or any IPv6 address: this NAT44 has no IPv6 external addresses.

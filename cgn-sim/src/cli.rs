@@ -189,8 +189,8 @@ impl Cli {
         if self.mtu < 576 {
             return Err("--mtu must be at least 576");
         }
-        // Without --outside, ICMP errors towards the Internet come from the first pool
-        // address (filled in when the pool is known): never from the shared inside space.
+        // Without --outside, ICMP errors towards the Internet come from the first address of
+        // the pool in force (it follows `ctl pool`): never from the shared inside space.
         let outside = match self.outside {
             Some(IpAddr::V4(a)) => a,
             _ => std::net::Ipv4Addr::UNSPECIFIED,

@@ -56,6 +56,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod dataplane;
+pub mod dmz;
 pub mod epoch;
 pub mod fasthash;
 pub mod format;

@@ -98,6 +98,7 @@ impl Server {
                 let desc = opts.description.map(|d| (!d.is_empty()).then(|| d.into()));
                 self.table
                     .refresh_peer(sid, map.nonce, expires, granted, desc);
+                self.cancel_peer_updates(id, remote);
                 self.metrics.refreshed += 1;
                 return response(ext, granted, opts.echo);
             }

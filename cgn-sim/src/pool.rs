@@ -135,6 +135,9 @@ pub struct PoolAddress {
     ports: [PortBitmap; PROTOCOLS.len()],
     /// Subscribers anchored here (paired pooling).
     pub subscribers: u32,
+    /// Dedicated to one subscriber by an all-protocol MAP (RFC 6887 §11.1, protocol 0): no
+    /// other subscriber is anchored here or takes a port here while it lasts.
+    pub dedicated: bool,
 }
 
 /// All external addresses, with port usage.
@@ -225,6 +228,7 @@ impl NatPool {
             section,
             ports,
             subscribers: 0,
+            dedicated: false,
         });
         self.index.insert(addr, i);
         let a = u32::from(addr);
@@ -423,6 +427,7 @@ impl NatPool {
         let config_reserved = self.reserved.clone();
         for a in &mut self.addrs {
             a.subscribers = 0;
+            a.dedicated = false;
             for (pi, b) in a.ports.iter_mut().enumerate() {
                 *b = PortBitmap::new();
                 b.set(0);
@@ -435,6 +440,53 @@ impl NatPool {
                     }
                 }
             }
+        }
+    }
+
+    /// True if nothing uses the address: no subscriber anchored, no port mapped or held in
+    /// any protocol (only the permanent exclusions are set), not dedicated. An all-protocol
+    /// MAP may take such an address whole.
+    pub fn untouched(&self, index: u16) -> bool {
+        let Some(a) = self.addrs.get(usize::from(index)) else {
+            return false;
+        };
+        // Port 0, the reserved ports and (UDP) PCP's own ports are always set.
+        let excluded = |pi: usize| {
+            let mut ex = vec![0u16];
+            ex.extend_from_slice(&self.reserved);
+            if PROTOCOLS[pi] == Protocol::UDP {
+                ex.extend_from_slice(&PCP_PORTS);
+            }
+            ex.sort_unstable();
+            ex.dedup();
+            ex.len() as u32
+        };
+        a.subscribers == 0
+            && !a.dedicated
+            && a.ports
+                .iter()
+                .enumerate()
+                .all(|(pi, b)| b.used <= excluded(pi))
+    }
+
+    /// True if the address is dedicated to one subscriber ([`PoolAddress::dedicated`]).
+    pub fn is_dedicated(&self, index: u16) -> bool {
+        self.addrs
+            .get(usize::from(index))
+            .is_some_and(|a| a.dedicated)
+    }
+
+    /// Dedicates the address to one subscriber, or gives it back to the shared pool.
+    pub fn set_dedicated(&mut self, index: u16, dedicated: bool) {
+        if let Some(a) = self.addrs.get_mut(usize::from(index)) {
+            a.dedicated = dedicated;
+        }
+    }
+
+    /// Gives every dedicated address back (state loss).
+    pub fn clear_dedicated(&mut self) {
+        for a in &mut self.addrs {
+            a.dedicated = false;
         }
     }
 

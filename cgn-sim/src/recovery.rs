@@ -116,6 +116,7 @@ impl Server {
                 }
             }
             self.table.clear(now_s);
+            self.pool.clear_dedicated();
             self.last_second = now_s;
             for s in self.subs.values() {
                 self.pool.anchor_delta(s.anchor, -1);

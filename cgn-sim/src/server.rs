@@ -91,6 +91,8 @@ pub struct StaticMapping {
 #[derive(Debug, Clone)]
 pub(crate) struct PendingUpdate {
     pub binding: u32,
+    /// The remote peer of a PEER session's update; `None`: the binding's MAP part.
+    pub remote: Option<SocketAddrV4>,
     pub destination: SocketAddr,
     pub payload: Vec<u8>,
     pub next: Instant,
@@ -517,6 +519,12 @@ impl Server {
     /// Releases the external port of a freed binding, or holds it for its owner (the same
     /// internal endpoint and nonce) for `port_hold_secs` (RFC 6888 REQ-8, RFC 6887 §15).
     pub(crate) fn release_or_hold(&mut self, f: &FreedBinding, now_s: u32) {
+        if f.internal.protocol == Protocol::ALL.0 {
+            // An all-protocol mapping holds no port: its address goes back to the shared
+            // pool (crate::dmz).
+            self.pool.set_dedicated(f.addr_index, false);
+            return;
+        }
         let held = Self::held_port(f);
         if self.config.port_hold_secs == 0 {
             self.pool

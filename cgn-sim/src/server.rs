@@ -120,6 +120,9 @@ pub struct Server {
     pub(crate) updates: Vec<PendingUpdate>,
     pub(crate) metrics: Metrics,
     pub(crate) last_second: u32,
+    /// The time of the datagram or timer being handled (what [`Server::handle_timeout`] was
+    /// last given), for unsolicited answers queued while handling a request.
+    pub(crate) now: Instant,
     /// Error injection for tests (`cgn-sim ctl inject`, [`Server::inject`]): the next
     /// creating or refreshing MAP requests get this error and change nothing.
     pub(crate) injection: Option<crate::inject::Injection>,
@@ -169,6 +172,7 @@ impl Server {
             updates: Vec::new(),
             metrics: Metrics::default(),
             last_second: FIRST_SECOND,
+            now,
             injection: None,
             config,
         })
@@ -559,6 +563,7 @@ impl Server {
 
     /// Expires mappings and holds, and queues due ANNOUNCE and Mapping Update copies.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         let now_s = self.seconds(now);
         if now_s > self.last_second {
             self.last_second = now_s;

@@ -19,6 +19,7 @@ use crate::server::{Interface, Server};
 mod all_protocols;
 mod bypass;
 mod icmp_errors;
+mod logging;
 mod refresh_and_ids;
 mod renumbering;
 

@@ -134,6 +134,35 @@ fn daemon_answers_map_over_loopback_and_ctl_shows_it() {
     assert!(ctl(&d, &["config"]).contains("min_lifetime = 120"));
 }
 
+// RFC 6887 §11.1: an all-protocol MAP (protocol 0, port 0) over real UDP; `ctl mappings`
+// shows it as `Protocol: ANY` MAP IN / MAP OUT lines on the address it dedicates.
+#[test]
+fn all_protocol_map_shows_in_ctl_mappings() {
+    let d = start("dmz", LO, free_port(LO), &[]);
+    let s = client();
+    let req = emit(&map_req(LO, nonce(3), Protocol::ALL, 0, 3600, None, &[]));
+    s.send_to(&req, d.addr).expect("send");
+    let a = recv(&s);
+    let r = ResponseRepr::parse(&a).expect("parses");
+    assert_eq!((r.result, r.lifetime), (ResultCode::Success, 3600));
+    let m = r.data.map_fields().expect("map");
+    assert_eq!(m.external_port, 0);
+    let table = ctl(&d, &["mappings"]);
+    let ext = m.external_address;
+    assert!(
+        table.starts_with(&format!(
+            "Type: MAP IN, Protocol: ANY, Zone: ---, Vpn: public ANY -> {ext}:0[127.0.0.1:0] TTL: 3600"
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!(
+            "Type: MAP OUT, Protocol: ANY, Zone: ---, Vpn: public 127.0.0.1:0[{ext}:0] -> ANY"
+        )),
+        "{table}"
+    );
+}
+
 // RFC 6887 §8.2 step 1: a request on the outside socket is ignored silently.
 #[test]
 fn daemon_ignores_requests_on_the_outside_address() {

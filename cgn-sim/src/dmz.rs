@@ -115,8 +115,14 @@ impl Server {
         if let Err(result) = self.admit_new_binding(opts.realm, subscriber, now_s) {
             return self.err(result);
         }
-        // §11.3 item 2: not grantable in full (every address is shared) → UNSUPP_PROTOCOL.
-        let Some(index) = self.dmz_address(opts.realm, subscriber, map.external_address) else {
+        // §11.3 item 2: not grantable in full (every address is shared, or addresses are cut
+        // into port blocks) → UNSUPP_PROTOCOL.
+        let index = if self.config.port_blocks.is_some() {
+            None
+        } else {
+            self.dmz_address(opts.realm, subscriber, map.external_address)
+        };
+        let Some(index) = index else {
             return self.err(ResultCode::UnsuppProtocol);
         };
         let Some(addr) = self.pool.address(index).map(|a| a.addr) else {

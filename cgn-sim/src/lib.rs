@@ -50,6 +50,7 @@
 
 pub mod allocate;
 pub mod announce;
+pub mod blocks;
 pub mod cli;
 pub mod clients;
 pub mod config;

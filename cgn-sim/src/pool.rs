@@ -378,6 +378,43 @@ impl NatPool {
         None
     }
 
+    /// Picks and takes a random free port in `lo..=hi` on `index` (a subscriber's port block,
+    /// [`crate::blocks`]): RFC 6056 style like [`NatPool::allocate`], keeping the internal
+    /// port's parity if configured and possible. `None`: every port of the range is in use.
+    pub fn allocate_in(
+        &mut self,
+        index: u16,
+        proto: usize,
+        internal_port: u16,
+        lo: u16,
+        hi: u16,
+        rng: &mut dyn RngCore,
+    ) -> Option<u16> {
+        let (lo, hi) = (lo.max(self.port_min).max(1), hi.min(self.port_max));
+        if lo > hi {
+            return None;
+        }
+        let parity = self.parity.then_some(internal_port & 1);
+        let span = u32::from(hi) - u32::from(lo) + 1;
+        let start = lo + (rng.next_u32() % span) as u16;
+        // PCP's own ports and the reserved ones are always set in the bitmap: never chosen.
+        let bitmap = self
+            .addrs
+            .get_mut(usize::from(index))?
+            .ports
+            .get_mut(proto)?;
+        for want in [parity, None] {
+            if let Some(port) = bitmap.scan(lo, hi, start, want) {
+                bitmap.set(port);
+                return Some(port);
+            }
+            if parity.is_none() {
+                break;
+            }
+        }
+        None
+    }
+
     /// Takes `n` consecutive free ports on `index` (RFC 7753 port sets), starting at a random
     /// point of the internal port's range class; the first port has `parity` when given.
     /// Returns the first port, or `None` if no run of `n` exists.
@@ -387,15 +424,17 @@ impl NatPool {
         req: PortRequest,
         n: u16,
         parity: Option<u16>,
+        within: Option<(u16, u16)>,
         rng: &mut dyn RngCore,
     ) -> Option<u16> {
         if n == 0 {
             return None;
         }
-        let (lo, hi) = if req.internal_port < 1024 {
-            (self.port_min.max(1), self.port_max.min(1023))
-        } else {
-            (self.port_min.max(1024), self.port_max)
+        let (lo, hi) = match within {
+            // A port block: the run stays inside it.
+            Some((lo, hi)) => (lo.max(self.port_min).max(1), hi.min(self.port_max)),
+            None if req.internal_port < 1024 => (self.port_min.max(1), self.port_max.min(1023)),
+            None => (self.port_min.max(1024), self.port_max),
         };
         if lo > hi || u32::from(hi) - u32::from(lo) + 1 < u32::from(n) {
             return None;

@@ -136,8 +136,17 @@ impl Server {
         n = n
             .min(quota_left.min(u32::from(u16::MAX)) as u16)
             .min(system_left.min(65535) as u16);
-        let Some(index) = self.anchor_for(opts.realm, subscriber, proto) else {
-            return self.err(ResultCode::NoResources);
+        // Port Block Allocation: the set comes from the subscriber's block, on its address.
+        let block = match self.block_for(opts.realm, subscriber) {
+            Ok(b) => b,
+            Err(result) => return self.err(result),
+        };
+        let index = match block {
+            Some(b) => b.addr_index,
+            None => match self.anchor_for(opts.realm, subscriber, proto) {
+                Some(i) => i,
+                None => return self.err(ResultCode::NoResources),
+            },
         };
         let parity = set.parity.then_some(p & 1);
         let req = PortRequest {
@@ -147,18 +156,30 @@ impl Server {
         // The longest run that fits, halving on failure (RFC 7753: fewer ports are allowed).
         let mut start = None;
         while n > 0 {
-            if let Some(s) = self
-                .pool
-                .allocate_run(index, req, n, parity, &mut *self.rng)
-            {
+            if let Some(s) = self.pool.allocate_run(
+                index,
+                req,
+                n,
+                parity,
+                block.map(|b| (b.first, b.last)),
+                &mut *self.rng,
+            ) {
                 start = Some(s);
                 break;
             }
             n /= 2;
         }
         let Some(start) = start else {
-            return self.err(ResultCode::NoResources);
+            // A full block is the subscriber's quota (RFC 7422, RFC 6887 §11.3 item 10).
+            return self.err(if block.is_some() {
+                ResultCode::UserExQuota
+            } else {
+                ResultCode::NoResources
+            });
         };
+        if let Some(b) = block {
+            self.take_block(opts.realm, subscriber, b);
+        }
         let Some((addr, pool_id, section)) = self
             .pool
             .address(index)

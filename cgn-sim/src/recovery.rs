@@ -122,6 +122,7 @@ impl Server {
                 self.pool.anchor_delta(s.anchor, -1);
             }
             self.subs.clear();
+            self.blocks = Default::default();
             self.updates.clear();
             let mut seen = std::collections::HashSet::new();
             for f in bindings {

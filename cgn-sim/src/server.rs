@@ -109,6 +109,8 @@ pub struct Server {
     pub(crate) pool: NatPool,
     pub(crate) holds: HoldDown,
     pub(crate) subs: FastMap<(u16, Ipv4Addr), Subscriber>,
+    /// Dynamic port blocks in use ([`crate::blocks`]).
+    pub(crate) blocks: crate::blocks::BlockTable,
     pub(crate) statics: Vec<StaticMapping>,
     pub(crate) epoch: Epoch,
     base: Instant,
@@ -161,6 +163,7 @@ impl Server {
             pool,
             holds: HoldDown::default(),
             subs: FastMap::with_hasher(KeyedState::random()),
+            blocks: Default::default(),
             statics: Vec::new(),
             epoch: Epoch::new(now),
             base: now,
@@ -218,14 +221,19 @@ impl Server {
         FIRST_SECOND.saturating_add(now.saturating_duration_since(self.base).as_secs() as u32)
     }
 
-    /// The table as operator lines (design.md §1).
+    /// The table as operator lines (design.md §1); with Port Block Allocation the
+    /// subscriber's block is the `Section:`.
     pub fn render_table(&self, now: Instant) -> String {
-        crate::format::render_text(&self.table, self.seconds(now))
+        crate::format::render_text_with(&self.table, self.seconds(now), &|r, a| {
+            self.port_block(r, a)
+        })
     }
 
     /// The table as JSON.
     pub fn render_table_json(&self, now: Instant) -> String {
-        crate::format::render_json(&self.table, self.seconds(now))
+        crate::format::render_json_with(&self.table, self.seconds(now), &|r, a| {
+            self.port_block(r, a)
+        })
     }
 
     /// Counters and gauges in OpenMetrics text.
@@ -557,6 +565,7 @@ impl Server {
                 let anchor = s.anchor;
                 self.subs.remove(&key);
                 self.pool.anchor_delta(anchor, -1);
+                self.release_block(key.0, key.1);
             }
         }
     }

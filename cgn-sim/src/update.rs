@@ -82,6 +82,26 @@ impl Server {
             return Some((index, 0));
         }
         let proto = proto_index(Protocol(b.protocol))?;
+        if let Ok(Some(block)) = self.block_for(b.realm, subscriber) {
+            // Port Block Allocation: into the subscriber's block of the new pool.
+            let addr = block.addr_index;
+            let port = if block.contains(b.external.port())
+                && self.pool.take(addr, proto, b.external.port())
+            {
+                b.external.port()
+            } else {
+                self.pool.allocate_in(
+                    addr,
+                    proto,
+                    b.internal.port(),
+                    block.first,
+                    block.last,
+                    &mut *self.rng,
+                )?
+            };
+            self.take_block(b.realm, subscriber, block);
+            return Some((addr, port));
+        }
         if let Some(t) = self.take_old_endpoint(b) {
             return Some(t);
         }
@@ -177,6 +197,7 @@ impl Server {
         self.pool = pool;
         self.table.clear(now_s);
         self.subs.clear();
+        self.blocks = Default::default();
         self.holds.clear();
         self.updates.clear();
         self.epoch.reset(now);

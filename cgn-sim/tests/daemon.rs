@@ -163,6 +163,32 @@ fn all_protocol_map_shows_in_ctl_mappings() {
     );
 }
 
+// Port Block Allocation from the command line (`--port-block-size 16`, dynamic): the mapping
+// comes from the subscriber's block, which `ctl mappings` shows as the Section.
+#[test]
+fn port_block_flags_put_mappings_in_a_block_shown_in_ctl_mappings() {
+    let d = start("blocks", LO, free_port(LO), &["--port-block-size", "16"]);
+    let s = client();
+    let req = emit(&map_req(LO, nonce(5), Protocol::TCP, 5000, 3600, None, &[]));
+    s.send_to(&req, d.addr).expect("send");
+    let r = ResponseRepr::parse(&recv(&s))
+        .map(|r| (r.result, r.data.map_fields().map(|m| m.external_port)));
+    let Ok((ResultCode::Success, Some(port))) = r else {
+        panic!("{r:?}")
+    };
+    let table = ctl(&d, &["mappings"]);
+    let line = table.lines().next().expect("a line");
+    let ports = line
+        .split("(ports ")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .and_then(|t| t.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
+        .unwrap_or_else(|| panic!("no block in {line}"));
+    assert_eq!(ports.1 - ports.0, 15, "{line}");
+    assert!((ports.0..=ports.1).contains(&port), "{port} in {line}");
+}
+
 // RFC 6887 §8.2 step 1: a request on the outside socket is ignored silently.
 #[test]
 fn daemon_ignores_requests_on_the_outside_address() {

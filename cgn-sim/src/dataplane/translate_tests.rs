@@ -20,6 +20,7 @@ mod all_protocols;
 mod bypass;
 mod icmp_errors;
 mod logging;
+mod port_blocks;
 mod refresh_and_ids;
 mod renumbering;
 

@@ -36,7 +36,7 @@ pub(crate) struct Chosen {
 
 /// A deterministic starting address for a subscriber without an anchor, so the same
 /// subscriber lands on the same address after a restart even without a suggestion.
-fn preferred_index(subscriber: Ipv4Addr, realm: u16, n: usize) -> usize {
+pub(crate) fn preferred_index(subscriber: Ipv4Addr, realm: u16, n: usize) -> usize {
     let x = (u64::from(u32::from(subscriber)) ^ (u64::from(realm) << 32))
         .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     ((x >> 32) as usize) % n.max(1)
@@ -49,11 +49,20 @@ impl Server {
         if let Some(s) = self.subs.get(&(realm, subscriber)) {
             return Some(s.anchor);
         }
+        if self.config.port_blocks.is_some() {
+            // Port Block Allocation: the address of the block it would get.
+            return self
+                .block_for(realm, subscriber)
+                .ok()
+                .flatten()
+                .map(|b| b.addr_index);
+        }
         let n = self.pool.len();
         let start = preferred_index(subscriber, realm, n);
+        // An address dedicated to another subscriber (all-protocol MAP) is not shared.
         (0..n)
             .map(|i| ((start + i) % n) as u16)
-            .find(|i| self.pool.free_ports(*i, proto) > 0)
+            .find(|i| !self.pool.is_dedicated(*i) && self.pool.free_ports(*i, proto) > 0)
     }
 
     /// Checks quota, rate and system limits for one more binding of this subscriber.
@@ -94,6 +103,9 @@ impl Server {
     /// Nothing changes on error.
     pub(crate) fn choose_endpoint(&mut self, req: &BindingRequest) -> Result<Chosen, ResultCode> {
         let proto = proto_index(req.protocol).ok_or(ResultCode::UnsuppProtocol)?;
+        if let Some(block) = self.block_for(req.realm, req.subscriber)? {
+            return self.choose_in_block(req, proto, block);
+        }
         let anchored = self
             .subs
             .get(&(req.realm, req.subscriber))
@@ -104,7 +116,13 @@ impl Server {
             IpAddr::V4(a) => match self.pool.index_of(a) {
                 // RFC 6888 REQ-2 (paired) beats RFC 6887 §10: an anchored subscriber keeps
                 // its address; one without mappings may be re-anchored to the suggestion.
-                Some(i) if anchored.is_none_or(|x| x == i) => (Some(i), false),
+                // An address dedicated to another subscriber is never suggested successfully.
+                Some(i)
+                    if anchored.is_none_or(|x| x == i)
+                        && (anchored == Some(i) || !self.pool.is_dedicated(i)) =>
+                {
+                    (Some(i), false)
+                }
                 _ => (None, true),
             },
             // `::` or any IPv6 address: this NAT44 has no IPv6 external addresses.
@@ -164,6 +182,78 @@ impl Server {
                 &mut *self.rng,
             )
             .ok_or(ResultCode::NoResources)?;
+        Ok(Chosen {
+            addr_index,
+            external: SocketAddrV4::new(addr, port),
+        })
+    }
+
+    /// [`Server::choose_endpoint`] with Port Block Allocation: the subscriber's address and
+    /// block only. A suggestion outside them cannot be honoured (CANNOT_PROVIDE_EXTERNAL with
+    /// `exact`, else another port of the block); a full block is USER_EX_QUOTA.
+    fn choose_in_block(
+        &mut self,
+        req: &BindingRequest,
+        proto: usize,
+        block: crate::blocks::PortBlock,
+    ) -> Result<Chosen, ResultCode> {
+        let addr_index = block.addr_index;
+        let addr = self
+            .pool
+            .address(addr_index)
+            .map(|a| a.addr)
+            .ok_or(ResultCode::NoResources)?;
+        let hint_bad = match req.suggested_address {
+            IpAddr::V4(a) => !a.is_unspecified() && a != addr,
+            IpAddr::V6(_) => true,
+        };
+        let port_bad = req.suggested_port != 0 && !block.contains(req.suggested_port);
+        if req.exact && (hint_bad || port_bad) {
+            return Err(ResultCode::CannotProvideExternal);
+        }
+        let owner = HoldOwner {
+            proto: proto as u8,
+            realm: req.realm,
+            addr: req.subscriber,
+            port: req.internal_port,
+            nonce: req.nonce,
+        };
+        let mut chosen = None;
+        if let Some(held) = self.holds.reclaim(&owner) {
+            let fits = held.addr == addr_index
+                && block.contains(held.port)
+                && (req.suggested_port == 0 || req.suggested_port == held.port);
+            if fits {
+                chosen = Some(held.port);
+            } else {
+                self.pool.release(held.addr, proto, held.port);
+            }
+        }
+        if chosen.is_none()
+            && req.suggested_port != 0
+            && !port_bad
+            && self.pool.take(addr_index, proto, req.suggested_port)
+        {
+            chosen = Some(req.suggested_port);
+        }
+        if chosen.is_none() && req.exact && (req.suggested_port != 0 || hint_bad) {
+            return Err(ResultCode::CannotProvideExternal);
+        }
+        let port = match chosen {
+            Some(p) => p,
+            None => self
+                .pool
+                .allocate_in(
+                    addr_index,
+                    proto,
+                    req.internal_port,
+                    block.first,
+                    block.last,
+                    &mut *self.rng,
+                )
+                .ok_or(ResultCode::UserExQuota)?,
+        };
+        self.take_block(req.realm, req.subscriber, block);
         Ok(Chosen {
             addr_index,
             external: SocketAddrV4::new(addr, port),

@@ -86,6 +86,14 @@ pub struct Cli {
     /// Mapping creations per second per subscriber (0 = unlimited).
     #[arg(long, value_name = "N")]
     pub rate_limit: Option<u32>,
+    /// Port Block Allocation (RFC 7422): every subscriber's mappings come from one block of
+    /// N ports on its address (`[port_blocks]` in `--config`); see `--port-block-mode`.
+    #[arg(long, value_name = "N")]
+    pub port_block_size: Option<u16>,
+    /// How subscribers get their block: `dynamic` (a free block at the first mapping, given
+    /// back with the last) or `deterministic` (RFC 7422: a function of the subscriber address).
+    #[arg(long, value_enum, default_value_t = BlockModeArg::Dynamic)]
+    pub port_block_mode: BlockModeArg,
     /// TUN device of the dataplane (created by the daemon, gone when it exits).
     #[arg(long, value_name = "NAME", default_value = "cgn0")]
     pub tun: String,
@@ -161,6 +169,15 @@ pub enum Dataplane {
     None,
 }
 
+/// `--port-block-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BlockModeArg {
+    /// A free block at the subscriber's first mapping.
+    Dynamic,
+    /// RFC 7422: the block is a function of the subscriber address.
+    Deterministic,
+}
+
 /// `--filtering` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FilteringArg {
@@ -189,8 +206,8 @@ impl Cli {
         if self.mtu < 576 {
             return Err("--mtu must be at least 576");
         }
-        // Without --outside, ICMP errors towards the Internet come from the first pool
-        // address (filled in when the pool is known): never from the shared inside space.
+        // Without --outside, ICMP errors towards the Internet come from the first address of
+        // the pool in force (it follows `ctl pool`): never from the shared inside space.
         let outside = match self.outside {
             Some(IpAddr::V4(a)) => a,
             _ => std::net::Ipv4Addr::UNSPECIFIED,

@@ -125,6 +125,34 @@ pub struct EngineConfig {
     pub tcp_idle_secs: u32,
     /// Remembered clients kept for unicast ANNOUNCE.
     pub max_remembered_clients: usize,
+    /// Port Block Allocation (RFC 7422; RFC 6888 REQ-14: one log line per subscriber, not per
+    /// mapping): every subscriber's mappings, PCP and implicit, come from one block of ports
+    /// on its address. `None` (the default): ports are drawn from the whole address.
+    pub port_blocks: Option<PortBlocks>,
+}
+
+/// Port Block Allocation settings (`[port_blocks]` in the TOML file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortBlocks {
+    /// Ports per block. Blocks tile `max(port_min, 1024)..=port_max` of each address (the
+    /// well-known ports are never in a block, RFC 7422 §2).
+    pub size: u16,
+    /// How a subscriber gets its block.
+    pub mode: BlockMode,
+}
+
+/// How subscribers get their port blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockMode {
+    /// RFC 7422 deterministic mapping: the block is a function of the subscriber address
+    /// alone (its ordinal k in the subscriber prefixes: address k mod N, block k div N), so
+    /// nothing needs logging and it survives restarts.
+    Deterministic,
+    /// A free block on the subscriber's address at its first mapping, given back when its
+    /// last mapping goes (each assignment is logged, RFC 7422 §2).
+    Dynamic,
 }
 
 impl Default for EngineConfig {
@@ -162,6 +190,7 @@ impl Default for EngineConfig {
             udp_idle_secs: 300,
             tcp_idle_secs: 7440,
             max_remembered_clients: 65_536,
+            port_blocks: None,
         }
     }
 }
@@ -257,6 +286,15 @@ impl EngineConfig {
                 "port_min must be ≥ 1 and ≤ port_max",
             ));
         }
+        if let Some(b) = self.port_blocks {
+            let lo = u32::from(self.port_min.max(1024));
+            let span = (u32::from(self.port_max) + 1).saturating_sub(lo);
+            if b.size == 0 || u32::from(b.size) > span {
+                return Err(ConfigError::Inconsistent(
+                    "port_blocks.size must be ≥ 1 and fit in max(port_min, 1024)..=port_max",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -264,6 +302,36 @@ impl EngineConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Port Block Allocation as a pool option (RFC 7422): `[port_blocks]` in the TOML file;
+    // a block that cannot fit in 1024..=port_max is refused.
+    #[test]
+    fn port_blocks_parse_from_toml_and_are_checked() {
+        let c: EngineConfig = toml::from_str(
+            "[port_blocks]\nsize = 64\nmode = \"deterministic\"\n[[pools]]\nid = 1\n[[pools.sections]]\nid = 0\nranges = [\"198.51.100.0/30\"]\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            c.port_blocks,
+            Some(PortBlocks {
+                size: 64,
+                mode: BlockMode::Deterministic
+            })
+        );
+        assert_eq!(c.validate(), Ok(()));
+        let text = toml::to_string(&c).expect("serializes");
+        assert!(text.contains("[port_blocks]"), "{text}");
+        for size in [0u16, 65_000] {
+            let bad = EngineConfig {
+                port_blocks: Some(PortBlocks {
+                    size,
+                    mode: BlockMode::Dynamic,
+                }),
+                ..c.clone()
+            };
+            assert!(bad.validate().is_err(), "size {size}");
+        }
+    }
 
     // The TOML file of `--config`: pools with ids and sections, as in the vendor table.
     #[test]

@@ -13,6 +13,7 @@ use std::net::SocketAddrV4;
 use pcp_client::wire::{Nonce, Protocol};
 use serde::Serialize;
 
+use crate::blocks::PortBlock;
 use crate::table::Table;
 
 /// The kind of a table line.
@@ -72,8 +73,11 @@ pub struct TableEntry {
     pub left: u32,
     /// Pool id.
     pub pool: u16,
-    /// Section id.
-    pub section: u8,
+    /// Section id; with Port Block Allocation the subscriber's block number on its address.
+    pub section: u16,
+    /// The subscriber's port block as `first-last` (Port Block Allocation only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block: Option<String>,
     /// Nonce as `0x` + 24 hex digits (absent for implicit entries).
     pub nonce: Option<String>,
     /// FILTERs as `addr/len:port` (MAP only).
@@ -109,6 +113,9 @@ impl TableEntry {
             " TTL: {}, Left: {}, Pool: {}, Section: {}",
             self.ttl, self.left, self.pool, self.section
         );
+        if let Some(b) = &self.block {
+            let _ = write!(s, " (ports {b})");
+        }
         if let Some(n) = &self.nonce {
             let _ = write!(s, " Mapping Nonce: {n}");
         }
@@ -129,12 +136,19 @@ fn nonce_text(n: &Nonce) -> String {
 /// Every entry of the table at engine second `now`, in a stable order (by external endpoint,
 /// MAP IN before MAP OUT, then PEERs).
 pub fn entries(table: &Table, now: u32) -> Vec<TableEntry> {
+    entries_with(table, now, &|_, _| None)
+}
+
+/// [`entries`], with each subscriber's port block (by realm and subscriber address) as its
+/// `Section` (Port Block Allocation, [`crate::blocks`]).
+pub fn entries_with(table: &Table, now: u32, blocks: &BlockOf<'_>) -> Vec<TableEntry> {
     let mut out = Vec::new();
     let mut bindings: Vec<_> = table.bindings().collect();
     bindings.sort_by_key(|(_, b)| (u32::from(*b.external.ip()), b.external.port(), b.protocol));
     let left = |expires: u32| expires.saturating_sub(now);
     for (id, b) in &bindings {
         let protocol = Protocol(b.protocol).to_string();
+        let block = blocks(b.realm, *b.internal.ip());
         let base = |kind, ttl, left, nonce: Option<String>| TableEntry {
             kind,
             protocol: protocol.clone(),
@@ -144,7 +158,8 @@ pub fn entries(table: &Table, now: u32) -> Vec<TableEntry> {
             ttl,
             left,
             pool: b.pool,
-            section: b.section,
+            section: block.map_or(u16::from(b.section), |k| k.number),
+            block: block.map(|k| format!("{}-{}", k.first, k.last)),
             nonce,
             filters: Vec::new(),
             description: None,
@@ -208,10 +223,18 @@ pub fn entries(table: &Table, now: u32) -> Vec<TableEntry> {
     out
 }
 
+/// Looks up a subscriber's port block by (realm, subscriber address).
+pub type BlockOf<'a> = dyn Fn(u16, std::net::Ipv4Addr) -> Option<PortBlock> + 'a;
+
 /// The whole table as operator lines, one per entry, each ending in a newline.
 pub fn render_text(table: &Table, now: u32) -> String {
+    render_text_with(table, now, &|_, _| None)
+}
+
+/// [`render_text`] with port blocks as the `Section` ([`entries_with`]).
+pub fn render_text_with(table: &Table, now: u32, blocks: &BlockOf<'_>) -> String {
     let mut s = String::new();
-    for e in entries(table, now) {
+    for e in entries_with(table, now, blocks) {
         s.push_str(&e.line());
         s.push('\n');
     }
@@ -220,5 +243,10 @@ pub fn render_text(table: &Table, now: u32) -> String {
 
 /// The whole table as a JSON array.
 pub fn render_json(table: &Table, now: u32) -> String {
-    serde_json::to_string_pretty(&entries(table, now)).unwrap_or_else(|_| "[]".into())
+    render_json_with(table, now, &|_, _| None)
+}
+
+/// [`render_json`] with port blocks ([`entries_with`]).
+pub fn render_json_with(table: &Table, now: u32, blocks: &BlockOf<'_>) -> String {
+    serde_json::to_string_pretty(&entries_with(table, now, blocks)).unwrap_or_else(|_| "[]".into())
 }

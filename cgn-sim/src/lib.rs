@@ -50,12 +50,14 @@
 
 pub mod allocate;
 pub mod announce;
+pub mod blocks;
 pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod dataplane;
+pub mod dmz;
 pub mod epoch;
 pub mod fasthash;
 pub mod format;

@@ -78,6 +78,17 @@ fn engine_config(cli: &Cli) -> anyhow::Result<EngineConfig> {
     if cli.announce_multicast {
         c.announce_multicast = true;
     }
+    if let Some(size) = cli.port_block_size {
+        c.port_blocks = Some(cgn_sim::config::PortBlocks {
+            size,
+            mode: match cli.port_block_mode {
+                cgn_sim::cli::BlockModeArg::Dynamic => cgn_sim::config::BlockMode::Dynamic,
+                cgn_sim::cli::BlockModeArg::Deterministic => {
+                    cgn_sim::config::BlockMode::Deterministic
+                }
+            },
+        });
+    }
     if let Some(r) = &cli.port_range {
         let (a, b) = r.split_once('-').context("--port-range is FIRST-LAST")?;
         c.port_min = a.trim().parse().context("--port-range first port")?;

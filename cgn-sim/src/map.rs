@@ -66,10 +66,11 @@ impl Server {
             options: echo,
         };
         // The suggested address selects the family: an IPv6 family delete touches no IPv4
-        // mapping. Wildcard and DMZ mappings are never granted, so none exists.
+        // mapping. Wildcard mappings (one protocol, port 0) are never granted, so none
+        // exists; the all-protocol (DMZ) mapping is looked up like any other, under protocol 0
+        // and port 0, and needs its nonce (§15.1).
         if matches!(map.external_address, IpAddr::V6(_))
-            || map.protocol == Protocol::ALL
-            || map.internal_port == 0
+            || (map.internal_port == 0 && map.protocol != Protocol::ALL)
         {
             return success(0);
         }
@@ -128,15 +129,16 @@ impl Server {
         map: &MapData,
         opts: Processed<'a>,
     ) -> Outcome<'a> {
-        // §11.3 item 2: DMZ (protocol 0) and wildcard (port 0) mappings need every port of an
-        // address; a shared-address CGN cannot grant them in full.
-        if map.protocol == Protocol::ALL
-            || map.internal_port == 0
-            || pcp_proto_index(map.protocol).is_none()
-        {
+        let lifetime = self.clamp_lifetime(requested);
+        // §11.1, §11.3 item 2: all protocols (protocol 0, port 0) on an address of its own.
+        if map.protocol == Protocol::ALL {
+            return self.map_dmz_create(now_s, subscriber, source, lifetime, map, opts);
+        }
+        // §11.3 item 2: a wildcard (port 0) mapping needs every port of one protocol of an
+        // address; a shared-address CGN cannot grant it in full.
+        if map.internal_port == 0 || pcp_proto_index(map.protocol).is_none() {
             return self.err(ResultCode::UnsuppProtocol);
         }
-        let lifetime = self.clamp_lifetime(requested);
         if let Some(set) = opts.port_set.filter(|s| s.size > 1) {
             return self.map_port_set(now_s, subscriber, source, map, opts, set, lifetime);
         }
@@ -404,14 +406,17 @@ impl Server {
             return Err(ResultCode::UnsuppProtocol);
         }
         self.admit_new_binding(0, *internal.ip(), now_s)?;
+        // A host with an all-protocol mapping owns its address: keep its ports, so answers to
+        // what reached it through that mapping leave from the port they were sent to.
+        let dmz = self.dmz_address_of(*internal.ip());
         let chosen = self.choose_endpoint(&BindingRequest {
             protocol,
             realm: 0,
             subscriber: *internal.ip(),
             internal_port: internal.port(),
             nonce: Default::default(),
-            suggested_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            suggested_port: 0,
+            suggested_address: IpAddr::V4(dmz.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+            suggested_port: if dmz.is_some() { internal.port() } else { 0 },
             exact: false,
         })?;
         let id =

@@ -98,6 +98,7 @@ impl Server {
                 let desc = opts.description.map(|d| (!d.is_empty()).then(|| d.into()));
                 self.table
                     .refresh_peer(sid, map.nonce, expires, granted, desc);
+                self.cancel_peer_updates(id, remote);
                 self.metrics.refreshed += 1;
                 return response(ext, granted, opts.echo);
             }
@@ -149,7 +150,8 @@ impl Server {
         );
         self.account_new_binding(opts.realm, subscriber, chosen.addr_index, now_s);
         self.metrics.created += 1;
-        tracing::info!(%subscriber, %remote, external = %chosen.external, nonce = %map.nonce, "PEER created");
+        // The remote peer is a destination: not logged (RFC 6888 REQ-12).
+        tracing::info!(%subscriber, internal_port = map.internal_port, external = %chosen.external, nonce = %map.nonce, "PEER created");
         response(chosen.external, lifetime, opts.echo)
     }
 }

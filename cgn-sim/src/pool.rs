@@ -135,6 +135,9 @@ pub struct PoolAddress {
     ports: [PortBitmap; PROTOCOLS.len()],
     /// Subscribers anchored here (paired pooling).
     pub subscribers: u32,
+    /// Dedicated to one subscriber by an all-protocol MAP (RFC 6887 §11.1, protocol 0): no
+    /// other subscriber is anchored here or takes a port here while it lasts.
+    pub dedicated: bool,
 }
 
 /// All external addresses, with port usage.
@@ -225,6 +228,7 @@ impl NatPool {
             section,
             ports,
             subscribers: 0,
+            dedicated: false,
         });
         self.index.insert(addr, i);
         let a = u32::from(addr);
@@ -374,6 +378,43 @@ impl NatPool {
         None
     }
 
+    /// Picks and takes a random free port in `lo..=hi` on `index` (a subscriber's port block,
+    /// [`crate::blocks`]): RFC 6056 style like [`NatPool::allocate`], keeping the internal
+    /// port's parity if configured and possible. `None`: every port of the range is in use.
+    pub fn allocate_in(
+        &mut self,
+        index: u16,
+        proto: usize,
+        internal_port: u16,
+        lo: u16,
+        hi: u16,
+        rng: &mut dyn RngCore,
+    ) -> Option<u16> {
+        let (lo, hi) = (lo.max(self.port_min).max(1), hi.min(self.port_max));
+        if lo > hi {
+            return None;
+        }
+        let parity = self.parity.then_some(internal_port & 1);
+        let span = u32::from(hi) - u32::from(lo) + 1;
+        let start = lo + (rng.next_u32() % span) as u16;
+        // PCP's own ports and the reserved ones are always set in the bitmap: never chosen.
+        let bitmap = self
+            .addrs
+            .get_mut(usize::from(index))?
+            .ports
+            .get_mut(proto)?;
+        for want in [parity, None] {
+            if let Some(port) = bitmap.scan(lo, hi, start, want) {
+                bitmap.set(port);
+                return Some(port);
+            }
+            if parity.is_none() {
+                break;
+            }
+        }
+        None
+    }
+
     /// Takes `n` consecutive free ports on `index` (RFC 7753 port sets), starting at a random
     /// point of the internal port's range class; the first port has `parity` when given.
     /// Returns the first port, or `None` if no run of `n` exists.
@@ -383,15 +424,17 @@ impl NatPool {
         req: PortRequest,
         n: u16,
         parity: Option<u16>,
+        within: Option<(u16, u16)>,
         rng: &mut dyn RngCore,
     ) -> Option<u16> {
         if n == 0 {
             return None;
         }
-        let (lo, hi) = if req.internal_port < 1024 {
-            (self.port_min.max(1), self.port_max.min(1023))
-        } else {
-            (self.port_min.max(1024), self.port_max)
+        let (lo, hi) = match within {
+            // A port block: the run stays inside it.
+            Some((lo, hi)) => (lo.max(self.port_min).max(1), hi.min(self.port_max)),
+            None if req.internal_port < 1024 => (self.port_min.max(1), self.port_max.min(1023)),
+            None => (self.port_min.max(1024), self.port_max),
         };
         if lo > hi || u32::from(hi) - u32::from(lo) + 1 < u32::from(n) {
             return None;
@@ -423,6 +466,7 @@ impl NatPool {
         let config_reserved = self.reserved.clone();
         for a in &mut self.addrs {
             a.subscribers = 0;
+            a.dedicated = false;
             for (pi, b) in a.ports.iter_mut().enumerate() {
                 *b = PortBitmap::new();
                 b.set(0);
@@ -435,6 +479,53 @@ impl NatPool {
                     }
                 }
             }
+        }
+    }
+
+    /// True if nothing uses the address: no subscriber anchored, no port mapped or held in
+    /// any protocol (only the permanent exclusions are set), not dedicated. An all-protocol
+    /// MAP may take such an address whole.
+    pub fn untouched(&self, index: u16) -> bool {
+        let Some(a) = self.addrs.get(usize::from(index)) else {
+            return false;
+        };
+        // Port 0, the reserved ports and (UDP) PCP's own ports are always set.
+        let excluded = |pi: usize| {
+            let mut ex = vec![0u16];
+            ex.extend_from_slice(&self.reserved);
+            if PROTOCOLS[pi] == Protocol::UDP {
+                ex.extend_from_slice(&PCP_PORTS);
+            }
+            ex.sort_unstable();
+            ex.dedup();
+            ex.len() as u32
+        };
+        a.subscribers == 0
+            && !a.dedicated
+            && a.ports
+                .iter()
+                .enumerate()
+                .all(|(pi, b)| b.used <= excluded(pi))
+    }
+
+    /// True if the address is dedicated to one subscriber ([`PoolAddress::dedicated`]).
+    pub fn is_dedicated(&self, index: u16) -> bool {
+        self.addrs
+            .get(usize::from(index))
+            .is_some_and(|a| a.dedicated)
+    }
+
+    /// Dedicates the address to one subscriber, or gives it back to the shared pool.
+    pub fn set_dedicated(&mut self, index: u16, dedicated: bool) {
+        if let Some(a) = self.addrs.get_mut(usize::from(index)) {
+            a.dedicated = dedicated;
+        }
+    }
+
+    /// Gives every dedicated address back (state loss).
+    pub fn clear_dedicated(&mut self) {
+        for a in &mut self.addrs {
+            a.dedicated = false;
         }
     }
 

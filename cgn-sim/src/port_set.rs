@@ -2,13 +2,15 @@
 //! run of consecutive external ports on the subscriber's address. Each port is its own
 //! binding carrying the request's nonce; the set is renewed and deleted as one unit.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use pcp_client::wire::{MapData, OpcodeData, PcpOption, PortSet, ResultCode};
+use pcp_client::wire::{
+    MapData, OpcodeData, Options, PcpOption, PortSet, ResponseRepr, ResultCode,
+};
 
 use crate::options::Processed;
 use crate::pool::{PortRequest, pcp_proto_index};
-use crate::server::{Outcome, Server};
+use crate::server::{Outcome, PendingUpdate, Server};
 use crate::table::InternalKey;
 
 impl Server {
@@ -104,6 +106,9 @@ impl Server {
                 count += 1;
             }
             self.metrics.refreshed += u64::from(count);
+            self.refresh_overlapped(
+                source, map, opts.realm, subscriber, count, want, lifetime, set,
+            );
             let echo = std::mem::take(&mut opts.echo);
             return reply(b0.external, count, echo);
         }
@@ -131,8 +136,17 @@ impl Server {
         n = n
             .min(quota_left.min(u32::from(u16::MAX)) as u16)
             .min(system_left.min(65535) as u16);
-        let Some(index) = self.anchor_for(opts.realm, subscriber, proto) else {
-            return self.err(ResultCode::NoResources);
+        // Port Block Allocation: the set comes from the subscriber's block, on its address.
+        let block = match self.block_for(opts.realm, subscriber) {
+            Ok(b) => b,
+            Err(result) => return self.err(result),
+        };
+        let index = match block {
+            Some(b) => b.addr_index,
+            None => match self.anchor_for(opts.realm, subscriber, proto) {
+                Some(i) => i,
+                None => return self.err(ResultCode::NoResources),
+            },
         };
         let parity = set.parity.then_some(p & 1);
         let req = PortRequest {
@@ -142,18 +156,30 @@ impl Server {
         // The longest run that fits, halving on failure (RFC 7753: fewer ports are allowed).
         let mut start = None;
         while n > 0 {
-            if let Some(s) = self
-                .pool
-                .allocate_run(index, req, n, parity, &mut *self.rng)
-            {
+            if let Some(s) = self.pool.allocate_run(
+                index,
+                req,
+                n,
+                parity,
+                block.map(|b| (b.first, b.last)),
+                &mut *self.rng,
+            ) {
                 start = Some(s);
                 break;
             }
             n /= 2;
         }
         let Some(start) = start else {
-            return self.err(ResultCode::NoResources);
+            // A full block is the subscriber's quota (RFC 7422, RFC 6887 §11.3 item 10).
+            return self.err(if block.is_some() {
+                ResultCode::UserExQuota
+            } else {
+                ResultCode::NoResources
+            });
         };
+        if let Some(b) = block {
+            self.take_block(opts.realm, subscriber, b);
+        }
         let Some((addr, pool_id, section)) = self
             .pool
             .address(index)
@@ -178,8 +204,106 @@ impl Server {
         }
         self.metrics.created += u64::from(n);
         tracing::info!(%subscriber, first_internal = p, first_external = start, ports = n, "PORT_SET mapped");
+        self.refresh_overlapped(source, map, opts.realm, subscriber, n, want, lifetime, set);
         let echo = std::mem::take(&mut opts.echo);
         reply(SocketAddrV4::new(addr, start), n, echo)
+    }
+
+    /// RFC 7753 §4.4.1: a PORT_SET request that overlaps existing mappings is a refresh of each
+    /// overlapped mapping, and each gets its own response. The mapping the request starts on
+    /// (or the set it creates) is the answer itself; here, every other mapping of the
+    /// subscriber with the request's nonce inside `[Internal Port + from, Internal Port + to)`
+    /// (a single port, or a set: consecutive internal and external ports with that nonce) is
+    /// refreshed with the granted `lifetime` and gets an unsolicited MAP response to `source`,
+    /// sent as a Mapping Update (RFC 6887 §14.2: 3 copies, stopped by a refresh of that
+    /// mapping). Mappings under another nonce are left alone (RFC 6887 §11.3, Simple Threat
+    /// Model), and free ports after the answered part are not mapped: a client that wants them
+    /// asks for them from their first port.
+    #[allow(clippy::too_many_arguments)]
+    fn refresh_overlapped(
+        &mut self,
+        source: SocketAddrV4,
+        map: &MapData,
+        realm: u16,
+        subscriber: Ipv4Addr,
+        from: u16,
+        to: u16,
+        lifetime: u32,
+        set: PortSet,
+    ) {
+        let now = self.now;
+        let now_s = self.seconds(now);
+        let expires = now_s.saturating_add(lifetime);
+        let p = map.internal_port;
+        let owned = |s: &Server, i: u16| {
+            let id = s.table.lookup_internal(&s.key(
+                map.protocol.0,
+                realm,
+                subscriber,
+                p.checked_add(i)?,
+            ))?;
+            let b = s.table.binding(id)?;
+            (b.has_map() && !b.is_static() && b.nonce == map.nonce).then_some((id, b.external))
+        };
+        let mut i = from;
+        while i < to {
+            let Some((id0, ext0)) = owned(self, i) else {
+                i += 1;
+                continue;
+            };
+            // The run of this set: consecutive ports, consecutive external ports.
+            let mut n = 1u16;
+            while i + n < to
+                && owned(self, i + n).is_some_and(|(_, e)| {
+                    e.ip() == ext0.ip()
+                        && u32::from(e.port()) == u32::from(ext0.port()) + u32::from(n)
+                })
+            {
+                n += 1;
+            }
+            for k in 0..n {
+                if let Some((id, _)) = owned(self, i + k) {
+                    self.table.refresh_map(id, expires, lifetime);
+                    self.cancel_updates(id);
+                }
+            }
+            self.metrics.refreshed += u64::from(n);
+            let options: Vec<PcpOption<'_>> = if n > 1 {
+                vec![PcpOption::PortSet(PortSet {
+                    size: n,
+                    first_internal_port: p + i,
+                    parity: set.parity && ext0.port() & 1 == (p + i) & 1,
+                })]
+            } else {
+                Vec::new()
+            };
+            let response = ResponseRepr {
+                result: ResultCode::Success,
+                lifetime,
+                epoch: self.epoch.at(now),
+                data: OpcodeData::Map(MapData {
+                    internal_port: p + i,
+                    external_port: ext0.port(),
+                    external_address: IpAddr::V4(*ext0.ip()),
+                    ..*map
+                }),
+                options: Options::List(&options),
+            };
+            let mut buf = [0u8; pcp_client::wire::MAX_MESSAGE_LEN];
+            if let Ok(len) = response.emit(&mut buf) {
+                self.updates.push(PendingUpdate {
+                    binding: id0,
+                    remote: None,
+                    destination: SocketAddr::V4(source),
+                    payload: buf[..len].to_vec(),
+                    next: now,
+                    sent: 0,
+                });
+            }
+            tracing::debug!(%subscriber, first_internal = p + i, ports = n, "overlapped mapping refreshed");
+            i += n;
+        }
+        self.send_due_updates(now);
     }
 
     /// MAP delete with PORT_SET: the set goes as one unit (RFC 7753 §4.4). Returns how many

@@ -91,6 +91,8 @@ pub struct StaticMapping {
 #[derive(Debug, Clone)]
 pub(crate) struct PendingUpdate {
     pub binding: u32,
+    /// The remote peer of a PEER session's update; `None`: the binding's MAP part.
+    pub remote: Option<SocketAddrV4>,
     pub destination: SocketAddr,
     pub payload: Vec<u8>,
     pub next: Instant,
@@ -107,6 +109,8 @@ pub struct Server {
     pub(crate) pool: NatPool,
     pub(crate) holds: HoldDown,
     pub(crate) subs: FastMap<(u16, Ipv4Addr), Subscriber>,
+    /// Dynamic port blocks in use ([`crate::blocks`]).
+    pub(crate) blocks: crate::blocks::BlockTable,
     pub(crate) statics: Vec<StaticMapping>,
     pub(crate) epoch: Epoch,
     base: Instant,
@@ -118,6 +122,9 @@ pub struct Server {
     pub(crate) updates: Vec<PendingUpdate>,
     pub(crate) metrics: Metrics,
     pub(crate) last_second: u32,
+    /// The time of the datagram or timer being handled (what [`Server::handle_timeout`] was
+    /// last given), for unsolicited answers queued while handling a request.
+    pub(crate) now: Instant,
     /// Error injection for tests (`cgn-sim ctl inject`, [`Server::inject`]): the next
     /// creating or refreshing MAP requests get this error and change nothing.
     pub(crate) injection: Option<crate::inject::Injection>,
@@ -156,6 +163,7 @@ impl Server {
             pool,
             holds: HoldDown::default(),
             subs: FastMap::with_hasher(KeyedState::random()),
+            blocks: Default::default(),
             statics: Vec::new(),
             epoch: Epoch::new(now),
             base: now,
@@ -167,6 +175,7 @@ impl Server {
             updates: Vec::new(),
             metrics: Metrics::default(),
             last_second: FIRST_SECOND,
+            now,
             injection: None,
             config,
         })
@@ -212,14 +221,19 @@ impl Server {
         FIRST_SECOND.saturating_add(now.saturating_duration_since(self.base).as_secs() as u32)
     }
 
-    /// The table as operator lines (design.md §1).
+    /// The table as operator lines (design.md §1); with Port Block Allocation the
+    /// subscriber's block is the `Section:`.
     pub fn render_table(&self, now: Instant) -> String {
-        crate::format::render_text(&self.table, self.seconds(now))
+        crate::format::render_text_with(&self.table, self.seconds(now), &|r, a| {
+            self.port_block(r, a)
+        })
     }
 
     /// The table as JSON.
     pub fn render_table_json(&self, now: Instant) -> String {
-        crate::format::render_json(&self.table, self.seconds(now))
+        crate::format::render_json_with(&self.table, self.seconds(now), &|r, a| {
+            self.port_block(r, a)
+        })
     }
 
     /// Counters and gauges in OpenMetrics text.
@@ -517,6 +531,12 @@ impl Server {
     /// Releases the external port of a freed binding, or holds it for its owner (the same
     /// internal endpoint and nonce) for `port_hold_secs` (RFC 6888 REQ-8, RFC 6887 §15).
     pub(crate) fn release_or_hold(&mut self, f: &FreedBinding, now_s: u32) {
+        if f.internal.protocol == Protocol::ALL.0 {
+            // An all-protocol mapping holds no port: its address goes back to the shared
+            // pool (crate::dmz).
+            self.pool.set_dedicated(f.addr_index, false);
+            return;
+        }
         let held = Self::held_port(f);
         if self.config.port_hold_secs == 0 {
             self.pool
@@ -545,12 +565,14 @@ impl Server {
                 let anchor = s.anchor;
                 self.subs.remove(&key);
                 self.pool.anchor_delta(anchor, -1);
+                self.release_block(key.0, key.1);
             }
         }
     }
 
     /// Expires mappings and holds, and queues due ANNOUNCE and Mapping Update copies.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         let now_s = self.seconds(now);
         if now_s > self.last_second {
             self.last_second = now_s;

@@ -1,23 +1,34 @@
-//! Mapping Update (RFC 6887 §14.2): when the pool changes, mappings move to new external
-//! endpoints and each client is told with an unsolicited MAP response, sent 3 times (at once,
-//! after 250 ms, after another 500 ms) and stopped when the client refreshes.
+//! Mapping Update (RFC 6887 §14.2) and renumbering: when the pool changes, every binding
+//! moves to the new pool with all its parts (MAP, PEER sessions, the implicit part the
+//! dataplane's traffic keeps alive), and each PCP client is told with unsolicited MAP and PEER
+//! responses, sent 3 times (at once, after 250 ms, after another 500 ms) and stopped when the
+//! client refreshes.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use pcp_client::wire::{
-    MapData, OpcodeData, Options, PcpOption, Protocol, ResponseRepr, ResultCode,
+    MapData, OpcodeData, Options, PcpOption, PeerData, Protocol, ResponseRepr, ResultCode,
 };
 
 use crate::announce::MAPPING_UPDATE_COPIES;
 use crate::config::{ConfigError, PoolConfig};
 use crate::pool::{NatPool, PortRequest, proto_index};
 use crate::server::{PendingUpdate, Server, Transmit};
-use crate::table::{Binding, flags};
+use crate::table::{Binding, PeerSession, flags};
 
 impl Server {
+    /// Stops the Mapping Update of binding `binding`'s MAP part (the client refreshed it).
     pub(crate) fn cancel_updates(&mut self, binding: u32) {
-        self.updates.retain(|u| u.binding != binding);
+        self.updates
+            .retain(|u| !(u.binding == binding && u.remote.is_none()));
+    }
+
+    /// Stops the Mapping Update of the PEER session of `binding` with `remote`.
+    pub(crate) fn cancel_peer_updates(&mut self, binding: u32, remote: SocketAddrV4) {
+        self.updates
+            .retain(|u| !(u.binding == binding && u.remote == Some(remote)));
     }
 
     pub(crate) fn send_due_updates(&mut self, now: Instant) {
@@ -50,12 +61,118 @@ impl Server {
         self.clients.latest(*b.internal.ip()).map(SocketAddr::V4)
     }
 
+    /// Where binding `b` goes in the new pool: its old endpoint if that address is still in
+    /// the pool (and not another subscriber's), else its subscriber's anchor (the first
+    /// binding moved sets it, so paired pooling holds), keeping the port where it is free.
+    /// An all-protocol mapping needs an address of its own ([`crate::dmz`]). `None`: no room.
+    fn move_target(&mut self, b: &Binding) -> Option<(u16, u16)> {
+        let subscriber = *b.internal.ip();
+        if b.protocol == Protocol::ALL.0 {
+            let kept = self.pool.index_of(*b.external.ip()).filter(|i| {
+                self.pool.untouched(*i) && !self.subs.contains_key(&(b.realm, subscriber))
+            });
+            let index = kept.or_else(|| {
+                self.dmz_address(
+                    b.realm,
+                    subscriber,
+                    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                )
+            })?;
+            self.pool.set_dedicated(index, true);
+            return Some((index, 0));
+        }
+        let proto = proto_index(Protocol(b.protocol))?;
+        if let Ok(Some(block)) = self.block_for(b.realm, subscriber) {
+            // Port Block Allocation: into the subscriber's block of the new pool.
+            let addr = block.addr_index;
+            let port = if block.contains(b.external.port())
+                && self.pool.take(addr, proto, b.external.port())
+            {
+                b.external.port()
+            } else {
+                self.pool.allocate_in(
+                    addr,
+                    proto,
+                    b.internal.port(),
+                    block.first,
+                    block.last,
+                    &mut *self.rng,
+                )?
+            };
+            self.take_block(b.realm, subscriber, block);
+            return Some((addr, port));
+        }
+        if let Some(t) = self.take_old_endpoint(b) {
+            return Some(t);
+        }
+        let anchored = self.subs.get(&(b.realm, subscriber)).map(|s| s.anchor);
+        let anchor = match anchored {
+            Some(a) => a,
+            None => self.anchor_for(b.realm, subscriber, proto)?,
+        };
+        if self.pool.take(anchor, proto, b.external.port()) {
+            return Some((anchor, b.external.port()));
+        }
+        self.pool
+            .allocate(
+                anchor,
+                PortRequest {
+                    proto,
+                    internal_port: b.internal.port(),
+                },
+                &mut *self.rng,
+            )
+            .map(|p| (anchor, p))
+    }
+
+    /// Takes binding `b`'s old external endpoint in the new pool, if it is there and free.
+    fn take_old_endpoint(&mut self, b: &Binding) -> Option<(u16, u16)> {
+        let proto = proto_index(Protocol(b.protocol))?;
+        let i = self.pool.index_of(*b.external.ip())?;
+        let anchored = self
+            .subs
+            .get(&(b.realm, *b.internal.ip()))
+            .map(|s| s.anchor);
+        let fits =
+            anchored.is_none_or(|a| a == i) && (anchored == Some(i) || !self.pool.is_dedicated(i));
+        (fits && self.pool.take(i, proto, b.external.port())).then_some((i, b.external.port()))
+    }
+
+    /// Queues a Mapping Update: `response` to `destination`, three copies.
+    fn queue_update(
+        &mut self,
+        now: Instant,
+        binding: u32,
+        remote: Option<SocketAddrV4>,
+        destination: SocketAddr,
+        response: &ResponseRepr<'_>,
+    ) {
+        let mut buf = [0u8; pcp_client::wire::MAX_MESSAGE_LEN];
+        let Ok(len) = response.emit(&mut buf) else {
+            return;
+        };
+        self.updates.push(PendingUpdate {
+            binding,
+            remote,
+            destination,
+            payload: buf[..len].to_vec(),
+            next: now,
+            sent: 0,
+        });
+    }
+
     /// Replaces the NAT pools at `now` (renumbering). The epoch resets (RFC 6887 §8.5: the
-    /// external addresses changed). Each MAP mapping keeps its external port on a new address
-    /// when it can; its client gets a Mapping Update (RFC 6887 §14.2) with the new values and
-    /// its FILTERs and THIRD_PARTY, or CANNOT_PROVIDE_EXTERNAL (and the mapping is dropped)
-    /// when it asked for PREFER_FAILURE and the old endpoint cannot be kept. PEER and implicit
-    /// bindings are dropped (their sessions end with the address).
+    /// external addresses changed). Every binding moves to the new pool with all its parts:
+    /// it keeps its external port (on its old address if that is still in the pool, else on
+    /// its subscriber's new address) when it can, the subscriber's bindings stay on one address
+    /// (RFC 6888 REQ-2), and the dataplane's flows carry on over the moved implicit bindings.
+    ///
+    /// * A MAP part's client gets a Mapping Update (RFC 6887 §14.2) with the new values and its
+    ///   FILTERs and THIRD_PARTY, or CANNOT_PROVIDE_EXTERNAL (and the MAP part is dropped) when
+    ///   it asked for PREFER_FAILURE, or is static, and its old endpoint cannot be kept.
+    /// * Each PEER session's client gets an unsolicited PEER response with the new external
+    ///   endpoint (its remote peer and nonce as before).
+    /// * Implicit parts move silently (no PCP client asked for them).
     pub fn replace_pools(
         &mut self,
         now: Instant,
@@ -65,68 +182,56 @@ impl Server {
         config.pools = pools;
         let pool = NatPool::new(&config)?;
         let now_s = self.seconds(now);
-        let old: Vec<Binding> = self
+        let mut old: Vec<(u32, Binding)> = self
             .table
             .bindings()
-            .filter(|(_, b)| b.has_map())
-            .map(|(_, b)| b.clone())
+            .map(|(id, b)| (id, b.clone()))
             .collect();
+        // All-protocol mappings first: each needs an address nobody is on yet.
+        old.sort_by_key(|(id, b)| (b.protocol != Protocol::ALL.0, *id));
+        let mut peers: HashMap<u32, Vec<PeerSession>> = HashMap::new();
+        for (_, p) in self.table.peer_sessions() {
+            peers.entry(p.binding).or_default().push(p.clone());
+        }
         self.config = config;
         self.pool = pool;
         self.table.clear(now_s);
         self.subs.clear();
+        self.blocks = Default::default();
         self.holds.clear();
         self.updates.clear();
         self.epoch.reset(now);
-        let n = self.pool.len();
-        for b in old {
-            let Some(proto) = proto_index(Protocol(b.protocol)) else {
-                continue;
+        for (old_id, b) in old {
+            let sessions = peers.remove(&old_id).unwrap_or_default();
+            // A PREFER_FAILURE or static MAP part moves only onto its old endpoint; the
+            // binding's other parts (implicit, PEER) move anyway.
+            let pinned = b.flags & flags::PREFER_FAILURE != 0 || b.is_static();
+            let exact = if b.has_map() && pinned {
+                self.take_old_endpoint(&b)
+            } else {
+                None
             };
-            let kept = self
-                .pool
-                .index_of(*b.external.ip())
-                .filter(|i| self.pool.take(*i, proto, b.external.port()));
-            let moved = match kept {
-                Some(i) => Some((i, b.external.port())),
-                None if b.flags & flags::PREFER_FAILURE != 0 || b.is_static() => None,
-                None => {
-                    let start = (u32::from(*b.internal.ip()) as usize) % n.max(1);
-                    let anchor = self
-                        .subs
-                        .get(&(b.realm, *b.internal.ip()))
-                        .map(|s| s.anchor)
-                        .unwrap_or(start as u16);
-                    self.pool
-                        .allocate(
-                            anchor,
-                            PortRequest {
-                                proto,
-                                internal_port: b.internal.port(),
-                            },
-                            &mut *self.rng,
-                        )
-                        .map(|p| (anchor, p))
-                }
+            let map_moves = b.has_map() && (!pinned || exact.is_some());
+            let rest = b.implicit_expires != 0 || !sessions.is_empty();
+            let target = match exact {
+                Some(t) => Some(t),
+                None if map_moves || rest => self.move_target(&b),
+                None => None,
             };
-            let left = b.map_expires.saturating_sub(now_s);
-            let (result, ext) = match moved {
-                Some((i, port)) => {
-                    let Some((a_addr, a_pool, a_section)) =
-                        self.pool.address(i).map(|a| (a.addr, a.pool, a.section))
-                    else {
-                        continue;
-                    };
-                    let ext = SocketAddrV4::new(a_addr, port);
-                    let id = self.table.insert_binding(
-                        Protocol(b.protocol),
-                        b.realm,
-                        b.internal,
-                        ext,
-                        i,
-                        a_pool,
-                        a_section,
-                    );
+            let moved = target.and_then(|(i, port)| {
+                let a = self.pool.address(i)?;
+                let (addr, pool_id, section) = (a.addr, a.pool, a.section);
+                let ext = SocketAddrV4::new(addr, port);
+                let id = self.table.insert_binding(
+                    Protocol(b.protocol),
+                    b.realm,
+                    b.internal,
+                    ext,
+                    i,
+                    pool_id,
+                    section,
+                );
+                if map_moves {
                     self.table.set_map(
                         id,
                         b.nonce,
@@ -135,54 +240,90 @@ impl Server {
                         b.flags & (flags::STATIC | flags::NATPMP | flags::PREFER_FAILURE),
                         b.extra.clone(),
                     );
-                    self.account_new_binding(b.realm, *b.internal.ip(), i, now_s);
-                    (ResultCode::Success, Some((id, ext)))
                 }
-                None => (ResultCode::CannotProvideExternal, None),
-            };
-            if b.is_static() || b.flags & flags::NATPMP != 0 {
-                continue;
-            }
+                if b.implicit_expires != 0 {
+                    self.table.touch_implicit(id, b.implicit_expires);
+                }
+                for p in &sessions {
+                    self.table.insert_peer(
+                        id,
+                        p.remote,
+                        p.nonce,
+                        p.expires,
+                        p.lifetime,
+                        p.description.clone(),
+                    );
+                }
+                self.account_new_binding(b.realm, *b.internal.ip(), i, now_s);
+                Some((id, ext))
+            });
             let Some(destination) = self.client_of(&b) else {
                 continue;
             };
-            let mut options: Vec<PcpOption<'_>> = Vec::new();
-            if let Some(extra) = &b.extra {
-                if let Some(tp) = extra.third_party {
-                    options.push(PcpOption::ThirdParty(IpAddr::V4(tp)));
+            let epoch = self.epoch.at(now);
+            if b.has_map() && !b.is_static() && b.flags & flags::NATPMP == 0 {
+                let mut options: Vec<PcpOption<'_>> = Vec::new();
+                if let Some(extra) = &b.extra {
+                    if let Some(tp) = extra.third_party {
+                        options.push(PcpOption::ThirdParty(IpAddr::V4(tp)));
+                    }
+                    for f in &extra.filters {
+                        options.push(PcpOption::Filter(*f));
+                    }
                 }
-                for f in &extra.filters {
-                    options.push(PcpOption::Filter(*f));
-                }
+                let (result, external, lifetime) = match moved.filter(|_| map_moves) {
+                    Some((_, e)) => (ResultCode::Success, e, b.map_expires.saturating_sub(now_s)),
+                    None => (
+                        ResultCode::CannotProvideExternal,
+                        b.external,
+                        self.config.short_error_lifetime,
+                    ),
+                };
+                let response = ResponseRepr {
+                    result,
+                    lifetime,
+                    epoch,
+                    data: OpcodeData::Map(MapData {
+                        nonce: b.nonce,
+                        protocol: Protocol(b.protocol),
+                        internal_port: b.internal.port(),
+                        external_port: external.port(),
+                        external_address: IpAddr::V4(*external.ip()),
+                    }),
+                    options: Options::List(&options),
+                };
+                let id = moved.map_or(u32::MAX, |(id, _)| id);
+                self.queue_update(now, id, None, destination, &response);
             }
-            let (external, lifetime) = match ext {
-                Some((_, e)) => (e, left),
-                None => (b.external, self.config.short_error_lifetime),
-            };
-            let response = ResponseRepr {
-                result,
-                lifetime,
-                epoch: self.epoch.at(now),
-                data: OpcodeData::Map(MapData {
-                    nonce: b.nonce,
-                    protocol: Protocol(b.protocol),
-                    internal_port: b.internal.port(),
-                    external_port: external.port(),
-                    external_address: IpAddr::V4(*external.ip()),
-                }),
-                options: Options::List(&options),
-            };
-            let mut buf = [0u8; pcp_client::wire::MAX_MESSAGE_LEN];
-            let Ok(len) = response.emit(&mut buf) else {
-                continue;
-            };
-            self.updates.push(PendingUpdate {
-                binding: ext.map_or(u32::MAX, |(id, _)| id),
-                destination,
-                payload: buf[..len].to_vec(),
-                next: now,
-                sent: 0,
-            });
+            for p in &sessions {
+                let (result, external, lifetime) = match moved {
+                    Some((_, e)) => (ResultCode::Success, e, p.expires.saturating_sub(now_s)),
+                    None => (
+                        ResultCode::CannotProvideExternal,
+                        b.external,
+                        self.config.short_error_lifetime,
+                    ),
+                };
+                let response = ResponseRepr {
+                    result,
+                    lifetime,
+                    epoch,
+                    data: OpcodeData::Peer(PeerData {
+                        map: MapData {
+                            nonce: p.nonce,
+                            protocol: Protocol(b.protocol),
+                            internal_port: b.internal.port(),
+                            external_port: external.port(),
+                            external_address: IpAddr::V4(*external.ip()),
+                        },
+                        remote_peer_port: p.remote.port(),
+                        remote_peer_address: IpAddr::V4(*p.remote.ip()),
+                    }),
+                    options: Options::EMPTY,
+                };
+                let id = moved.map_or(u32::MAX, |(id, _)| id);
+                self.queue_update(now, id, Some(p.remote), destination, &response);
+            }
         }
         self.send_due_updates(now);
         Ok(())

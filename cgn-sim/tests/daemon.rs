@@ -1,6 +1,8 @@
 //! The daemon over loopback (unprivileged, `--dataplane none`): raw PCP datagrams built with
-//! `pcp_client::wire`, `cgn-sim ctl`, the 1 000-mapping restart with the ANNOUNCE schedule
-//! checked on the wire, and `natpmpc` against it.
+//! `pcp_client::wire`, `cgn-sim ctl`, the 1 000-mapping restart with the ANNOUNCE copies
+//! checked on the wire (order and count; their timing is checked in simulated time against
+//! the engine, `lifetime.rs`), and `natpmpc` against it (missing natpmpc fails the test when
+//! `NAT444_REQUIRE_PRIVILEGED=1`).
 
 mod support;
 
@@ -10,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pcp_client::wire::{PcpOption, Protocol, ResponseRepr, ResultCode};
-use support::{emit, map_req, nonce};
+use support::{emit, map_req, nonce, tool_available};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cgn-sim");
 const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -132,6 +134,61 @@ fn daemon_answers_map_over_loopback_and_ctl_shows_it() {
     assert!(ctl(&d, &["config"]).contains("min_lifetime = 120"));
 }
 
+// RFC 6887 §11.1: an all-protocol MAP (protocol 0, port 0) over real UDP; `ctl mappings`
+// shows it as `Protocol: ANY` MAP IN / MAP OUT lines on the address it dedicates.
+#[test]
+fn all_protocol_map_shows_in_ctl_mappings() {
+    let d = start("dmz", LO, free_port(LO), &[]);
+    let s = client();
+    let req = emit(&map_req(LO, nonce(3), Protocol::ALL, 0, 3600, None, &[]));
+    s.send_to(&req, d.addr).expect("send");
+    let a = recv(&s);
+    let r = ResponseRepr::parse(&a).expect("parses");
+    assert_eq!((r.result, r.lifetime), (ResultCode::Success, 3600));
+    let m = r.data.map_fields().expect("map");
+    assert_eq!(m.external_port, 0);
+    let table = ctl(&d, &["mappings"]);
+    let ext = m.external_address;
+    assert!(
+        table.starts_with(&format!(
+            "Type: MAP IN, Protocol: ANY, Zone: ---, Vpn: public ANY -> {ext}:0[127.0.0.1:0] TTL: 3600"
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!(
+            "Type: MAP OUT, Protocol: ANY, Zone: ---, Vpn: public 127.0.0.1:0[{ext}:0] -> ANY"
+        )),
+        "{table}"
+    );
+}
+
+// Port Block Allocation from the command line (`--port-block-size 16`, dynamic): the mapping
+// comes from the subscriber's block, which `ctl mappings` shows as the Section.
+#[test]
+fn port_block_flags_put_mappings_in_a_block_shown_in_ctl_mappings() {
+    let d = start("blocks", LO, free_port(LO), &["--port-block-size", "16"]);
+    let s = client();
+    let req = emit(&map_req(LO, nonce(5), Protocol::TCP, 5000, 3600, None, &[]));
+    s.send_to(&req, d.addr).expect("send");
+    let r = ResponseRepr::parse(&recv(&s))
+        .map(|r| (r.result, r.data.map_fields().map(|m| m.external_port)));
+    let Ok((ResultCode::Success, Some(port))) = r else {
+        panic!("{r:?}")
+    };
+    let table = ctl(&d, &["mappings"]);
+    let line = table.lines().next().expect("a line");
+    let ports = line
+        .split("(ports ")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .and_then(|t| t.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
+        .unwrap_or_else(|| panic!("no block in {line}"));
+    assert_eq!(ports.1 - ports.0, 15, "{line}");
+    assert!((ports.0..=ports.1).contains(&port), "{port} in {line}");
+}
+
 // RFC 6887 §8.2 step 1: a request on the outside socket is ignored silently.
 #[test]
 fn daemon_ignores_requests_on_the_outside_address() {
@@ -152,7 +209,10 @@ fn daemon_ignores_requests_on_the_outside_address() {
 
 // Issue 4 "Done when": 1 000 mappings from one client, `ctl restart`, the client re-creates
 // all of them after the ANNOUNCE with the same nonces and gets the same external ports; the
-// ANNOUNCE schedule (RFC 6887 §14.1.3) is checked on the wire.
+// ANNOUNCE copies (RFC 6887 §14.1.3) arrive on the wire in order, as many as configured, with
+// the epoch restarting at 0 and never going back. When they arrive is not checked here (timing
+// never gates a test): `lifetime.rs::announce_schedule_holds_while_a_thousand_mappings_are_recreated`
+// checks the same scenario's schedule in simulated time.
 #[test]
 fn thousand_mappings_survive_a_restart_via_announce() {
     let d = start("restart", LO, free_port(LO), &["--announce-count", "5"]);
@@ -205,46 +265,38 @@ fn thousand_mappings_survive_a_restart_via_announce() {
     };
     external.extend(map_all(&|_| None));
     assert_eq!(ctl(&d, &["mappings"]).lines().count(), 2000);
-    let t0 = Instant::now();
     assert!(ctl(&d, &["restart"]).contains("state lost"));
-    // The first copy arrives at once; the client re-creates on it.
+    // The first copy comes at once; the client re-creates on it.
     let first = recv(&s);
-    let first_at = t0.elapsed();
     assert_eq!(&first[..4], &[2, 0x80, 0, 0]);
     assert_eq!(ctl(&d, &["mappings"]).lines().count(), 0);
     let again = map_all(&|i| Some(external[i]));
     assert_eq!(again, external, "every mapping back on its external port");
-    // The rest of the schedule: 250, 750, 1750, 3750 ms after the first.
-    let mut times = vec![first_at];
+    // The rest of the copies (--announce-count 5), however late a loaded machine makes them:
+    // a generous bound on the wait only keeps a broken daemon from hanging the test.
     let mut epochs = vec![u32::from_be_bytes([
         first[8], first[9], first[10], first[11],
     ])];
-    s.set_read_timeout(Some(Duration::from_secs(6)))
+    s.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
-    while times.len() < 5 {
+    while epochs.len() < 5 {
         let a = recv(&s);
         if a[1] == 0x80 {
             let r = ResponseRepr::parse(&a).expect("parses");
             assert_eq!((r.result, r.lifetime), (ResultCode::Success, 0));
-            times.push(t0.elapsed());
             epochs.push(r.epoch);
         }
     }
-    // Each copy is due on the doubling schedule counted from the first (not from the copy
-    // before it, so one late copy does not shift the rest): never early, and late by no more
-    // than a loaded machine's scheduling delay.
-    let offsets: Vec<u128> = times.iter().map(|t| (*t - times[0]).as_millis()).collect();
-    for (got, due) in offsets[1..].iter().zip([250u128, 750, 1750, 3750]) {
-        assert!(
-            *got + 20 >= due && *got <= due + 500,
-            "copies at {offsets:?} ms after the first, due at 250, 750, 1750, 3750"
-        );
-    }
     assert_eq!(epochs[0], 0);
-    assert!(
-        epochs.windows(2).all(|w| w[1] >= w[0]) && epochs[4] >= 3,
-        "{epochs:?}"
-    );
+    assert!(epochs.windows(2).all(|w| w[1] >= w[0]), "{epochs:?}");
+    // Exactly five: no sixth copy (on the doubling schedule it would be due 4 s after the
+    // fifth) within 5 s of the fifth.
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 1100];
+    while let Ok((n, _)) = s.recv_from(&mut buf) {
+        assert_ne!(buf.get(1), Some(&0x80), "a sixth ANNOUNCE: {:?}", &buf[..n]);
+    }
     let stats = ctl(&d, &["stats"]);
     assert!(stats.contains("cgn_epoch_resets_total 1"));
 }
@@ -252,8 +304,7 @@ fn thousand_mappings_survive_a_restart_via_announce() {
 // `natpmpc -g` against the daemon (RFC 6886): external address and a UDP mapping.
 #[test]
 fn natpmpc_gets_the_external_address_and_a_mapping() {
-    if Command::new("natpmpc").arg("-h").output().is_err() {
-        eprintln!("natpmpc not installed: skipped");
+    if !tool_available("natpmpc", "-h", "apt-get install natpmpc") {
         return;
     }
     // natpmpc always talks to port 5351: use an address of our own in 127/8.
@@ -313,7 +364,7 @@ fn daemon_serves_openmetrics_over_http() {
 }
 
 // `ctl pool` renumbers the NAT (RFC 6887 §14.2, §8.5): the client receives three Mapping
-// Update copies with its mapping on the new pool and epoch 0, and the table shows it.
+// Update copies (in order; their timing is not checked here) with its mapping on the new pool and epoch 0, and the table shows it.
 #[test]
 fn ctl_pool_renumbers_and_the_client_gets_mapping_updates() {
     let d = start("pool", LO, free_port(LO), &[]);
@@ -341,10 +392,11 @@ fn ctl_pool_renumbers_and_the_client_gets_mapping_updates() {
             panic!("v4")
         };
         assert!(ip.octets()[..3] == [192, 0, 2], "{ip}");
-        updates.push((Instant::now(), r.epoch));
+        updates.push(r.epoch);
     }
-    assert!(updates.iter().all(|(_, e)| *e == 0));
-    assert!((updates[1].0 - updates[0].0) >= Duration::from_millis(240));
+    // Their spacing (0, 250, 750 ms) is checked in simulated time:
+    // `lifetime.rs::pool_change_sends_three_mapping_updates_and_resets_the_epoch`.
+    assert!(updates.iter().all(|e| *e == 0));
     assert!(ctl(&d, &["mappings"]).contains("ANY -> 192.0.2."));
     assert!(ctl(&d, &["pool", "not-a-prefix"]).starts_with("error:"));
 }

@@ -251,6 +251,88 @@ fn restart_sends_announce_to_remembered_clients_on_the_schedule() {
     }
 }
 
+// RFC 6887 §14.1.3 (MAY: up to 10 copies, ≥ 250 ms then doubling intervals, the epoch
+// updated): the scenario of `daemon.rs::thousand_mappings_survive_a_restart_via_announce` in
+// simulated time. 1 000 mappings, a restart, the client re-creating all of them (same nonces,
+// PREFER_FAILURE on the old endpoints) while the copies go out: every mapping comes back on its
+// port, and the five copies leave exactly at 0, 250, 750, 1750 and 3750 ms, counted from the
+// first, whatever the load of requests between them.
+#[test]
+fn announce_schedule_holds_while_a_thousand_mappings_are_recreated() {
+    let mut c = config();
+    c.announce_count = 5;
+    let mut h = Harness::with(c);
+    let request = |port: u16, suggest: Option<SocketAddrV4>| {
+        let opts: &[PcpOption<'_>] = if suggest.is_some() {
+            &[PcpOption::PreferFailure]
+        } else {
+            &[]
+        };
+        emit(&map_req(
+            CLIENT,
+            nonce((port % 251) as u8),
+            Protocol::UDP,
+            port,
+            7200,
+            suggest,
+            opts,
+        ))
+    };
+    let mut external = Vec::new();
+    for i in 0..1000u16 {
+        let a = h.send(CLIENT, &request(20_000 + i, None)).expect("answer");
+        assert_eq!(a.result(), ResultCode::Success);
+        external.push(a.external());
+    }
+    h.advance(Duration::from_secs(5));
+    let t = h.now;
+    h.server.restart(t, false);
+    assert_eq!(h.server.table().counts().bindings, 0);
+    let mut copies: Vec<(u128, u32)> = Vec::new();
+    let mut collect = |h: &mut Harness| {
+        for tx in drain(h) {
+            if tx.destination == SocketAddr::new(IpAddr::V4(CLIENT), 40_000) {
+                let r = ResponseRepr::parse(&tx.payload).expect("ANNOUNCE parses");
+                assert_eq!(
+                    (r.result, r.lifetime, r.data),
+                    (ResultCode::Success, 0, OpcodeData::Announce)
+                );
+                copies.push(((h.now - t).as_millis(), r.epoch));
+            }
+        }
+    };
+    collect(&mut h);
+    // The client re-creates in bursts of 50, one burst every 10 ms, from 10 ms on.
+    let mut again = Vec::new();
+    for (burst, chunk) in (0..1000u16).collect::<Vec<_>>().chunks(50).enumerate() {
+        h.now = t + Duration::from_millis(10 * (burst as u64 + 1));
+        h.server.handle_timeout(h.now);
+        collect(&mut h);
+        for &i in chunk {
+            let a = h
+                .send(CLIENT, &request(20_000 + i, Some(external[usize::from(i)])))
+                .expect("answer");
+            assert_eq!(a.result(), ResultCode::Success, "mapping {i}");
+            again.push(a.external());
+        }
+    }
+    assert_eq!(again, external, "every mapping back on its external port");
+    // On from 250 ms (after the last burst), in 50 ms steps: every due time is on a step.
+    for step in 5..=100u64 {
+        h.now = t + Duration::from_millis(50 * step);
+        h.server.handle_timeout(h.now);
+        collect(&mut h);
+    }
+    let times: Vec<u128> = copies.iter().map(|(at, _)| *at).collect();
+    assert_eq!(times, vec![0, 250, 750, 1750, 3750]);
+    let epochs: Vec<u32> = copies.iter().map(|(_, e)| *e).collect();
+    assert_eq!(
+        epochs,
+        vec![0, 0, 0, 1, 3],
+        "the epoch restarts at 0 and advances"
+    );
+}
+
 // RFC 6887 §14.1.3: multicast to 224.0.0.1:5350 when enabled.
 #[test]
 fn announce_goes_to_the_all_hosts_group_when_multicast_is_enabled() {
@@ -369,6 +451,135 @@ fn pool_change_sends_three_mapping_updates_and_resets_the_epoch() {
     );
     assert!(h.server.render_table(h.now).contains("[192.0.2."));
     assert!(h.server.render_table(h.now).contains("Pool: 2, Section: 3"));
+}
+
+// Renumbering (`ctl pool`, RFC 6887 §14.2, §8.5) moves every binding, not only MAP ones: a
+// PEER session and an implicit binding made by outbound traffic are on the new pool afterwards,
+// on the subscriber's one new address (RFC 6888 REQ-2) with their external ports, the PEER
+// client gets three unsolicited PEER responses with the new endpoint (its remote peer and
+// nonce as before), which stop once it refreshes, and outbound traffic carries on over the
+// moved binding instead of making a new one.
+#[test]
+fn renumbering_moves_peer_and_implicit_bindings_and_tells_the_peer_client() {
+    let mut h = Harness::new();
+    let remote = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 50), 80);
+    let peer = h.request(
+        CLIENT,
+        &peer_req(CLIENT, nonce(5), 6000, 3600, remote, None, &[]),
+    );
+    assert_eq!(peer.result(), ResultCode::Success);
+    let now = h.now;
+    let implicit = h
+        .server
+        .outbound(now, Protocol::UDP, SocketAddrV4::new(CLIENT, 7000))
+        .expect("implicit binding");
+    assert_eq!(implicit.ip(), peer.external().ip(), "paired before");
+    let map = udp(&mut h, CLIENT, 1, 5000, 3600, None);
+    h.advance(Duration::from_secs(10));
+    let t = h.now;
+    let pools = vec![PoolConfig {
+        id: 2,
+        sections: vec![SectionConfig {
+            id: 3,
+            ranges: vec!["192.0.2.0/29".into()],
+        }],
+    }];
+    h.server.replace_pools(t, pools).expect("pools");
+    let table = h.server.render_table(h.now);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "MAP IN, MAP OUT, PEER, IMPLICIT:\n{table}");
+    let new_ip = |l: &str| -> Ipv4Addr {
+        let ext = l.split('[').nth(1).and_then(|r| r.split(':').next());
+        ext.and_then(|a| a.parse().ok())
+            .or_else(|| {
+                l.split("-> ")
+                    .nth(1)
+                    .and_then(|r| r.split(':').next()?.parse().ok())
+            })
+            .expect("an address")
+    };
+    let peer_line = lines
+        .iter()
+        .find(|l| l.starts_with("Type: PEER"))
+        .expect("the PEER session moved");
+    assert!(
+        peer_line.contains(&format!(
+            "100.64.0.2:6000[{}:{}] -> 203.0.113.50:80 TTL: 3600, Left: 3590, Pool: 2, Section: 3 Mapping Nonce: {}",
+            new_ip(peer_line),
+            peer.external().port(),
+            nonce(5)
+        )),
+        "{table}"
+    );
+    let implicit_line = lines
+        .iter()
+        .find(|l| l.starts_with("Type: IMPLICIT"))
+        .expect("the implicit binding moved");
+    assert!(
+        implicit_line.contains(&format!(
+            "100.64.0.2:7000[{}:{}] -> ANY",
+            new_ip(peer_line),
+            implicit.port()
+        )),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(&format!("{}:", new_ip(peer_line)))),
+        "one address for the subscriber: {table}"
+    );
+    assert_eq!(new_ip(peer_line).octets()[..3], [192, 0, 2]);
+    // Outbound traffic finds the moved binding.
+    let again = h
+        .server
+        .outbound(h.now, Protocol::UDP, SocketAddrV4::new(CLIENT, 7000))
+        .expect("same binding");
+    assert_eq!(again, SocketAddrV4::new(new_ip(peer_line), implicit.port()));
+    assert_eq!(h.server.table().counts().bindings, 3);
+    // The PEER client hears of it: unsolicited PEER responses, at 0 and 250 ms, then it
+    // refreshes and the third copy never comes.
+    let mut peer_updates = Vec::new();
+    for step in 0..30u64 {
+        let at = t + Duration::from_millis(50 * step);
+        h.now = at;
+        h.server.handle_timeout(at);
+        for tx in drain(&mut h) {
+            if tx.payload[1] == 0x82 {
+                let r = ResponseRepr::parse(&tx.payload).expect("parses");
+                let OpcodeData::Peer(p) = r.data else {
+                    panic!("PEER data")
+                };
+                assert_eq!(tx.destination, SocketAddr::new(IpAddr::V4(CLIENT), 40_000));
+                assert_eq!(
+                    (r.result, r.epoch, p.map.nonce, p.map.internal_port),
+                    (ResultCode::Success, 0, nonce(5), 6000)
+                );
+                assert_eq!(
+                    (p.remote_peer_address, p.remote_peer_port),
+                    (IpAddr::V4(*remote.ip()), 80)
+                );
+                assert_eq!(
+                    (p.map.external_address, p.map.external_port),
+                    (IpAddr::V4(new_ip(peer_line)), peer.external().port())
+                );
+                peer_updates.push((at - t).as_millis());
+            }
+        }
+        if step == 6 {
+            let r = h.request(
+                CLIENT,
+                &peer_req(CLIENT, nonce(5), 6000, 3600, remote, None, &[]),
+            );
+            assert_eq!(r.result(), ResultCode::Success);
+        }
+    }
+    assert_eq!(
+        peer_updates,
+        vec![0, 250],
+        "stopped by the refresh at 300 ms"
+    );
+    let _ = map;
 }
 
 // RFC 6887 §14.2 (MUST, SHOULD): a Mapping Update carries THIRD_PARTY when the request had it

@@ -5,6 +5,7 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
+use cgn_sim::config::EngineConfig;
 use cgn_sim::server::StaticMapping;
 use cgn_sim::table::InternalKey;
 use pcp_client::wire::{OpcodeData, PcpOption, Protocol, ResultCode};
@@ -70,10 +71,12 @@ fn map_response_copies_protocol_internal_port_and_nonce() {
 }
 
 // RFC 6887 §11.3 (MUST): unsupported protocol; wildcard and DMZ that cannot be granted in
-// full → UNSUPP_PROTOCOL.
+// full → UNSUPP_PROTOCOL (for DMZ: every address shared, see
+// `all_protocol_map_on_a_shared_address_gets_unsupp_protocol`).
 #[test]
 fn unsupported_protocol_wildcard_and_dmz_get_unsupp_protocol() {
-    let mut h = Harness::new();
+    let mut h = Harness::with(EngineConfig::with_pools(&["198.51.100.1"]));
+    udp(&mut h, CLIENT2, 1, 5000, 3600, None, &[]);
     for (proto, port) in [
         (Protocol::SCTP, 5000),
         (Protocol::ICMP, 0),
@@ -86,7 +89,150 @@ fn unsupported_protocol_wildcard_and_dmz_get_unsupp_protocol() {
         );
         assert_eq!(a.result(), ResultCode::UnsuppProtocol, "{proto} {port}");
     }
-    assert_eq!(h.server.table().counts().bindings, 0);
+    assert_eq!(
+        h.server.table().counts().bindings,
+        1,
+        "CLIENT2's mapping only"
+    );
+}
+
+fn all_protocols(h: &mut Harness, client: Ipv4Addr, n: u8, lifetime: u32) -> Answer {
+    h.request(
+        client,
+        &map_req(client, nonce(n), Protocol::ALL, 0, lifetime, None, &[]),
+    )
+}
+
+// RFC 6887 §11.1 (protocol 0 = all protocols, internal port 0) and §11.3 item 2 (granted in
+// full or not at all): the subscriber gets a whole pool address of its own. The answer
+// carries that address and port 0; `ctl mappings` shows it as MAP IN / MAP OUT with
+// `Protocol: ANY`; no other subscriber is put on the address, even when it suggests it; the
+// mapping is renewed and deleted (with its nonce, §15.1) like any MAP, and the address is
+// shared again afterwards.
+#[test]
+fn all_protocol_map_takes_a_whole_address_for_one_subscriber() {
+    let mut h = Harness::new();
+    let a = all_protocols(&mut h, CLIENT, 1, 3600);
+    assert_eq!((a.result(), a.lifetime()), (ResultCode::Success, 3600));
+    let x = *a.external().ip();
+    assert_eq!(a.external().port(), 0);
+    assert_eq!(
+        (a.map().protocol, a.map().internal_port),
+        (Protocol::ALL, 0)
+    );
+    let table = h.server.render_table(h.now);
+    assert!(
+        table.contains(&format!(
+            "Type: MAP IN, Protocol: ANY, Zone: ---, Vpn: public ANY -> {x}:0[100.64.0.2:0] TTL: 3600"
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!(
+            "Type: MAP OUT, Protocol: ANY, Zone: ---, Vpn: public 100.64.0.2:0[{x}:0] -> ANY"
+        )),
+        "{table}"
+    );
+    // Its other mappings stay on the address (paired pooling); others never land there.
+    let own = udp(&mut h, CLIENT, 2, 5000, 3600, None, &[]);
+    assert_eq!(*own.external().ip(), x);
+    let b = udp(
+        &mut h,
+        CLIENT2,
+        3,
+        5000,
+        3600,
+        Some(SocketAddrV4::new(x, 5000)),
+        &[],
+    );
+    assert_eq!(b.result(), ResultCode::Success);
+    assert_ne!(*b.external().ip(), x, "{}", b.external());
+    let pf = udp(
+        &mut h,
+        Ipv4Addr::new(100, 64, 0, 9),
+        4,
+        5000,
+        3600,
+        Some(SocketAddrV4::new(x, 5000)),
+        &[PcpOption::PreferFailure],
+    );
+    assert_eq!(pf.result(), ResultCode::CannotProvideExternal);
+    // Renewal with the nonce; another nonce is refused with the remaining lifetime.
+    h.advance(Duration::from_secs(100));
+    let again = all_protocols(&mut h, CLIENT, 1, 7200);
+    assert_eq!(
+        (again.result(), *again.external().ip()),
+        (ResultCode::Success, x)
+    );
+    let thief = all_protocols(&mut h, CLIENT, 7, 7200);
+    assert_eq!(
+        (thief.result(), thief.lifetime()),
+        (ResultCode::NotAuthorized, 7200)
+    );
+    let wrong_delete = all_protocols(&mut h, CLIENT, 7, 0);
+    assert_eq!(wrong_delete.result(), ResultCode::NotAuthorized);
+    let delete = all_protocols(&mut h, CLIENT, 1, 0);
+    assert_eq!(
+        (delete.result(), delete.lifetime()),
+        (ResultCode::Success, 0)
+    );
+    assert!(!h.server.render_table(h.now).contains("Protocol: ANY"));
+    // Shared again: a new subscriber suggesting it gets it.
+    let c = udp(
+        &mut h,
+        Ipv4Addr::new(100, 64, 0, 10),
+        5,
+        6000,
+        3600,
+        Some(SocketAddrV4::new(x, 6000)),
+        &[],
+    );
+    assert_eq!(c.external(), SocketAddrV4::new(x, 6000));
+    h.check();
+}
+
+// RFC 6887 §11.3 item 2 (MUST): an all-protocol MAP that cannot be granted in full gets
+// UNSUPP_PROTOCOL and changes nothing: the subscriber's address is shared with another one, or
+// (no mappings yet) every address is in use.
+#[test]
+fn all_protocol_map_on_a_shared_address_gets_unsupp_protocol() {
+    let one = Ipv4Addr::new(198, 51, 100, 1);
+    let two = Ipv4Addr::new(198, 51, 100, 2);
+    let mut h = Harness::with(EngineConfig::with_pools(&["198.51.100.1", "198.51.100.2"]));
+    let on = |a: Ipv4Addr| Some(SocketAddrV4::new(a, 0));
+    // CLIENT shares 198.51.100.1 with another subscriber.
+    let s9 = udp(
+        &mut h,
+        Ipv4Addr::new(100, 64, 0, 9),
+        1,
+        5000,
+        3600,
+        on(one),
+        &[],
+    );
+    assert_eq!(*s9.external().ip(), one);
+    let a = udp(&mut h, CLIENT, 2, 5000, 3600, on(one), &[]);
+    assert_eq!(*a.external().ip(), one);
+    let before = h.server.table().counts();
+    let dmz = all_protocols(&mut h, CLIENT, 3, 3600);
+    assert_eq!(dmz.result(), ResultCode::UnsuppProtocol);
+    // CLIENT2 alone on 198.51.100.2: nothing is left whole for a new subscriber.
+    let b = udp(&mut h, CLIENT2, 4, 5000, 3600, on(two), &[]);
+    assert_eq!(*b.external().ip(), two);
+    let lone = all_protocols(&mut h, Ipv4Addr::new(100, 64, 0, 20), 5, 3600);
+    assert_eq!(lone.result(), ResultCode::UnsuppProtocol);
+    assert_eq!(
+        h.server.table().counts().maps,
+        before.maps + 1,
+        "only CLIENT2's mapping was added"
+    );
+    // CLIENT2 is alone on its address: granted there.
+    let ok = all_protocols(&mut h, CLIENT2, 6, 3600);
+    assert_eq!(
+        (ok.result(), *ok.external().ip()),
+        (ResultCode::Success, two)
+    );
+    h.check();
 }
 
 // RFC 6887 §11.3, §15.1 (MUST): protocol 0 with a port, for create and for delete.

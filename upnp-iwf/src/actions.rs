@@ -284,18 +284,30 @@ pub struct LinkInfo {
     pub upstream_bps: u32,
     /// `NewLayer1DownstreamMaxBitRate`.
     pub downstream_bps: u32,
+    /// Where the per-interface directories are read from; `None`: `/sys/class/net` (tests
+    /// point it at a directory of their own).
+    pub statistics_root: Option<std::path::PathBuf>,
 }
 
+/// Default [`LinkInfo::statistics_root`].
+const SYS_CLASS_NET: &str = "/sys/class/net";
+
 impl LinkInfo {
-    /// A statistics counter of the WAN interface, masked to 32 bits (ui4); 0 if unknown.
+    /// A statistics counter of the WAN interface as a ui4: the kernel's 64-bit count wraps
+    /// around at 2^32 (IGD WANCommonInterfaceConfig counters are ui4 and wrap, they do not
+    /// stick at the maximum); 0 if unknown or unreadable.
     pub fn counter(&self, name: &str) -> u32 {
         let Some(ifname) = &self.wan_interface else {
             return 0;
         };
-        if ifname.contains('/') || ifname.contains("..") {
+        if ifname.contains('/') || ifname.contains("..") || name.contains('/') {
             return 0;
         }
-        std::fs::read_to_string(format!("/sys/class/net/{ifname}/statistics/{name}"))
+        let root = self
+            .statistics_root
+            .as_deref()
+            .unwrap_or(std::path::Path::new(SYS_CLASS_NET));
+        std::fs::read_to_string(root.join(ifname).join("statistics").join(name))
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(|v| (v & 0xffff_ffff) as u32)

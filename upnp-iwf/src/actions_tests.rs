@@ -656,23 +656,42 @@ fn connection_control_actions_are_refused_with_their_codes() {
     );
 }
 
-// Counters ≤ 4294967295 on WANCommonInterfaceConfig.
+// WANCommonInterfaceConfig counters are ui4 (upnp-igd.md, WANCommonInterfaceConfig:1 §2.2):
+// the kernel's 64-bit counts are reported modulo 2^32, so a counter past 4294967295 wraps
+// around to small values instead of overflowing the ui4 or sticking at its maximum; an
+// unreadable counter reads 0.
 #[test]
-fn link_counters_fit_ui4() {
+fn link_counters_wrap_around_at_two_to_the_32() {
     let now = Instant::now();
+    let root = std::env::temp_dir().join(format!("iwf-link-counters-{}", std::process::id()));
+    let stats = root.join("wan0").join("statistics");
+    std::fs::create_dir_all(&stats).expect("statistics dir");
+    for (file, value) in [
+        ("tx_bytes", "4294967301\n"),    // 2^32 + 5
+        ("rx_bytes", "4294967295\n"),    // 2^32 - 1: the largest ui4, as is
+        ("tx_packets", "12884901890\n"), // 3 * 2^32 + 2
+        ("rx_packets", "not a number\n"),
+    ] {
+        std::fs::write(stats.join(file), value).expect("counter file");
+    }
     let mut g = igd(now);
-    g.link.wan_interface = Some("lo".into());
+    g.link.wan_interface = Some("wan0".into());
+    g.link.statistics_root = Some(root.clone());
     let c = ctx(now, ME, IgdVersion::V2);
-    for a in [
+    let got: Vec<String> = [
         "GetTotalBytesSent",
         "GetTotalBytesReceived",
         "GetTotalPacketsSent",
         "GetTotalPacketsReceived",
-    ] {
+    ]
+    .iter()
+    .map(|a| {
         let o = call(&g, &c, a, &req(&[])).expect("counter");
-        let v: u64 = o[0].1.clone().into_text().parse().expect("decimal");
-        assert!(v <= u64::from(u32::MAX));
-    }
+        o[0].1.clone().into_text()
+    })
+    .collect();
+    let _ = std::fs::remove_dir_all(&root);
+    assert_eq!(got, ["5", "4294967295", "2", "0"]);
     let o = call(&g, &c, "GetCommonLinkProperties", &req(&[])).expect("ok");
     assert_eq!(out(&o, "NewPhysicalLinkStatus"), "Up");
     assert_eq!(out(&o, "NewWANAccessType"), "Ethernet");

@@ -90,10 +90,10 @@ impl Dataplane {
         } else {
             options.inside_ifaces.clone()
         };
-        let mut translator = options.translator.clone();
-        if translator.outside_address.is_unspecified() {
-            translator.outside_address = pool.first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED);
-        }
+        // An unspecified outside address stays so: the translator then sends its ICMP errors
+        // towards the Internet from the first address of the pool in force (after `ctl pool`
+        // too).
+        let translator = options.translator.clone();
         let tun = Tun::open(&tun_config)
             .await
             .with_context(|| format!("opening the TUN dataplane {}", tun_config.name))?;

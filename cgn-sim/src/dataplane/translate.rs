@@ -76,7 +76,9 @@ pub struct DataplaneConfig {
     pub mtu: usize,
     /// Source of ICMP errors sent to subscribers (the CGN's inside address).
     pub inside_address: Ipv4Addr,
-    /// Source of ICMP errors sent towards the Internet (the CGN's outside address).
+    /// Source of ICMP errors sent towards the Internet (the CGN's outside address);
+    /// unspecified (0.0.0.0): the first address of the pool in force, which follows a
+    /// renumbering.
     pub outside_address: Ipv4Addr,
     /// Most sessions.
     pub max_sessions: usize,
@@ -358,7 +360,7 @@ impl Translator {
             let from = if from_inside {
                 self.config.inside_address
             } else {
-                self.config.outside_address
+                self.outside_source(server)
             };
             self.emit_error(packet, from, IcmpError::TimeExceeded);
             return Verdict::Drop(DropReason::TtlExceeded);
@@ -423,12 +425,30 @@ impl Translator {
                 };
                 self.later_fragment(server, now, packet, key)
             }
-            Classified::Unsupported { .. } => Verdict::Drop(DropReason::UnsupportedProtocol),
+            Classified::Unsupported { .. } => {
+                self.portless(server, now, packet, from_inside, to_pool, src, dst)
+            }
         };
         if verdict == Verdict::Forward {
-            return self.finish(packet, from_inside, refused_copy.as_deref());
+            let outside = self.outside_source(server);
+            return self.finish(packet, from_inside, outside, refused_copy.as_deref());
         }
         verdict
+    }
+
+    /// The source of ICMP errors the translator sends towards the Internet:
+    /// [`DataplaneConfig::outside_address`], or when that is unspecified the first address
+    /// of the pool in force, so that it follows a renumbering (`ctl pool`).
+    fn outside_source(&self, server: &Server) -> Ipv4Addr {
+        if self.config.outside_address.is_unspecified() {
+            server
+                .pool()
+                .addresses()
+                .first()
+                .map_or(Ipv4Addr::UNSPECIFIED, |a| a.addr)
+        } else {
+            self.config.outside_address
+        }
     }
 
     /// Forwards an outbound packet to a bypassed destination untranslated (RFC 6888 REQ-6):
@@ -438,7 +458,8 @@ impl Translator {
         if let Some(k) = first_fragment_key(packet) {
             self.learn_fragments(now_s, k, FragmentRewrite::Source(src));
         }
-        let verdict = self.finish(packet, true, None);
+        // From the inside: errors come from the inside address, the outside one is unused.
+        let verdict = self.finish(packet, true, self.config.inside_address, None);
         if !matches!(verdict, Verdict::Drop(_)) {
             self.counters.bypassed += 1;
         }
@@ -454,7 +475,13 @@ impl Translator {
 
     /// TTL and MTU, after translation. `original` is the packet as it arrived when it was
     /// translated and is too big with DF set (the Fragmentation Needed quotes it).
-    fn finish(&mut self, packet: &mut [u8], from_inside: bool, original: Option<&[u8]>) -> Verdict {
+    fn finish(
+        &mut self,
+        packet: &mut [u8],
+        from_inside: bool,
+        outside: Ipv4Addr,
+        original: Option<&[u8]>,
+    ) -> Verdict {
         let Ok(mut ip) = Ipv4Packet::new_checked(&mut *packet) else {
             return Verdict::Drop(DropReason::Malformed);
         };
@@ -465,7 +492,7 @@ impl Translator {
         let from = if from_inside {
             self.config.inside_address
         } else {
-            self.config.outside_address
+            outside
         };
         if ip.dont_fragment() {
             let mtu = u16::try_from(self.config.mtu).unwrap_or(u16::MAX);
@@ -575,6 +602,9 @@ impl Translator {
         };
         let is_syn = flow.protocol == proto::TCP && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
         let Some(id) = server.table().lookup_external(&ext_key) else {
+            if let Some(v) = self.dmz_inbound(server, now_s, packet, flow, tcp_flags) {
+                return v;
+            }
             return self.refuse(packet, flow, is_syn, DropReason::NoMapping, now);
         };
         let Some(b) = server.table().binding(id) else {
@@ -609,6 +639,101 @@ impl Translator {
             self.counters.inbound += 1;
         }
         verdict
+    }
+
+    /// Inbound to an external port without a binding of its own, on an address an
+    /// all-protocol MAP dedicates to one host (RFC 6887 §11.1, [`crate::dmz`]): to that host,
+    /// port unchanged, if the mapping's FILTERs admit the sender. `None`: no such mapping.
+    fn dmz_inbound(
+        &mut self,
+        server: &Server,
+        now_s: u32,
+        packet: &mut [u8],
+        flow: Flow,
+        tcp_flags: u8,
+    ) -> Option<Verdict> {
+        let id = server.dmz_binding(flow.dst.0)?;
+        let b = server.table().binding(id)?;
+        let filters = b.filters();
+        if !(filters.is_empty() || filters.iter().any(|f| filter_matches(f, ep(flow.src)))) {
+            return Some(Verdict::Drop(DropReason::Filtered));
+        }
+        let internal = SocketAddrV4::new(*b.internal.ip(), flow.dst.1);
+        let key = SessionKey {
+            protocol: flow.protocol,
+            internal,
+            remote: remote_of(flow.protocol, flow.src),
+        };
+        let t = self.config.timeouts;
+        // The host's answer makes its own binding on this port (the server keeps a DMZ host's
+        // ports) and the session moves onto it.
+        let _ = self
+            .sessions
+            .touch(now_s, key, ep(flow.dst), id, Dir::In, tcp_flags, &t, true);
+        let verdict = self.rewrite(now_s, packet, Side::Destination, internal);
+        if verdict == Verdict::Forward {
+            self.counters.inbound += 1;
+        }
+        Some(verdict)
+    }
+
+    /// A protocol without ports (GRE, ESP, SCTP, …; or an ICMP type that is neither a query
+    /// nor an error): only an all-protocol MAP translates it (RFC 6887 §11.1), inbound to its
+    /// address → to its host, outbound from its host → from its address; the IP addresses are
+    /// all that change. Anything else is dropped as unsupported.
+    #[allow(clippy::too_many_arguments)]
+    fn portless(
+        &mut self,
+        server: &Server,
+        now: Instant,
+        packet: &mut [u8],
+        from_inside: bool,
+        to_pool: bool,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    ) -> Verdict {
+        let now_s = server.seconds(now);
+        let (side, to) = if from_inside && !to_pool {
+            match server.dmz_address_of(src) {
+                Some(ext) => (Side::Source, ext),
+                None => return Verdict::Drop(DropReason::UnsupportedProtocol),
+            }
+        } else if !from_inside {
+            let Some(b) = server
+                .dmz_binding(dst)
+                .and_then(|id| server.table().binding(id))
+            else {
+                return Verdict::Drop(DropReason::UnsupportedProtocol);
+            };
+            let filters = b.filters();
+            let remote = SocketAddrV4::new(src, 0);
+            if !(filters.is_empty() || filters.iter().any(|f| filter_matches(f, remote))) {
+                return Verdict::Drop(DropReason::Filtered);
+            }
+            (Side::Destination, *b.internal.ip())
+        } else {
+            return Verdict::Drop(DropReason::UnsupportedProtocol);
+        };
+        let first_of_many = first_fragment_key(packet);
+        let Ok(mut ip) = Ipv4Packet::new_checked(&mut *packet) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let rewrite = match side {
+            Side::Source => {
+                ip.set_src(to);
+                self.counters.outbound += 1;
+                FragmentRewrite::Source(to)
+            }
+            Side::Destination => {
+                ip.set_dst(to);
+                self.counters.inbound += 1;
+                FragmentRewrite::Destination(to)
+            }
+        };
+        if let Some(k) = first_of_many {
+            self.learn_fragments(now_s, k, rewrite);
+        }
+        Verdict::Forward
     }
 
     /// Rewrites one end of a flow packet to `to`; a first fragment with more to come teaches

@@ -16,9 +16,13 @@ use super::translate::{DataplaneConfig, DropReason, Filtering, Translator, Verdi
 use crate::config::EngineConfig;
 use crate::server::{Interface, Server};
 
+mod all_protocols;
 mod bypass;
 mod icmp_errors;
+mod logging;
+mod port_blocks;
 mod refresh_and_ids;
+mod renumbering;
 
 const A: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 const B: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 3);

@@ -194,3 +194,27 @@ pub fn emit(r: &RequestRepr<'_>) -> Vec<u8> {
     let n = r.emit(&mut buf).expect("emit");
     buf[..n].to_vec()
 }
+
+/// Whether a test may go on without an external program: true if `program --probe_arg`
+/// runs. Otherwise prints `SKIPPED: …` and returns false on a laptop, and panics when
+/// `NAT444_REQUIRE_PRIVILEGED` is set (CI), as `tests/tests/cgn_lab.rs` does, so a CI run
+/// never passes by skipping.
+pub fn tool_available(program: &str, probe_arg: &str, install: &str) -> bool {
+    if std::process::Command::new(program)
+        .arg(probe_arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+    {
+        return true;
+    }
+    let strict =
+        std::env::var("NAT444_REQUIRE_PRIVILEGED").is_ok_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !strict,
+        "{program} is not installed ({install}), and NAT444_REQUIRE_PRIVILEGED forbids skipping"
+    );
+    println!("SKIPPED: {program} is not installed ({install})");
+    false
+}

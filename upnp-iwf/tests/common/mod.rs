@@ -180,3 +180,31 @@ pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
             n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
         })
 }
+
+/// Environment variable CI sets: a test that would skip for want of a tool fails instead
+/// (the same switch as the namespace tests' `nat444_tests::lab::REQUIRE_PRIVILEGED_ENV`).
+pub const REQUIRE_ENV: &str = "NAT444_REQUIRE_PRIVILEGED";
+
+/// True when [`REQUIRE_ENV`] is set to anything but empty or `0`.
+pub fn tools_required() -> bool {
+    std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Whether a test may go on without `what`: prints `SKIPPED: …` and returns false on a
+/// laptop, panics under [`REQUIRE_ENV`] (CI), so a CI run never passes by skipping.
+pub fn missing_tool(what: &str, install: &str) -> bool {
+    assert!(
+        !tools_required(),
+        "{what} is not installed ({install}), and {REQUIRE_ENV} forbids skipping"
+    );
+    println!("SKIPPED: {what} is not installed ({install})");
+    false
+}
+
+/// True if `program` is on PATH (or is a path that exists); otherwise see [`missing_tool`].
+pub fn require_program(program: &str, install: &str) -> bool {
+    let found = std::path::Path::new(program).exists()
+        || std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
+    found || missing_tool(program, install)
+}

@@ -142,3 +142,36 @@ fn parity_can_be_turned_off_for_dynamic_mappings() {
     assert!(free.iter().any(|p| p % 2 == 1), "{free:?}");
     assert!(free.iter().any(|p| p % 2 == 0), "{free:?}");
 }
+
+// RFC 7857 §11 (MAY: ICMP query mappings deleted with their last session), decided yes: an
+// echo binding is refreshed by the outbound packets of every session on it with the same ICMP
+// query timeout (60 s) as the sessions, so it ends in the same second as its last session,
+// neither with the first one nor later. Two pings with one identifier, to PEER at 1 s and to
+// OTHER at 30 s: at 62 s PEER's session is gone and the binding lives on OTHER's; at 91 s
+// both are gone and the identifier's external port is released to the hold-down.
+#[test]
+fn icmp_query_mapping_ends_with_its_last_session() {
+    let mut r = rig();
+    let mut first = echo_request(A, PEER, 77);
+    assert_eq!(r.send(1, &mut first), Verdict::Forward);
+    let mut second = echo_request(A, OTHER, 77);
+    assert_eq!(r.send(30, &mut second), Verdict::Forward);
+    assert_eq!(flow(&first).0, flow(&second).0, "one query mapping");
+    assert_eq!(r.nat.session_count(), 2);
+    tick(&mut r, 62);
+    assert_eq!(r.nat.session_count(), 1, "PEER's session expired");
+    assert_eq!(
+        r.server.table().counts().bindings,
+        1,
+        "the mapping outlives its first session"
+    );
+    tick(&mut r, 89);
+    assert_eq!(r.server.table().counts().bindings, 1);
+    tick(&mut r, 91);
+    assert_eq!(r.nat.session_count(), 0);
+    assert_eq!(
+        r.server.table().counts().bindings,
+        0,
+        "the mapping went with its last session"
+    );
+}

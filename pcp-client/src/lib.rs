@@ -16,3 +16,8 @@ pub mod wire;
 
 #[cfg(feature = "tokio")]
 pub use client::{Announcement, Client, ClientConfig, ClientError, Mapping};
+
+/// The README's examples, compiled by `cargo test --doc` so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -11,6 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use nat444_tests::lab::list_namespaces;
@@ -64,6 +65,15 @@ fn run_bounded(args: &[&str]) -> (Option<i32>, String, String) {
     (status.and_then(|s| s.code()), stdout, stderr)
 }
 
+/// Namespaces named `<prefix>-…` that exist.
+fn namespaces_of(prefix: &str) -> Vec<String> {
+    list_namespaces()
+        .expect("ip netns list")
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .collect()
+}
+
 fn addr(v: &Value) -> Option<SocketAddrV4> {
     v.as_str()?.parse().ok()
 }
@@ -87,11 +97,7 @@ fn every_mapping_of_4_subscribers_is_back_once_on_its_port_after_a_cgn_restart()
         "--prefix",
         &prefix,
     ]);
-    let left: Vec<String> = list_namespaces()
-        .expect("ip netns list")
-        .into_iter()
-        .filter(|n| n.starts_with(&format!("{prefix}-")))
-        .collect();
+    let left = namespaces_of(&prefix);
     assert!(
         left.is_empty(),
         "namespaces left behind: {left:?}\n{stderr}"
@@ -152,4 +158,84 @@ fn every_mapping_of_4_subscribers_is_back_once_on_its_port_after_a_cgn_restart()
     assert_eq!(per_sub.len(), usize::from(SUBSCRIBERS), "every subscriber");
     let total: usize = cgn.values().map(Vec::len).sum();
     assert_eq!(total as u64, asked, "nothing else at the CGN: {cgn:?}");
+}
+
+// Issue 12: everything is torn down also on Ctrl-C. SIGINT while the subscribers are mapping
+// their ports: exit 130, every namespace and the log directory gone, and so every daemon and
+// client of the lab (a namespace with a process left in it would still be listed).
+#[test]
+fn ctrl_c_while_mapping_tears_the_scale_lab_down() {
+    require_privileges!();
+    let prefix = format!("n444-{}-scaleint", std::process::id());
+    let mut child = Command::new(BIN)
+        .args([
+            "scale",
+            "--subscribers",
+            "8",
+            "--mappings",
+            "20",
+            "--prefix",
+            &prefix,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nat444-lab");
+    let mut err = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let chunk = String::from_utf8_lossy(&buf[..n]).into_owned();
+            all.push_str(&chunk);
+            let _ = tx.send(chunk);
+        }
+        all
+    });
+    // Wait (bounded) until the daemons serve, then give the clients a moment to start.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = String::new();
+    while !seen.contains("serving after") && Instant::now() < deadline {
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push_str(&chunk);
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+    }
+    assert!(
+        seen.contains("serving after"),
+        "never got to mapping: {seen}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!namespaces_of(&prefix).is_empty(), "the lab is up");
+    // Our own unreaped child: its pid cannot be anyone else's.
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-s", "INT", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -INT");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = reader.join().unwrap_or_default();
+    assert_eq!(status.and_then(|s| s.code()), Some(130), "{log}");
+    assert!(log.contains("interrupted; the lab was torn down"), "{log}");
+    assert!(namespaces_of(&prefix).is_empty(), "namespaces left: {log}");
+    assert!(
+        !std::env::temp_dir().join(&prefix).exists(),
+        "log directory left behind"
+    );
 }

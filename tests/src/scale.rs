@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::e2e::{IGD_URL, ROUTER_FW};
+use crate::e2e::{IGD_URL, PY, ROUTER_FW};
 use crate::lab::multi::cpe_wan;
 use crate::lab::plan::LAN_HOST;
 use crate::lab::{LabChild, LabError, MultiLab, MultiLabBuilder, Site, cgn_sim_argv};
@@ -49,6 +49,8 @@ const POLL: Duration = Duration::from_millis(200);
 /// After everything is confirmed, the last snapshot is taken this much later, so that a late
 /// duplicate (a second re-creation) is still seen.
 const SETTLE: Duration = Duration::from_secs(2);
+/// Prints the page at `argv[1]` (Debian's python3 is in the lab's package list; curl is not).
+const FETCH: &str = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())";
 /// The description every mapping carries.
 const DESCRIPTION: &str = "nat444-scale";
 /// UPnP lease of every mapping, seconds.
@@ -495,7 +497,7 @@ impl Scale<'_> {
             self.opts.parallel,
             self.interrupted,
             |i| {
-                let argv = ["curl", "-s", "--max-time", "5", url.as_str()];
+                let argv = [PY, "-c", FETCH, url.as_str()];
                 self.lab
                     .exec_timeout(Site::Lan(sub(i)), &argv, QUERY_TIMEOUT)
                     .map(|o| check::parse_iwf_status(&String::from_utf8_lossy(&o.stdout)))

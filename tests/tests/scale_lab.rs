@@ -1,6 +1,6 @@
 //! `nat444-lab scale` as CI runs it: 4 subscribers × 5 UDP mappings behind one cgn-sim, a CGN
 //! restart, and every mapping back (issue 12, build item 3). Needs root (SKIPPED otherwise),
-//! nft, upnpc and curl.
+//! nft, upnpc and /usr/bin/python3.
 //!
 //! The test does not take the tool's counts on trust: it checks every asked mapping itself
 //! against the CGN's `MAP IN` entries after the recovery (`cgn_after`, the table as

@@ -184,6 +184,10 @@ impl ScaleReport {
                 format!("{}", self.at_cgn_before),
             ),
             (
+                "at the CGN at the first poll after restart",
+                format!("{}", self.cgn_entries_after_restart),
+            ),
+            (
                 "recovery to all restored (CGN table)",
                 secs(self.recovery_s),
             ),

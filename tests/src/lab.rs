@@ -16,6 +16,9 @@
 //! ```
 //! (`lan2`/`cpe2`/`sub2` exist only with [`LabBuilder::second_subscriber`].)
 //!
+//! For many subscribers (`nat444-lab scale`), [`MultiLab`] builds `cpe1`/`lan1` …
+//! `cpeN`/`lanN` on the same bridge from the same plan, prefixes, sweep and cleanup.
+//!
 //! Interface names are fixed and meaningful inside each namespace (every veth is created
 //! straight into its namespaces, so nothing ever appears in the root namespace). Namespace
 //! names carry a prefix, `n444-<pid>-<counter>` by default, so tests run in parallel; a
@@ -49,6 +52,7 @@ mod builder;
 mod child;
 mod command;
 mod error;
+pub mod multi;
 pub mod plan;
 mod privilege;
 mod sweep;
@@ -65,6 +69,7 @@ pub use builder::LabBuilder;
 pub use child::LabChild;
 pub use command::DEFAULT_TIMEOUT;
 pub use error::LabError;
+pub use multi::{MultiLab, MultiLabBuilder, Site};
 pub use plan::{Iface, Node};
 pub use privilege::{
     Privileged, REQUIRE_PRIVILEGED_ENV, check_privileges, privileged_required, require_privileges,

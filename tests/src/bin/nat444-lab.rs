@@ -1,16 +1,21 @@
-//! `nat444-lab`: build, remove or tour the NAT444 network-namespace lab (design.md §4).
+//! `nat444-lab`: build, remove or tour the NAT444 network-namespace lab (design.md §4), or
+//! run many subscribers behind one CGN (`scale`).
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use nat444_tests::demo::{self, DemoError};
 use nat444_tests::lab::{Lab, LabBuilder, UP_PREFIX, check_privileges};
+use nat444_tests::scale::{self, ScaleError, ScaleOptions};
 
 /// Exit code when the process may not create network namespaces.
 const EXIT_NOT_PRIVILEGED: u8 = 2;
+/// Exit code for options that cannot be run.
+const EXIT_USAGE: u8 = 2;
 /// Exit code after an interrupt (128 + SIGINT).
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -51,6 +56,34 @@ enum Command {
     /// the CGN and show the mappings restored, tear down (also on Ctrl-C). Needs the workspace
     /// binaries built (`cargo build --workspace`).
     Demo,
+    /// Many subscribers behind one CGN: N CPE namespaces (WAN 100.64.0.2 … 100.64.0.N+1,
+    /// every LAN 192.168.0.0/24), each with a LAN host and upnp-iwf (its defaults), behind one
+    /// cgn-sim (TUN dataplane); every LAN host maps M UDP ports with upnpc; then
+    /// `cgn-sim ctl restart` and the wait until every mapping is back on the same external
+    /// port (the CGN's table and every IWF's status page). Prints set-up time, mapping rate,
+    /// recovery time, CGN and IWF RSS, lost and duplicated mappings; exits 1 if any was lost
+    /// or duplicated or the recovery timed out. Needs the workspace binaries built.
+    Scale {
+        /// Subscribers (1–253).
+        #[arg(long, default_value_t = 4)]
+        subscribers: u16,
+        /// UDP mappings per subscriber (1–1000).
+        #[arg(long, default_value_t = 5)]
+        mappings: u16,
+        /// Subscribers whose clients (and status page reads) run at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Longest wait for the recovery after the restart, seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Namespace prefix (default: generated n444-<pid>-<n>, swept once this process is
+        /// gone).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Print the figures as one JSON object (progress goes to standard error).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +100,93 @@ fn main() -> ExitCode {
         } => up(&prefix, !one_subscriber),
         Command::Down { prefix } => down(&prefix),
         Command::Demo => run_demo(),
+        Command::Scale {
+            subscribers,
+            mappings,
+            parallel,
+            timeout,
+            prefix,
+            json,
+        } => run_scale(
+            &ScaleOptions {
+                subscribers,
+                mappings,
+                parallel,
+                timeout: Duration::from_secs(timeout),
+                prefix,
+            },
+            json,
+        ),
+    }
+}
+
+/// A flag raised by SIGINT/SIGTERM (a second signal exits at once, without cleanup).
+fn interrupt_flag(command: &str) -> Option<Arc<AtomicBool>> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let registered = signal_hook::flag::register_conditional_shutdown(
+            signal,
+            EXIT_INTERRUPTED.into(),
+            Arc::clone(&interrupted),
+        )
+        .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&interrupted)));
+        if let Err(e) = registered {
+            eprintln!("nat444-lab {command}: cannot install signal handler: {e}");
+            return None;
+        }
+    }
+    Some(interrupted)
+}
+
+fn run_scale(opts: &ScaleOptions, json: bool) -> ExitCode {
+    let Some(interrupted) = interrupt_flag("scale") else {
+        return ExitCode::FAILURE;
+    };
+    let mut progress = std::io::stderr();
+    eprintln!(
+        "nat444-lab scale: {} subscribers × {} UDP mappings behind one cgn-sim",
+        opts.subscribers, opts.mappings
+    );
+    match scale::run(opts, &mut progress, &interrupted) {
+        Ok(report) => {
+            if json {
+                println!("{}", report.json());
+            } else {
+                println!(
+                    "\nnat444-lab scale: {} subscribers × {} mappings\n{}",
+                    report.subscribers,
+                    report.mappings,
+                    report.table()
+                );
+            }
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "nat444-lab scale: FAILED: {} lost, {} duplicated{}",
+                    report.lost,
+                    report.duplicated,
+                    if report.recovery_timed_out {
+                        ", recovery timed out"
+                    } else {
+                        ""
+                    }
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(ScaleError::Interrupted) => {
+            eprintln!("nat444-lab scale: interrupted; the lab was torn down");
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
+        Err(e @ ScaleError::Options(_)) => {
+            eprintln!("nat444-lab scale: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("nat444-lab scale: {e} (the lab was torn down)");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -130,20 +250,9 @@ fn down(prefix: &str) -> ExitCode {
 }
 
 fn run_demo() -> ExitCode {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while the flag is already set exits at once (no cleanup).
-        let registered = signal_hook::flag::register_conditional_shutdown(
-            signal,
-            EXIT_INTERRUPTED.into(),
-            Arc::clone(&interrupted),
-        )
-        .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&interrupted)));
-        if let Err(e) = registered {
-            eprintln!("nat444-lab demo: cannot install signal handler: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
+    let Some(interrupted) = interrupt_flag("demo") else {
+        return ExitCode::FAILURE;
+    };
     let mut stdout = std::io::stdout();
     let result = demo::run(&mut stdout, &interrupted);
     let _ = stdout.flush();

@@ -41,6 +41,16 @@ pub(super) fn validate_prefix(prefix: &str) -> Result<(), LabError> {
     }
 }
 
+/// A fresh generated prefix `n444-<pid>-<counter>`, unique within this process and swept as
+/// stale once it has exited.
+pub(super) fn generated_prefix() -> String {
+    format!(
+        "{GENERATED_PREFIX}{}-{}",
+        std::process::id(),
+        LAB_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// Configures and builds a [`Lab`].
 #[derive(Debug, Clone, Default)]
 pub struct LabBuilder {
@@ -76,11 +86,7 @@ impl LabBuilder {
                 validate_prefix(&prefix)?;
                 prefix
             }
-            None => format!(
-                "{GENERATED_PREFIX}{}-{}",
-                std::process::id(),
-                LAB_COUNTER.fetch_add(1, Ordering::Relaxed)
-            ),
+            None => generated_prefix(),
         };
         // A sweep failure (say, a namespace busy) must not stop this lab; a missing `ip`
         // will surface below with a precise error.

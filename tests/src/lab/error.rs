@@ -62,6 +62,24 @@ pub enum LabError {
         /// The missing node.
         node: Node,
     },
+    /// A [`MultiLab`](super::MultiLab) was asked for no subscribers or more than fit.
+    #[error(
+        "{asked} subscribers asked for: a lab has 1 to {max} (their WAN addresses fill 100.64.0.0/24)"
+    )]
+    TooManySubscribers {
+        /// The number asked for.
+        asked: u16,
+        /// The most there can be.
+        max: u16,
+    },
+    /// The site was asked for but the [`MultiLab`](super::MultiLab) does not have it.
+    #[error("{site} is not part of this lab (it has {subscribers} subscribers)")]
+    SiteAbsent {
+        /// The missing site's name (`cpe7`).
+        site: String,
+        /// How many subscribers the lab has.
+        subscribers: u16,
+    },
     /// A namespace with the lab's name already exists.
     #[error("namespace {namespace} already exists: lab {prefix} is up already (remove it first)")]
     AlreadyExists {

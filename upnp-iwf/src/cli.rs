@@ -64,10 +64,14 @@ pub struct Cli {
     /// Secure mode: clients may map only to themselves [default: true].
     #[arg(long, value_name = "BOOL")]
     pub secure_mode: Option<bool>,
-    /// Permission rule `allow|deny EXT-PORTS IP/LEN INT-PORTS` (repeatable; first match wins,
-    /// no match allows).
+    /// Permission rule `allow|deny EXT-PORTS IP/LEN INT-PORTS` (repeatable; first match wins;
+    /// after these the built-in rules apply, see --default-rules).
     #[arg(long, value_name = "RULE")]
     pub rule: Vec<String>,
+    /// Built-in rules after --rule: deny ports 21 23 135 137-139 445 3389, allow 1024-65535,
+    /// deny the rest (so ports below 1024 need a rule) [default: true; false = no match allows].
+    #[arg(long, value_name = "BOOL")]
+    pub default_rules: Option<bool>,
     /// Most mappings per LAN client [default: 128; 0 = unlimited].
     #[arg(long, value_name = "N")]
     pub quota: Option<usize>,

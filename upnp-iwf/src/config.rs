@@ -29,6 +29,9 @@ pub struct FileConfig {
     /// Permission rules (`allow|deny ext ip/len int`).
     #[serde(default)]
     pub rules: Vec<String>,
+    /// Built-in rules after `rules` (deny 21 23 135 137-139 445 3389, allow 1024-65535,
+    /// deny the rest).
+    pub default_rules: Option<bool>,
     /// Per-client mapping quota (0 = unlimited).
     pub max_mappings_per_client: Option<usize>,
     /// Table size.

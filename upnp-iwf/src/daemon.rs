@@ -208,6 +208,7 @@ pub fn config_from_cli(cli: &Cli) -> anyhow::Result<DaemonConfig> {
         lan: extra,
         secure_mode: cli.secure_mode.or(file.secure_mode).unwrap_or(true),
         rules,
+        builtin_rules: cli.default_rules.or(file.default_rules).unwrap_or(true),
         max_per_client: (quota > 0).then_some(quota),
     };
     let external_address = match cli.external_address.or(file.external_address) {
@@ -438,6 +439,7 @@ impl<B: PortMappingBackend> Daemon<B> {
         for u in units {
             u.stop().await;
         }
+        self.server.logs.flush_all(Instant::now());
     }
 }
 
@@ -474,6 +476,7 @@ pub async fn start_with<B: PortMappingBackend>(
         notify_tx,
         changed: tokio::sync::Notify::new(),
         metrics: Metrics::default(),
+        logs: Default::default(),
     });
     let params = UnitParams {
         http_port: cfg.http_port,
@@ -514,6 +517,7 @@ pub async fn start_with<B: PortMappingBackend>(
                 _ = stop.changed() => return,
             }
             srv.publish_changes(Instant::now());
+            srv.logs.flush(Instant::now());
         }
     }));
     Ok(Daemon {

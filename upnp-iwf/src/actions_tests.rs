@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::mapping::MemoryBackend;
-use crate::policy::Ipv4Prefix;
+use crate::policy::{Ipv4Prefix, Policy};
 
 const ME: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 10);
 const OTHER: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 11);
@@ -34,7 +34,8 @@ fn igd(now: Instant) -> Igd<MemoryBackend> {
         policy: Policy {
             lan: vec![Ipv4Prefix::new(Ipv4Addr::new(192, 168, 0, 0), 24)],
             ..Policy::default()
-        },
+        }
+        .into(),
         identity: DeviceIdentity::new("2b9c0000-0000-4000-8000-000000000001"),
         link: LinkInfo::default(),
     }
@@ -182,7 +183,7 @@ fn lease_above_604800_is_clamped_on_igd2() {
 fn identical_add_refreshes_and_other_host_conflicts() {
     let now = Instant::now();
     let mut g = igd(now);
-    g.policy.secure_mode = false;
+    g.policy.get_mut().secure_mode = false;
     let c = ctx(now, ME, IgdVersion::V2);
     let r = add_req("6000", "TCP", "6000", "192.168.0.10", "3600");
     call(&g, &c, "AddPortMapping", &r).expect("first");
@@ -460,7 +461,7 @@ fn add_port_mapping_of_tcp_80_needs_a_rule() {
         Err(UpnpError::ActionNotAuthorized)
     );
     assert_eq!(g.backend.count(now), 0);
-    g.policy.rules = vec!["allow 80 192.168.0.10/32 80".parse().expect("rule")];
+    g.policy.get_mut().rules = vec!["allow 80 192.168.0.10/32 80".parse().expect("rule")];
     call(
         &g,
         &c,
@@ -476,7 +477,7 @@ fn add_port_mapping_of_tcp_80_needs_a_rule() {
 fn add_any_returns_the_reserved_port() {
     let now = Instant::now();
     let mut g = igd(now);
-    g.policy.secure_mode = false;
+    g.policy.get_mut().secure_mode = false;
     call(
         &g,
         &ctx(now, OTHER, IgdVersion::V2),
@@ -592,10 +593,10 @@ fn list_of_port_mappings_is_cdata_with_escaped_descriptions() {
 fn deny_rule_is_606_and_quota_is_728() {
     let now = Instant::now();
     let mut g = igd(now);
-    g.policy.rules = vec!["deny 0-1023 0.0.0.0/0 0-65535".parse().expect("rule")];
+    g.policy.get_mut().rules = vec!["deny 0-1023 0.0.0.0/0 0-65535".parse().expect("rule")];
     // This test is about a configured rule: no built-in rules after it.
-    g.policy.builtin_rules = false;
-    g.policy.max_per_client = Some(1);
+    g.policy.get_mut().builtin_rules = false;
+    g.policy.get_mut().max_per_client = Some(1);
     let c = ctx(now, ME, IgdVersion::V2);
     assert_eq!(
         call(

@@ -469,7 +469,7 @@ pub async fn serve<B: PortMappingBackend>(
             continue;
         };
         let peer_v4 = match peer.ip().to_canonical() {
-            IpAddr::V4(v4) if srv.igd.policy.is_lan(IpAddr::V4(v4)) => v4,
+            IpAddr::V4(v4) if srv.igd.policy.get().is_lan(IpAddr::V4(v4)) => v4,
             _ => {
                 srv.metrics
                     .inc("upnp_iwf_http_refused", "reason=\"not_lan\"".into());

@@ -38,6 +38,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod nat1;
 pub mod policy;
+pub mod sd_notify;
 pub mod service_table;
 pub mod soap;
 pub mod source_limit;

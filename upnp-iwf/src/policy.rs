@@ -317,6 +317,44 @@ fn builtin_allows(ext: u16, int: u16) -> bool {
     !denied(ext) && !denied(int) && ext >= 1024 && int >= 1024
 }
 
+/// A [`Policy`] that can be replaced while requests read it (SIGHUP reload): readers take a
+/// snapshot with [`LivePolicy::get`], a reload swaps it whole with [`LivePolicy::set`].
+#[derive(Debug, Default)]
+pub struct LivePolicy(std::sync::RwLock<std::sync::Arc<Policy>>);
+
+impl LivePolicy {
+    /// The policy in force now.
+    pub fn get(&self) -> std::sync::Arc<Policy> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the policy; requests already running keep the snapshot they took.
+    pub fn set(&self, p: Policy) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(p);
+    }
+
+    /// Mutable access when nothing else holds it (set-up and tests).
+    pub fn get_mut(&mut self) -> &mut Policy {
+        std::sync::Arc::make_mut(
+            self.0
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+impl From<Policy> for LivePolicy {
+    fn from(p: Policy) -> Self {
+        LivePolicy(std::sync::RwLock::new(std::sync::Arc::new(p)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

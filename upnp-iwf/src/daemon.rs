@@ -618,6 +618,41 @@ mod tests {
         assert!(err.to_string().contains("--wan"), "{err}");
     }
 
+    // Issue #13 item 4: every flag has a key; a flag given overrides the file.
+    #[test]
+    fn flags_override_the_config_file_and_the_file_fills_the_rest() {
+        let path = std::env::temp_dir().join(format!("upnp-iwf-cfg-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "lan = [\"lo\"]\nupstream = \"none\"\nhttp_port = 6000\nsecure_mode = false\n\
+             rules = [\"allow 80 127.0.0.1/32 80\"]\ndefault_rules = false\nannounce = false\n",
+        )
+        .expect("write");
+        let p = path.to_string_lossy().into_owned();
+        let cli = Cli::parse_from([
+            "upnp-iwf",
+            "--config",
+            &p,
+            "--http-port",
+            "7000",
+            "--rule",
+            "deny 1-2 0.0.0.0/0 1-2",
+        ]);
+        let cfg = config_from_cli(&cli).expect("config");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(cfg.http_port, 7000, "the flag wins");
+        assert_eq!(cfg.lan[0].name, "lo", "lan from the file");
+        assert_eq!(cfg.upstream, UpstreamPlan::None);
+        assert!(!cfg.policy.secure_mode);
+        assert!(!cfg.policy.builtin_rules);
+        assert!(!cfg.announce);
+        assert_eq!(cfg.policy.rules.len(), 2, "file rules, then --rule");
+        assert_eq!(
+            cfg.policy.rules[0].to_string(),
+            "allow 80-80 127.0.0.1/32 80-80"
+        );
+    }
+
     #[test]
     fn pcp_upstream_with_an_explicit_server() {
         let cli = Cli::parse_from([

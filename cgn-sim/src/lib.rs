@@ -72,6 +72,7 @@ pub mod pool;
 pub mod port_set;
 pub mod prefix;
 pub mod recovery;
+pub mod sd_notify;
 pub mod server;
 pub mod table;
 pub mod timer;

@@ -12,7 +12,7 @@ use crate::mapping::{
     AddRequest, Lease, MappingError, MappingKey, PortChoice, PortMapping, PortMappingBackend,
     Protocol,
 };
-use crate::policy::{Denied, Policy};
+use crate::policy::{Denied, LivePolicy};
 use crate::soap::{OutValue, SoapRequest, UpnpError};
 use crate::xml::escape;
 
@@ -320,8 +320,8 @@ impl LinkInfo {
 pub struct Igd<B> {
     /// Port-mapping service.
     pub backend: Arc<B>,
-    /// Authorization policy.
-    pub policy: Policy,
+    /// Authorization policy (replaced on SIGHUP).
+    pub policy: LivePolicy,
     /// Device identity (for Layer3Forwarding).
     pub identity: DeviceIdentity,
     /// WAN link facts.
@@ -449,21 +449,25 @@ impl<B: PortMappingBackend> Igd<B> {
     async fn add(&self, ctx: &Context, a: AddArgs, any: bool) -> Result<PortMapping, UpnpError> {
         let v = ctx.version;
         self.policy
+            .get()
             .check_client(ctx.caller, a.internal_client)
             .map_err(|d| denied(d, v))?;
         if !any
             && !self
                 .policy
+                .get()
                 .permits(a.key.external_port, a.internal_client, a.internal_port)
         {
             return Err(denied(Denied::Rule, v));
         }
         self.policy
+            .get()
             .check_quota(self.held_by(a.internal_client, &a.key, ctx.now))
             .map_err(|d| denied(d, v))?;
         let choice = if any {
             let ranges = self
                 .policy
+                .get()
                 .permitted_ports(a.internal_client, a.internal_port);
             if ranges.is_empty() {
                 return Err(denied(Denied::Rule, v));
@@ -488,7 +492,7 @@ impl<B: PortMappingBackend> Igd<B> {
     }
 
     fn mine(&self, ctx: &Context, m: &PortMapping) -> bool {
-        !self.policy.secure_mode || m.internal_client == ctx.caller
+        !self.policy.get().secure_mode || m.internal_client == ctx.caller
     }
 
     /// Executes a validated action; the values are the out arguments in SCPD order
@@ -548,7 +552,7 @@ impl<B: PortMappingBackend> Igd<B> {
                 protocol,
                 manage,
             } => {
-                if manage && self.policy.secure_mode {
+                if manage && self.policy.get().secure_mode {
                     return Err(UpnpError::ActionNotAuthorized);
                 }
                 let victims: Vec<PortMapping> = self

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::mapping::MemoryBackend;
-use crate::policy::Ipv4Prefix;
+use crate::policy::{Ipv4Prefix, Policy};
 
 const ME: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 10);
 const OTHER: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 11);
@@ -34,7 +34,8 @@ fn igd(now: Instant) -> Igd<MemoryBackend> {
         policy: Policy {
             lan: vec![Ipv4Prefix::new(Ipv4Addr::new(192, 168, 0, 0), 24)],
             ..Policy::default()
-        },
+        }
+        .into(),
         identity: DeviceIdentity::new("2b9c0000-0000-4000-8000-000000000001"),
         link: LinkInfo::default(),
     }
@@ -182,7 +183,7 @@ fn lease_above_604800_is_clamped_on_igd2() {
 fn identical_add_refreshes_and_other_host_conflicts() {
     let now = Instant::now();
     let mut g = igd(now);
-    g.policy.secure_mode = false;
+    g.policy.get_mut().secure_mode = false;
     let c = ctx(now, ME, IgdVersion::V2);
     let r = add_req("6000", "TCP", "6000", "192.168.0.10", "3600");
     call(&g, &c, "AddPortMapping", &r).expect("first");
@@ -427,17 +428,61 @@ fn delete_absent_is_714_and_foreign_is_606() {
     assert_eq!(g.backend.count(now), 0);
 }
 
+// Issue #13 item 5: with no rule configured a LAN host's AddPortMapping of TCP 80 is refused
+// (606 on IGD:2, 718 on IGD:1, upnp-igd.md §4.2) and allowed once a rule says so;
+// AddAnyPortMapping for internal port 80 finds no permitted port.
+#[test]
+fn add_port_mapping_of_tcp_80_needs_a_rule() {
+    let now = Instant::now();
+    let mut g = igd(now);
+    for (v, code) in [
+        (IgdVersion::V2, UpnpError::ActionNotAuthorized),
+        (IgdVersion::V1, UpnpError::ConflictInMappingEntry),
+    ] {
+        let c = ctx(now, ME, v);
+        assert_eq!(
+            call(
+                &g,
+                &c,
+                "AddPortMapping",
+                &add_req("80", "TCP", "80", "", "0")
+            ),
+            Err(code)
+        );
+    }
+    let c = ctx(now, ME, IgdVersion::V2);
+    assert_eq!(
+        call(
+            &g,
+            &c,
+            "AddAnyPortMapping",
+            &add_req("80", "TCP", "80", "", "0")
+        ),
+        Err(UpnpError::ActionNotAuthorized)
+    );
+    assert_eq!(g.backend.count(now), 0);
+    g.policy.get_mut().rules = vec!["allow 80 192.168.0.10/32 80".parse().expect("rule")];
+    call(
+        &g,
+        &c,
+        "AddPortMapping",
+        &add_req("80", "TCP", "80", "", "0"),
+    )
+    .expect("allowed");
+    assert_eq!(g.backend.count(now), 1);
+}
+
 // AddAnyPortMapping returns NewReservedPort = the port really mapped.
 #[test]
 fn add_any_returns_the_reserved_port() {
     let now = Instant::now();
     let mut g = igd(now);
-    g.policy.secure_mode = false;
+    g.policy.get_mut().secure_mode = false;
     call(
         &g,
         &ctx(now, OTHER, IgdVersion::V2),
         "AddPortMapping",
-        &add_req("10000", "TCP", "1", "192.168.0.11", "0"),
+        &add_req("10000", "TCP", "10000", "192.168.0.11", "0"),
     )
     .expect("taken by other");
     let c = ctx(now, ME, IgdVersion::V2);
@@ -482,17 +527,17 @@ fn delete_range_inconsistent_is_733_and_empty_is_730() {
         call(&g, &c, "DeletePortMappingRange", &range("100", "200")),
         Err(UpnpError::PortMappingNotFound)
     );
-    for p in ["150", "160"] {
+    for p in ["1150", "1160"] {
         call(&g, &c, "AddPortMapping", &add_req(p, "TCP", p, "", "0")).expect("ok");
     }
     call(
         &g,
         &c,
         "AddPortMapping",
-        &add_req("150", "UDP", "150", "", "0"),
+        &add_req("1150", "UDP", "1150", "", "0"),
     )
     .expect("ok");
-    call(&g, &c, "DeletePortMappingRange", &range("100", "200")).expect("deleted");
+    call(&g, &c, "DeletePortMappingRange", &range("1100", "1200")).expect("deleted");
     assert_eq!(g.backend.count(now), 1, "UDP one kept");
     let manage = req(&[
         ("NewStartPort", "1"),
@@ -548,8 +593,10 @@ fn list_of_port_mappings_is_cdata_with_escaped_descriptions() {
 fn deny_rule_is_606_and_quota_is_728() {
     let now = Instant::now();
     let mut g = igd(now);
-    g.policy.rules = vec!["deny 0-1023 0.0.0.0/0 0-65535".parse().expect("rule")];
-    g.policy.max_per_client = Some(1);
+    g.policy.get_mut().rules = vec!["deny 0-1023 0.0.0.0/0 0-65535".parse().expect("rule")];
+    // This test is about a configured rule: no built-in rules after it.
+    g.policy.get_mut().builtin_rules = false;
+    g.policy.get_mut().max_per_client = Some(1);
     let c = ctx(now, ME, IgdVersion::V2);
     assert_eq!(
         call(

@@ -27,12 +27,13 @@ pub struct Cli {
     /// PCP server; default: the WAN default gateway.
     #[arg(long, value_name = "ADDR")]
     pub pcp_server: Option<SocketAddr>,
-    /// Upstream: `pcp` asks the CGN, `none` serves the IGD with local mappings only.
-    #[arg(long, value_enum, default_value_t = Upstream::Pcp)]
-    pub upstream: Upstream,
-    /// Local NAT backend.
-    #[arg(long, value_enum, default_value_t = Nat::Nftables)]
-    pub nat: Nat,
+    /// Upstream: `pcp` asks the CGN, `none` serves the IGD with local mappings only
+    /// [default: pcp].
+    #[arg(long, value_enum)]
+    pub upstream: Option<Upstream>,
+    /// Local NAT backend [default: nftables].
+    #[arg(long, value_enum)]
+    pub nat: Option<Nat>,
     /// With --nat none: send NewInternalClient upstream as PCP THIRD_PARTY when it is not this
     /// router (RFC 6970 §5.4). Only where the PCP server trusts this network (§6); off by default.
     #[arg(long)]
@@ -46,9 +47,15 @@ pub struct Cli {
     /// Directory for durable state (device UUID, BOOTID, later the mappings).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// TOML configuration file; flags override it.
+    /// TOML configuration file (every flag has a key, see packaging/upnp-iwf.toml); flags
+    /// override it. Checked at start; SIGHUP re-reads it and applies the permission rules,
+    /// secure mode and log level live.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `upnp_iwf=debug,info` [default: $RUST_LOG, else the config's
+    /// log_level, else info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
     /// HTTP port on each LAN address [default: 5000; 0 = ephemeral].
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
@@ -64,10 +71,14 @@ pub struct Cli {
     /// Secure mode: clients may map only to themselves [default: true].
     #[arg(long, value_name = "BOOL")]
     pub secure_mode: Option<bool>,
-    /// Permission rule `allow|deny EXT-PORTS IP/LEN INT-PORTS` (repeatable; first match wins,
-    /// no match allows).
+    /// Permission rule `allow|deny EXT-PORTS IP/LEN INT-PORTS` (repeatable; first match wins;
+    /// after these the built-in rules apply, see --default-rules).
     #[arg(long, value_name = "RULE")]
     pub rule: Vec<String>,
+    /// Built-in rules after --rule: deny ports 21 23 135 137-139 445 3389, allow 1024-65535,
+    /// deny the rest (so ports below 1024 need a rule) [default: true; false = no match allows].
+    #[arg(long, value_name = "BOOL")]
+    pub default_rules: Option<bool>,
     /// Most mappings per LAN client [default: 128; 0 = unlimited].
     #[arg(long, value_name = "N")]
     pub quota: Option<usize>,
@@ -80,7 +91,8 @@ pub struct Cli {
 }
 
 /// Where mappings are requested.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Upstream {
     /// PCP MAP to the CGN.
     Pcp,
@@ -89,7 +101,8 @@ pub enum Upstream {
 }
 
 /// Local NAT backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Nat {
     /// nftables DNAT/SNAT.
     Nftables,

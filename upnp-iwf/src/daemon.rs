@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::actions::{Igd, LinkInfo};
-use crate::cli::{Cli, Upstream};
+use crate::cli::{Cli, Nat, Upstream};
 use crate::config::FileConfig;
 use crate::description::{self, DeviceIdentity, ROOT_DESC_PATH, VersionPolicy};
 use crate::gena::Subscriptions;
@@ -153,13 +153,83 @@ fn write_state(dir: Option<&Path>, file: &str, value: &str) -> anyhow::Result<()
 /// Builds the configuration from flags and the optional file (flags win). Persists the UUID
 /// and BOOTID in `--state-dir` when given, so the UDN is stable and BOOTID grows.
 pub fn config_from_cli(cli: &Cli) -> anyhow::Result<DaemonConfig> {
-    if cli.lan.is_empty() {
-        bail!("at least one --lan IFACE is required");
-    }
+    let (cli, file) = merged(cli)?;
+    config_from_merged(&cli, &file)
+}
+
+/// Reads `--config` (when given) and returns the flags with the file's values filled in where
+/// no flag was given (flags override the file), and the file itself.
+pub fn merged(cli: &Cli) -> anyhow::Result<(Cli, FileConfig)> {
     let file = match &cli.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
+    let mut c = Cli {
+        lan: cli.lan.clone(),
+        wan: cli.wan.clone().or(file.wan.clone()),
+        pcp_server: cli.pcp_server.or(file.pcp_server()),
+        upstream: cli.upstream.or(file.upstream),
+        nat: cli.nat.or(file.nat),
+        third_party: cli.third_party || file.third_party.unwrap_or(false),
+        dhcp_leases: cli.dhcp_leases.clone().or(file.dhcp_leases.clone()),
+        state_dir: cli.state_dir.clone().or(file.state_dir.clone()),
+        config: cli.config.clone(),
+        log_level: cli.log_level.clone(),
+        http_port: cli.http_port.or(file.http_port),
+        ssdp_port: cli.ssdp_port.or(file.ssdp_port),
+        external_address: cli.external_address.or(file.external_address),
+        igd_version: cli.igd_version.or(file.igd_version),
+        secure_mode: cli.secure_mode.or(file.secure_mode),
+        rule: file
+            .rule_texts()
+            .map(str::to_owned)
+            .chain(cli.rule.iter().cloned())
+            .collect(),
+        default_rules: cli.default_rules.or(file.default_rules),
+        quota: cli.quota.or(file.max_mappings_per_client),
+        uuid: cli.uuid.clone().or(file.uuid.clone()),
+        no_announce: cli.no_announce || file.announce == Some(false),
+    };
+    if c.lan.is_empty() {
+        c.lan = file.lan.clone();
+    }
+    Ok((c, file))
+}
+
+/// The permission policy of merged flags (the part SIGHUP can change live).
+pub fn policy_from_merged(cli: &Cli, file: &FileConfig) -> anyhow::Result<Policy> {
+    let mut rules = Vec::new();
+    for r in &cli.rule {
+        rules.push(
+            r.parse()
+                .with_context(|| format!("permission rule {r:?}"))?,
+        );
+    }
+    let mut extra = Vec::new();
+    for p in &file.lan_prefixes {
+        extra.push(
+            p.get_ref()
+                .parse::<Ipv4Prefix>()
+                .with_context(|| format!("LAN prefix {:?}", p.get_ref()))?,
+        );
+    }
+    let quota = cli.quota.unwrap_or(128);
+    Ok(Policy {
+        lan: extra,
+        secure_mode: cli.secure_mode.unwrap_or(true),
+        rules,
+        builtin_rules: cli.default_rules.unwrap_or(true),
+        max_per_client: (quota > 0).then_some(quota),
+    })
+}
+
+/// [`config_from_cli`] for flags already [`merged`] with the file.
+pub fn config_from_merged(cli: &Cli, file: &FileConfig) -> anyhow::Result<DaemonConfig> {
+    if cli.lan.is_empty() {
+        bail!(
+            "no LAN interface: give --lan IFACE (or lan = [\"IFACE\"] in the config file), e.g. --lan br-lan"
+        );
+    }
     let mut lan = Vec::new();
     for name in &cli.lan {
         let (addr, prefix_len) = interface_v4(name)?;
@@ -190,27 +260,7 @@ pub fn config_from_cli(cli: &Cli) -> anyhow::Result<DaemonConfig> {
     if let Some(n) = &file.friendly_name {
         identity.friendly_name = n.clone();
     }
-    let mut rules = Vec::new();
-    for r in file.rules.iter().chain(cli.rule.iter()) {
-        rules.push(
-            r.parse()
-                .with_context(|| format!("permission rule {r:?}"))?,
-        );
-    }
-    let mut extra = Vec::new();
-    for p in &file.lan_prefixes {
-        extra.push(
-            p.parse::<Ipv4Prefix>()
-                .with_context(|| format!("LAN prefix {p:?}"))?,
-        );
-    }
-    let quota = cli.quota.or(file.max_mappings_per_client).unwrap_or(128);
-    let policy = Policy {
-        lan: extra,
-        secure_mode: cli.secure_mode.or(file.secure_mode).unwrap_or(true),
-        rules,
-        max_per_client: (quota > 0).then_some(quota),
-    };
+    let policy = policy_from_merged(cli, file)?;
     let external_address = match cli.external_address.or(file.external_address) {
         Some(a) => Some(a),
         None => match &cli.wan {
@@ -218,7 +268,7 @@ pub fn config_from_cli(cli: &Cli) -> anyhow::Result<DaemonConfig> {
             None => None,
         },
     };
-    let upstream = match cli.upstream {
+    let upstream = match cli.upstream.unwrap_or(Upstream::Pcp) {
         Upstream::None => UpstreamPlan::None,
         Upstream::Pcp => {
             let Some(wan) = &cli.wan else {
@@ -238,7 +288,7 @@ pub fn config_from_cli(cli: &Cli) -> anyhow::Result<DaemonConfig> {
                     iface: wan.clone(),
                     address,
                 },
-                nat: cli.nat,
+                nat: cli.nat.unwrap_or(Nat::Nftables),
             }
         }
     };
@@ -440,6 +490,7 @@ impl<B: PortMappingBackend> Daemon<B> {
         for u in units {
             u.stop().await;
         }
+        self.server.logs.flush_all(Instant::now());
     }
 }
 
@@ -466,7 +517,7 @@ pub async fn start_with<B: PortMappingBackend>(
     let server = Arc::new(IgdServer {
         igd: Igd {
             backend,
-            policy: policy.clone(),
+            policy: policy.clone().into(),
             identity: cfg.identity.clone(),
             link: cfg.link.clone(),
         },
@@ -476,6 +527,7 @@ pub async fn start_with<B: PortMappingBackend>(
         notify_tx,
         changed: tokio::sync::Notify::new(),
         metrics: Metrics::default(),
+        logs: Default::default(),
     });
     let params = UnitParams {
         http_port: cfg.http_port,
@@ -516,6 +568,7 @@ pub async fn start_with<B: PortMappingBackend>(
                 _ = stop.changed() => return,
             }
             srv.publish_changes(Instant::now());
+            srv.logs.flush(Instant::now());
         }
     }));
     Ok(Daemon {
@@ -565,6 +618,41 @@ mod tests {
         let cli = Cli::parse_from(["upnp-iwf", "--lan", "lo"]);
         let err = config_from_cli(&cli).expect_err("no --wan");
         assert!(err.to_string().contains("--wan"), "{err}");
+    }
+
+    // Issue #13 item 4: every flag has a key; a flag given overrides the file.
+    #[test]
+    fn flags_override_the_config_file_and_the_file_fills_the_rest() {
+        let path = std::env::temp_dir().join(format!("upnp-iwf-cfg-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "lan = [\"lo\"]\nupstream = \"none\"\nhttp_port = 6000\nsecure_mode = false\n\
+             rules = [\"allow 80 127.0.0.1/32 80\"]\ndefault_rules = false\nannounce = false\n",
+        )
+        .expect("write");
+        let p = path.to_string_lossy().into_owned();
+        let cli = Cli::parse_from([
+            "upnp-iwf",
+            "--config",
+            &p,
+            "--http-port",
+            "7000",
+            "--rule",
+            "deny 1-2 0.0.0.0/0 1-2",
+        ]);
+        let cfg = config_from_cli(&cli).expect("config");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(cfg.http_port, 7000, "the flag wins");
+        assert_eq!(cfg.lan[0].name, "lo", "lan from the file");
+        assert_eq!(cfg.upstream, UpstreamPlan::None);
+        assert!(!cfg.policy.secure_mode);
+        assert!(!cfg.policy.builtin_rules);
+        assert!(!cfg.announce);
+        assert_eq!(cfg.policy.rules.len(), 2, "file rules, then --rule");
+        assert_eq!(
+            cfg.policy.rules[0].to_string(),
+            "allow 80-80 127.0.0.1/32 80-80"
+        );
     }
 
     #[test]

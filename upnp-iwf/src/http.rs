@@ -20,6 +20,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::actions::{Context, Igd};
 use crate::description::{self, IgdVersion, ROOT_DESC_PATH, Service, VersionPolicy};
 use crate::gena::{Notify, Subscriptions};
+use crate::log_limit::SharedLogLimiter;
 use crate::mapping::PortMappingBackend;
 use crate::metrics::Metrics;
 use crate::soap::{self, SoapAction, UpnpError};
@@ -60,6 +61,8 @@ pub struct IgdServer<B> {
     pub changed: tokio::sync::Notify,
     /// Counters.
     pub metrics: Metrics,
+    /// Rate limit of the log lines a flood of bad requests causes.
+    pub logs: SharedLogLimiter,
 }
 
 impl<B: PortMappingBackend> IgdServer<B> {
@@ -295,8 +298,22 @@ async fn post<B: PortMappingBackend>(
     let _g = span.enter();
     let parsed = match soap::parse_request(&body) {
         Ok(p) => p,
+        Err(soap::SoapParseError::Dtd) => {
+            srv.metrics
+                .inc("upnp_iwf_http_refused", "reason=\"dtd\"".into());
+            if srv.logs.allow("soap_dtd", Instant::now()) {
+                tracing::warn!(%peer, "SOAP body with a DTD refused (400)");
+            }
+            return reply(
+                StatusCode::BAD_REQUEST,
+                Some("text/plain; charset=utf-8"),
+                "SOAP body refused: it contains a DTD (<!DOCTYPE ...>); SOAP 1.1 messages must not carry one\n",
+            );
+        }
         Err(e) => {
-            tracing::info!(error = %e, "unparsable SOAP body");
+            if srv.logs.allow("soap_unparsable", Instant::now()) {
+                tracing::info!(error = %e, "unparsable SOAP body");
+            }
             return fault(srv, &sa.action, UpnpError::InvalidArgs);
         }
     };
@@ -339,7 +356,9 @@ async fn post<B: PortMappingBackend>(
 }
 
 fn fault<B>(srv: &IgdServer<B>, action: &str, e: UpnpError) -> Resp {
-    tracing::info!(code = e.code(), "UPnP fault");
+    if srv.logs.allow("upnp_fault", Instant::now()) {
+        tracing::info!(code = e.code(), "UPnP fault");
+    }
     let label = if action.bytes().all(|b| b.is_ascii_alphanumeric()) {
         action
     } else {
@@ -450,7 +469,7 @@ pub async fn serve<B: PortMappingBackend>(
             continue;
         };
         let peer_v4 = match peer.ip().to_canonical() {
-            IpAddr::V4(v4) if srv.igd.policy.is_lan(IpAddr::V4(v4)) => v4,
+            IpAddr::V4(v4) if srv.igd.policy.get().is_lan(IpAddr::V4(v4)) => v4,
             _ => {
                 srv.metrics
                     .inc("upnp_iwf_http_refused", "reason=\"not_lan\"".into());

@@ -138,6 +138,71 @@ impl PermissionRule {
     }
 }
 
+/// Ports OpenWrt's miniupnpd package refuses by default (FTP, telnet, MS RPC, NetBIOS, SMB,
+/// RDP): denied as external or internal port by the built-in rules.
+pub const DEFAULT_DENIED_PORTS: [RangeInclusive<u16>; 6] = [
+    21..=21,
+    23..=23,
+    135..=135,
+    137..=139,
+    445..=445,
+    3389..=3389,
+];
+
+/// The built-in rules evaluated after the configured ones (issue #13 item 5, secure
+/// defaults a router owner expects): deny [`DEFAULT_DENIED_PORTS`] (external or internal),
+/// allow 1024–65535 to 1024–65535 (miniupnpd's shipped rule), deny everything else. So a
+/// port below 1024 is refused unless a configured rule allows it.
+pub fn builtin_rules() -> Vec<PermissionRule> {
+    let any = Ipv4Prefix::new(Ipv4Addr::UNSPECIFIED, 0);
+    let mut v = Vec::new();
+    for r in DEFAULT_DENIED_PORTS {
+        v.push(PermissionRule {
+            action: RuleAction::Deny,
+            external_ports: r.clone(),
+            client: any,
+            internal_ports: 0..=u16::MAX,
+        });
+        v.push(PermissionRule {
+            action: RuleAction::Deny,
+            external_ports: 0..=u16::MAX,
+            client: any,
+            internal_ports: r,
+        });
+    }
+    v.push(PermissionRule {
+        action: RuleAction::Allow,
+        external_ports: 1024..=u16::MAX,
+        client: any,
+        internal_ports: 1024..=u16::MAX,
+    });
+    v.push(PermissionRule {
+        action: RuleAction::Deny,
+        external_ports: 0..=u16::MAX,
+        client: any,
+        internal_ports: 0..=u16::MAX,
+    });
+    v
+}
+
+impl fmt::Display for PermissionRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let action = match self.action {
+            RuleAction::Allow => "allow",
+            RuleAction::Deny => "deny",
+        };
+        write!(
+            f,
+            "{action} {}-{} {} {}-{}",
+            self.external_ports.start(),
+            self.external_ports.end(),
+            self.client,
+            self.internal_ports.start(),
+            self.internal_ports.end()
+        )
+    }
+}
+
 /// Why policy refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
@@ -163,8 +228,11 @@ pub struct Policy {
     /// Secure mode (default on): InternalClient must be the caller, and a client may delete
     /// only its own mappings.
     pub secure_mode: bool,
-    /// Permission rules, first match wins, no match allows.
+    /// Configured permission rules, first match wins.
     pub rules: Vec<PermissionRule>,
+    /// Evaluate [`builtin_rules`] after `rules` (default on). Off, no match allows
+    /// (miniupnpd's behaviour without rules).
+    pub builtin_rules: bool,
     /// Maximum mappings per internal client (`None`: no limit).
     pub max_per_client: Option<usize>,
 }
@@ -175,6 +243,7 @@ impl Default for Policy {
             lan: Vec::new(),
             secure_mode: true,
             rules: Vec::new(),
+            builtin_rules: true,
             max_per_client: Some(128),
         }
     }
@@ -199,12 +268,16 @@ impl Policy {
         }
     }
 
-    /// Whether the permission rules allow mapping `ext` to `client:int`.
+    /// Whether the permission rules allow mapping `ext` to `client:int`: the configured
+    /// rules, then (unless turned off) the built-in ones; first match wins.
     pub fn permits(&self, ext: u16, client: Ipv4Addr, int: u16) -> bool {
-        self.rules
-            .iter()
-            .find(|r| r.matches(ext, client, int))
-            .is_none_or(|r| r.action == RuleAction::Allow)
+        if let Some(r) = self.rules.iter().find(|r| r.matches(ext, client, int)) {
+            return r.action == RuleAction::Allow;
+        }
+        if self.builtin_rules {
+            return builtin_allows(ext, int);
+        }
+        true
     }
 
     /// External port ranges the rules allow for `client:int` (for `AddAnyPortMapping`).
@@ -235,6 +308,50 @@ impl Policy {
             Some(max) if held >= max => Err(Denied::Quota),
             _ => Ok(()),
         }
+    }
+}
+
+/// [`builtin_rules`] evaluated without building them (hot path of `permitted_ports`).
+fn builtin_allows(ext: u16, int: u16) -> bool {
+    let denied = |p: u16| DEFAULT_DENIED_PORTS.iter().any(|r| r.contains(&p));
+    !denied(ext) && !denied(int) && ext >= 1024 && int >= 1024
+}
+
+/// A [`Policy`] that can be replaced while requests read it (SIGHUP reload): readers take a
+/// snapshot with [`LivePolicy::get`], a reload swaps it whole with [`LivePolicy::set`].
+#[derive(Debug, Default)]
+pub struct LivePolicy(std::sync::RwLock<std::sync::Arc<Policy>>);
+
+impl LivePolicy {
+    /// The policy in force now.
+    pub fn get(&self) -> std::sync::Arc<Policy> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the policy; requests already running keep the snapshot they took.
+    pub fn set(&self, p: Policy) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(p);
+    }
+
+    /// Mutable access when nothing else holds it (set-up and tests).
+    pub fn get_mut(&mut self) -> &mut Policy {
+        std::sync::Arc::make_mut(
+            self.0
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+impl From<Policy> for LivePolicy {
+    fn from(p: Policy) -> Self {
+        LivePolicy(std::sync::RwLock::new(std::sync::Arc::new(p)))
     }
 }
 
@@ -284,9 +401,57 @@ mod tests {
         assert!(p.permits(5000, C, 5000));
         assert!(!p.permits(80, C, 80));
         assert!(!p.permits(5000, Ipv4Addr::new(10, 0, 0, 1), 5000));
-        assert!(policy(&[]).permits(22, C, 22));
+        assert!(
+            Policy {
+                builtin_rules: false,
+                ..policy(&[])
+            }
+            .permits(22, C, 22),
+            "without the built-in rules no match allows"
+        );
         assert_eq!(p.permitted_ports(C, 5000), vec![1024..=65535]);
         assert_eq!(p.permitted_ports(C, 80), Vec::<RangeInclusive<u16>>::new());
+    }
+
+    // Issue #13 item 5 (miniupnpd.conf's shipped rule allows 1024-65535 only; OpenWrt also
+    // refuses 21 23 135 137-139 445 3389): with no rule configured, ports below 1024 and
+    // the listed ones are refused; a configured rule can allow them.
+    #[test]
+    fn ports_below_1024_and_risky_ports_are_refused_unless_a_rule_allows_them() {
+        let p = policy(&[]);
+        assert!(!p.permits(80, C, 80));
+        assert!(!p.permits(5000, C, 80), "internal port below 1024");
+        assert!(!p.permits(80, C, 5000), "external port below 1024");
+        assert!(!p.permits(3389, C, 3389));
+        assert!(!p.permits(5000, C, 445), "SMB refused as internal port too");
+        assert!(p.permits(5000, C, 5000));
+        assert!(p.permits(65535, C, 1024));
+        assert_eq!(p.permitted_ports(C, 5000), vec![1024..=3388, 3390..=65535]);
+        let allowed = policy(&["allow 80 192.168.0.10/32 80"]);
+        assert!(allowed.permits(80, C, 80));
+        assert!(
+            !allowed.permits(80, Ipv4Addr::new(192, 168, 0, 11), 80),
+            "only the host the rule names"
+        );
+        // The built-in rules, as text, evaluate as the fast path does.
+        let spelled = Policy {
+            rules: builtin_rules(),
+            builtin_rules: false,
+            ..policy(&[])
+        };
+        for (e, i) in [
+            (80, 80),
+            (5000, 5000),
+            (3389, 5000),
+            (1024, 1023),
+            (139, 139),
+        ] {
+            assert_eq!(spelled.permits(e, C, i), p.permits(e, C, i), "{e}->{i}");
+        }
+        assert_eq!(
+            builtin_rules().last().map(ToString::to_string).as_deref(),
+            Some("deny 0-65535 0.0.0.0/0 0-65535")
+        );
     }
 
     #[test]

@@ -184,6 +184,11 @@ pub enum SoapParseError {
     /// Nesting or argument count over the limits.
     #[error("request too complex")]
     TooComplex,
+    /// The body carries a document type declaration. SOAP 1.1 §3: "A SOAP message MUST NOT
+    /// contain a Document Type Declaration"; refused rather than read with its entities
+    /// unexpanded (issue #13 item 5).
+    #[error("SOAP body has a DTD (<!DOCTYPE …>); SOAP messages must not contain one")]
+    Dtd,
 }
 
 fn local(name: &[u8]) -> String {
@@ -197,10 +202,21 @@ fn local(name: &[u8]) -> String {
 pub fn parse_request(body: &[u8]) -> Result<SoapRequest, SoapParseError> {
     let text = std::str::from_utf8(body).map_err(|_| SoapParseError::NotUtf8)?;
     let text = text.trim_start_matches('\u{feff}').trim_start();
+    if has_doctype(text) {
+        return Err(SoapParseError::Dtd);
+    }
     match parse_strict(text) {
         Err(SoapParseError::Xml(e)) => parse_lenient(text).ok_or(SoapParseError::Xml(e)),
         other => other,
     }
+}
+
+/// Whether `text` has a `<!DOCTYPE` (any case) anywhere: the lenient reader would
+/// otherwise skip it, and no UPnP control point sends one.
+fn has_doctype(text: &str) -> bool {
+    text.as_bytes()
+        .windows(9)
+        .any(|w| w.eq_ignore_ascii_case(b"<!DOCTYPE"))
 }
 
 fn qname_end(s: &str) -> usize {
@@ -556,6 +572,26 @@ mod tests {
     }
 
     // Checklist: fault is s:Client / UPnPError / errorCode + errorDescription.
+    // Issue #13 item 5; SOAP 1.1 §3: a message must not contain a DTD. Refused with a
+    // precise error, whatever the case or position, and never read with entities unexpanded.
+    #[test]
+    fn a_body_with_a_dtd_is_refused() {
+        let body = "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY e \"192.168.0.66\">]>\
+                    <s:Envelope><s:Body><u:AddPortMapping><NewInternalClient>&e;</NewInternalClient>\
+                    </u:AddPortMapping></s:Body></s:Envelope>";
+        assert_eq!(parse_request(body.as_bytes()), Err(SoapParseError::Dtd));
+        let lower = body.replace("DOCTYPE", "doctype");
+        assert_eq!(parse_request(lower.as_bytes()), Err(SoapParseError::Dtd));
+        assert!(
+            SoapParseError::Dtd.to_string().contains("DTD"),
+            "the error names the problem"
+        );
+        // Without the DTD the same envelope is read.
+        let plain = "<s:Envelope><s:Body><u:AddPortMapping><NewInternalClient>192.168.0.10</NewInternalClient>\
+                     </u:AddPortMapping></s:Body></s:Envelope>";
+        assert!(parse_request(plain.as_bytes()).is_ok());
+    }
+
     #[test]
     fn fault_carries_code_and_description() {
         let f = fault(UpnpError::ConflictInMappingEntry);

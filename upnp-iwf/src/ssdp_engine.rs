@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::description::{DeviceIdentity, IgdVersion};
 use crate::policy::Ipv4Prefix;
+use crate::source_limit::SourceLimiter;
 use crate::ssdp::{SSDP_GROUP, SsdpMessage, parse};
 use crate::ssdp_reply::{
     Advert, MessageContext, announcement_set, notify_alive, notify_byebye, search_answers,
@@ -57,6 +58,9 @@ pub enum Outcome {
     NoMatch,
     /// Queue full.
     Overloaded,
+    /// The sender's answer budget ([`crate::source_limit`]) is spent: not answered, so the
+    /// daemon cannot be used as an amplifier.
+    RateLimited,
 }
 
 /// Settings of one interface's responder.
@@ -86,6 +90,7 @@ pub struct SsdpEngine {
     seq: u64,
     next_announce: Option<Instant>,
     rng: StdRng,
+    limiter: SourceLimiter,
 }
 
 impl SsdpEngine {
@@ -99,6 +104,7 @@ impl SsdpEngine {
             seq: 0,
             next_announce: None,
             rng: StdRng::seed_from_u64(seed),
+            limiter: SourceLimiter::default(),
         }
     }
 
@@ -190,6 +196,10 @@ impl SsdpEngine {
         }
         if self.queue.len() + answers.len() > MAX_QUEUE {
             return Outcome::Overloaded;
+        }
+        let cost = u32::try_from(answers.len()).unwrap_or(u32::MAX);
+        if !self.limiter.try_take(from.ip().to_canonical(), cost, now) {
+            return Outcome::RateLimited;
         }
         // MX (clamped to 5) only bounds the window; the first answer always leaves quickly.
         let window = Duration::from_secs(u64::from(search.mx.unwrap_or(1).clamp(1, MX_MAX)));
@@ -447,19 +457,40 @@ mod tests {
         let mut e = engine();
         let now = Instant::now();
         let mut overloaded = 0;
-        for _ in 0..(MAX_QUEUE / 10 + 10) {
-            if e.handle(
-                now,
-                CP.parse().expect("addr"),
-                true,
-                &search("ssdp:all", ""),
-            ) == Outcome::Overloaded
-            {
+        for i in 0..(MAX_QUEUE / 10 + 10) {
+            // Many sources, each within its own answer budget.
+            let from = SocketAddr::from(([192, 168, 0, (i % 250) as u8 + 1], 1900 + i as u16));
+            if e.handle(now, from, true, &search("ssdp:all", "")) == Outcome::Overloaded {
                 overloaded += 1;
             }
         }
         assert!(overloaded > 0);
         assert!(e.queue.len() <= MAX_QUEUE);
+    }
+
+    // Issue #13 item 5: one source gets a bounded number of answers per second, whatever
+    // it sends (no amplification); other sources are still answered.
+    #[test]
+    fn answers_to_one_source_are_bounded_per_second() {
+        let mut e = engine();
+        let now = Instant::now();
+        let from: SocketAddr = CP.parse().expect("addr");
+        let outcomes: Vec<Outcome> = (0..5000)
+            .map(|_| e.handle(now, from, true, &search("ssdp:all", "")))
+            .collect();
+        let answered = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Answered(_)))
+            .count();
+        assert_eq!(answered, 4);
+        assert!(outcomes[4..].iter().all(|o| *o == Outcome::RateLimited));
+        let sent = drain(&mut e, now + Duration::from_secs(1));
+        assert_eq!(sent.len(), crate::source_limit::ANSWER_BURST as usize);
+        let other: SocketAddr = "192.168.0.11:50000".parse().expect("addr");
+        assert_eq!(
+            e.handle(now, other, true, &search("ssdp:all", "")),
+            Outcome::Answered(10)
+        );
     }
 
     // Checklist: BOOTID increases on every restart.

@@ -15,6 +15,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
+use crate::log_limit::{LogLimiter, Verdict, log_summary};
 use crate::ssdp::{MAX_DATAGRAM, SSDP_GROUP};
 use crate::ssdp_engine::{Outcome, SsdpEngine};
 
@@ -94,26 +95,37 @@ pub async fn run(
     }
     let mut ubuf = vec![0u8; MAX_DATAGRAM + 1];
     let mut gbuf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut logs = LogLimiter::default();
     loop {
-        let wake = engine
-            .poll_timeout()
+        let wake = [engine.poll_timeout(), logs.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
         tokio::select! {
             r = sockets.unicast.recv_from(&mut ubuf) => {
                 if let Ok((n, from)) = r {
-                    log_outcome(engine.handle(Instant::now(), from, false, &ubuf[..n]), from);
+                    let now = Instant::now();
+                    log_outcome(&mut logs, now, engine.handle(now, from, false, &ubuf[..n]), from);
                 }
             }
             r = recv_group(&sockets.group, &mut gbuf) => {
                 if let Ok((n, from)) = r {
-                    log_outcome(engine.handle(Instant::now(), from, true, &gbuf[..n]), from);
+                    let now = Instant::now();
+                    log_outcome(&mut logs, now, engine.handle(now, from, true, &gbuf[..n]), from);
                 }
             }
             _ = tokio::time::sleep_until(wake) => engine.handle_timeout(Instant::now()),
             _ = shutdown.changed() => break,
         }
+        for s in logs.poll_summaries(Instant::now()) {
+            log_summary(&s);
+        }
         flush(&mut engine, &sockets.unicast).await;
+    }
+    for s in logs.drain(Instant::now()) {
+        log_summary(&s);
     }
     if announce {
         for t in engine.shutdown() {
@@ -122,12 +134,23 @@ pub async fn run(
     }
 }
 
-fn log_outcome(o: Outcome, from: SocketAddr) {
+/// Logs what became of a datagram. Warnings a flood can cause go through `logs`: at most
+/// [`crate::log_limit::LOG_BURST`] per kind and window, then one summary line.
+fn log_outcome(logs: &mut LogLimiter, now: Instant, o: Outcome, from: SocketAddr) {
     match o {
         Outcome::Answered(n) => tracing::debug!(%from, n, "M-SEARCH answered"),
         Outcome::NotLan => tracing::debug!(%from, "SSDP from outside the LAN ignored"),
         Outcome::Malformed => tracing::debug!(%from, "malformed SSDP ignored"),
-        Outcome::Overloaded => tracing::warn!(%from, "SSDP queue full; search dropped"),
+        Outcome::Overloaded => {
+            if logs.check("ssdp_queue_full", now) == Verdict::Log {
+                tracing::warn!(%from, "SSDP queue full; search dropped");
+            }
+        }
+        Outcome::RateLimited => {
+            if logs.check("ssdp_rate_limited", now) == Verdict::Log {
+                tracing::warn!(%from, "SSDP searches over the per-source answer budget; not answered");
+            }
+        }
         Outcome::NotASearch | Outcome::NoMatch => {}
     }
 }

@@ -49,6 +49,38 @@ async fn upnpc_status_prints_every_field_without_errors() {
     d.stop().await;
 }
 
+// Issue #13 item 5 (secure defaults; upnp-igd.md §4.2: a rule refusal is 606 on IGD:2):
+// with no permission rule configured, `upnpc -a <me> 80 80 TCP` from a LAN host is refused
+// and nothing is mapped; once a rule allows TCP 80 for that host the same command succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upnpc_add_of_tcp_80_is_refused_without_a_rule_and_allowed_with_one() {
+    if !have("upnpc") {
+        return;
+    }
+    let d = daemon(|_| {}).await;
+    let out = upnpc(&d.location(), &["-a", "127.0.0.1", "80", "80", "TCP"]).await;
+    assert!(
+        out.contains(
+            "AddPortMapping(80, 80, 127.0.0.1) failed with code 606 (Action not authorized)"
+        ),
+        "{out}"
+    );
+    let out = upnpc(&d.location(), &["-l"]).await;
+    assert!(!out.contains("80->127.0.0.1:80"), "{out}");
+    d.stop().await;
+
+    let d = daemon(|c| {
+        c.policy.rules = vec!["allow 80 127.0.0.1/32 80".parse().expect("rule")];
+    })
+    .await;
+    let out = upnpc(&d.location(), &["-a", "127.0.0.1", "80", "80", "TCP"]).await;
+    assert!(
+        out.contains("external 198.51.100.1:80 TCP is redirected to internal 127.0.0.1:80"),
+        "{out}"
+    );
+    d.stop().await;
+}
+
 // upnpc -e -a, -l (ends at 713), -L (CDATA listing), -d, -n (AddAny), -N (range), -r.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upnpc_add_list_delete_and_range_operations() {

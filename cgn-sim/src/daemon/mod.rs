@@ -105,6 +105,10 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // systemd Type=notify: everything is bound and the dataplane is up.
+    if let Err(e) = crate::sd_notify::notify("READY=1\nSTATUS=PCP server listening") {
+        tracing::warn!(error = %e, "cannot notify systemd ($NOTIFY_SOCKET)");
+    }
     loop {
         flush(&mut server, &inside).await;
         let mut deadline = server.poll_timeout();

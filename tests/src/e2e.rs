@@ -136,8 +136,8 @@ pub const FETCH: &str = "import sys, urllib.request; print(urllib.request.urlope
 /// The IGD's description URL on the home router's LAN address.
 pub const IGD_URL: &str = "http://192.168.0.1:5000/rootDesc.xml";
 
-/// upnp-iwf's plain-text status page on the home router's LAN address.
-pub const IWF_STATUS_URL: &str = "http://192.168.0.1:5000/";
+/// upnp-iwf's plain-text status page on the home router's LAN address (`/` is the HTML one).
+pub const IWF_STATUS_URL: &str = "http://192.168.0.1:5000/status.txt";
 
 /// `upnpc -u IGD_URL -e DESC -a 192.168.0.10 PORT PORT PROTO LEASE` on the LAN host `lan`
 /// (`Node::Lan` or `Node::Lan2`); upnpc's output.
@@ -358,6 +358,12 @@ pub fn spawn_iwf_in(lab: &Lab, cpe: Node) -> LabChild {
     spawn_iwf_with(lab, cpe, &[])
 }
 
+/// The control socket (`upnp-iwf ctl --ctl PATH`) of the IWF on `cpe` started by
+/// [`spawn_iwf_with`]: in the lab's log directory, so each router has its own.
+pub fn iwf_ctl_path(lab: &Lab, cpe: Node) -> std::path::PathBuf {
+    lab.log_dir().join(format!("iwf-ctl-{}.sock", cpe.name()))
+}
+
 /// [`spawn_iwf_in`] with `extra` flags added.
 ///
 /// # Panics
@@ -368,6 +374,8 @@ pub fn spawn_iwf_with(lab: &Lab, cpe: Node, extra: &[&str]) -> LabChild {
         other => lab.log_dir().join(format!("iwf-state-{}", other.name())),
     };
     let state = state.to_string_lossy();
+    let ctl = iwf_ctl_path(lab, cpe);
+    let ctl = ctl.to_string_lossy();
     let iwf_bin = bin("upnp-iwf");
     let mut argv = vec![
         iwf_bin.as_str(),
@@ -377,6 +385,8 @@ pub fn spawn_iwf_with(lab: &Lab, cpe: Node, extra: &[&str]) -> LabChild {
         "wan0",
         "--state-dir",
         &state,
+        "--ctl",
+        &ctl,
     ];
     argv.extend_from_slice(extra);
     let iwf = lab.spawn(cpe, &argv).expect("upnp-iwf starts");

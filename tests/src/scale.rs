@@ -353,6 +353,7 @@ impl Scale<'_> {
         let mut iwfs = Vec::with_capacity(n);
         for k in self.subscribers() {
             let state = s(&self.lab.log_dir().join(format!("iwf-state-{k}")));
+            let ctl = s(&self.lab.log_dir().join(format!("iwf-ctl-{k}.sock")));
             let argv = [
                 upnp_iwf.as_str(),
                 "--lan",
@@ -361,6 +362,8 @@ impl Scale<'_> {
                 "wan0",
                 "--state-dir",
                 &state,
+                "--ctl",
+                &ctl,
             ];
             iwfs.push(self.lab.spawn(Site::Cpe(k), &argv)?);
         }
@@ -491,7 +494,7 @@ impl Scale<'_> {
     /// Every IWF's upstream table, read from its status page on the LAN (an IWF that does
     /// not answer has no entries).
     fn iwf_tables(&self) -> HashMap<u16, Vec<IwfEntry>> {
-        let url = IGD_URL.replace("rootDesc.xml", "");
+        let url = IGD_URL.replace("rootDesc.xml", "status.txt");
         let pages = parallel_map(
             usize::from(self.opts.subscribers),
             self.opts.parallel,

@@ -29,6 +29,8 @@ fn start_iwf(lab: &Lab, extra: &[&str]) -> LabChild {
         "wan0",
         "--upstream",
         "none",
+        "--ctl",
+        "",
         "--nat",
         "none",
         "--external-address",

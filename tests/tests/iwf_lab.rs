@@ -232,7 +232,7 @@ fn upnpc_mapping_is_reachable_through_both_nats_and_removed_on_both() {
     let status = out(
         lab,
         Node::Lan,
-        &[PY, "-c", FETCH, "http://192.168.0.1:5000/"],
+        &[PY, "-c", FETCH, "http://192.168.0.1:5000/status.txt"],
         10,
     );
     assert!(

@@ -861,3 +861,33 @@ fn without_nat1_another_internal_client_goes_upstream_as_third_party() {
     assert_eq!(by_port.get(&5201), Some(&(CPE, None)), "{by_port:?}");
     assert!(sim.nat1.is_empty(), "no NAT1 command without NAT1");
 }
+
+// Issue #13 item 2 (`upnp-iwf ctl renew-all`): every active mapping is refreshed upstream at
+// once with its own nonce and its remaining lease; the CGN's table keeps the same endpoints,
+// no control point is answered and the state file is not rewritten (nothing durable changed).
+#[test]
+fn renew_all_refreshes_every_mapping_now_with_its_nonce_and_writes_no_state() {
+    let mut sim = Sim::new(11, 0.0, server_config());
+    add_all(&mut sim, HOST_A, 5000..5004, 3600);
+    let before = sim.server_maps();
+    assert_eq!(before.len(), 4);
+    sim.run_until(sim.at(30));
+    let sent_before = sim.pcp_sent;
+    sim.persisted = None;
+    let now = sim.now;
+    assert_eq!(sim.core.renew_all(now), 4);
+    assert!(
+        sim.core.entries().all(|e| e.phase == Phase::Renewing),
+        "refresh in flight"
+    );
+    sim.pump();
+    assert_eq!(
+        sim.pcp_sent - sent_before,
+        4,
+        "one MAP per mapping, at once"
+    );
+    assert!(sim.core.entries().all(|e| e.phase == Phase::Active));
+    assert_eq!(sim.server_maps(), before, "same nonces and endpoints");
+    assert!(sim.persisted.is_none(), "no state-file write for a renewal");
+    assert!(sim.sent_requests.is_empty());
+}

@@ -12,7 +12,8 @@ use crate::description::VersionPolicy;
 ///
 /// Serves SSDP (239.255.255.250:1900 joined on each --lan interface only), the IGD:1/IGD:2
 /// descriptions, SOAP control and GENA events on http://<lan address>:<http-port>/rootDesc.xml,
-/// a status page on / and OpenMetrics on /metrics, to LAN hosts only. SIGTERM/SIGINT send
+/// a status page on / (also /status.json, /status.txt) and OpenMetrics on /metrics, to LAN
+/// hosts only; `upnp-iwf ctl --help` controls it from the router. SIGTERM/SIGINT send
 /// ssdp:byebye and exit.
 #[derive(Debug, Parser)]
 #[command(name = "upnp-iwf", version, about)]
@@ -88,6 +89,13 @@ pub struct Cli {
     /// Do not send SSDP NOTIFY announcements (answer searches only).
     #[arg(long)]
     pub no_announce: bool,
+    /// Control socket for `upnp-iwf ctl` (mode 0600; `""` = none)
+    /// [default: /run/upnp-iwf/ctl.sock].
+    #[arg(long, value_name = "PATH")]
+    pub ctl: Option<PathBuf>,
+    /// Group that may also use the control socket (mode 0660) [default: root only].
+    #[arg(long, value_name = "GROUP")]
+    pub ctl_group: Option<String>,
 }
 
 /// Where mappings are requested.

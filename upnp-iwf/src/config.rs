@@ -46,6 +46,10 @@ pub struct FileConfig {
     pub dhcp_leases: Option<PathBuf>,
     /// `--state-dir`.
     pub state_dir: Option<PathBuf>,
+    /// `--ctl`: control socket path (`""` = none).
+    pub ctl: Option<PathBuf>,
+    /// `--ctl-group`: group that may use the control socket.
+    pub ctl_group: Option<String>,
     /// Version policy.
     pub igd_version: Option<VersionPolicy>,
     /// Secure mode.
@@ -290,6 +294,8 @@ mod tests {
             "third_party",
             "dhcp_leases",
             "state_dir",
+            "ctl",
+            "ctl_group",
             "igd_version",
             "secure_mode",
             "rules",

@@ -189,6 +189,8 @@ pub fn merged(cli: &Cli) -> anyhow::Result<(Cli, FileConfig)> {
         quota: cli.quota.or(file.max_mappings_per_client),
         uuid: cli.uuid.clone().or(file.uuid.clone()),
         no_announce: cli.no_announce || file.announce == Some(false),
+        ctl: cli.ctl.clone().or(file.ctl.clone()),
+        ctl_group: cli.ctl_group.clone().or(file.ctl_group.clone()),
     };
     if c.lan.is_empty() {
         c.lan = file.lan.clone();

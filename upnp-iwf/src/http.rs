@@ -235,23 +235,21 @@ fn get<B: PortMappingBackend>(
     }
     let now = Instant::now();
     match lower {
-        "/" => {
-            let mut page = String::from("upnp-iwf: UPnP IGD\n\n");
-            page.push_str(&srv.igd.backend.status_text(now));
-            page.push_str("port mappings:\n");
-            for m in srv.igd.backend.list(now) {
-                page.push_str(&format!(
-                    "{} {} -> {}:{} lease {}s {:?}\n",
-                    m.key.protocol.as_str(),
-                    m.key.external_port,
-                    m.internal_client,
-                    m.internal_port,
-                    m.lease.remaining_secs(now),
-                    m.description
-                ));
-            }
-            reply(StatusCode::OK, Some("text/plain; charset=utf-8"), page)
-        }
+        "/" | "/index.html" => reply(
+            StatusCode::OK,
+            Some("text/html; charset=utf-8"),
+            srv.igd.backend.status(now).to_html(),
+        ),
+        "/status.json" => reply(
+            StatusCode::OK,
+            Some("application/json"),
+            srv.igd.backend.status(now).to_json(),
+        ),
+        "/status.txt" => reply(
+            StatusCode::OK,
+            Some("text/plain; charset=utf-8"),
+            srv.igd.backend.status(now).to_text(),
+        ),
         "/metrics" => {
             let count = srv.igd.backend.count(now) as u64;
             let subs = srv.subs().len() as u64;

@@ -26,6 +26,7 @@
 pub mod actions;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod daemon;
 pub mod description;
 pub mod dhcp;
@@ -47,4 +48,5 @@ pub mod ssdp_engine;
 pub mod ssdp_reply;
 pub mod ssdp_socket;
 pub mod state;
+pub mod status;
 pub mod xml;

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context as _;
@@ -31,6 +32,10 @@ fn log_filter(cli: &Cli, file: &FileConfig) -> (String, &'static str) {
 }
 
 fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args();
+    if std::env::args().nth(1).as_deref() == Some("ctl") {
+        std::process::exit(upnp_iwf::ctl::main(args.by_ref().skip(2)));
+    }
     let raw = Cli::parse();
     let (cli, file) = upnp_iwf::daemon::merged(&raw)?;
     let (level, _) = log_filter(&cli, &file);
@@ -63,7 +68,9 @@ fn main() -> anyhow::Result<()> {
         match cfg.upstream.clone() {
             UpstreamPlan::None => {
                 let daemon = upnp_iwf::daemon::start(cfg).await?;
+                let ctl = Control::start(&cli, &daemon.server);
                 serve(&raw, &cli, &daemon.server, &handle).await?;
+                ctl.stop();
                 tracing::info!("shutting down: sending ssdp:byebye");
                 daemon.stop().await;
             }
@@ -104,7 +111,9 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .context("starting the interworking function")?;
                 let daemon = upnp_iwf::daemon::start_with(cfg, iwf.backend.clone()).await?;
+                let ctl = Control::start(&cli, &daemon.server);
                 serve(&raw, &cli, &daemon.server, &handle).await?;
+                ctl.stop();
                 tracing::info!("shutting down: ssdp:byebye, NAT1 table removed (PCP mappings kept in the state file)");
                 daemon.stop().await;
                 iwf.stop().await;
@@ -112,6 +121,67 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// The control socket while the daemon runs (`upnp-iwf ctl`).
+struct Control {
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// The socket file and its inode, removed at exit if it is still ours.
+    file: Option<(std::path::PathBuf, u64)>,
+}
+
+impl Control {
+    /// Binds `--ctl` (default [`upnp_iwf::ctl::DEFAULT_PATH`], `""` = none). A control socket
+    /// that cannot be made is logged and the daemon runs without it: it is the owner's tool,
+    /// and mappings must not stop for it.
+    fn start<B: PortMappingBackend>(cli: &Cli, server: &Arc<IgdServer<B>>) -> Control {
+        use std::os::unix::fs::MetadataExt as _;
+        let none = Control {
+            task: None,
+            file: None,
+        };
+        let path = cli
+            .ctl
+            .clone()
+            .unwrap_or_else(|| upnp_iwf::ctl::DEFAULT_PATH.into());
+        if path.as_os_str().is_empty() {
+            return none;
+        }
+        let group = match cli.ctl_group.as_deref().map(upnp_iwf::ctl::group_id) {
+            None => None,
+            Some(Ok(g)) => Some(g),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "--ctl-group: control socket disabled");
+                return none;
+            }
+        };
+        match upnp_iwf::ctl::bind(&path, group) {
+            Ok(listener) => {
+                let ino = std::fs::metadata(&path).map_or(0, |m| m.ino());
+                tracing::info!(path = %path.display(), "control socket (upnp-iwf ctl)");
+                Control {
+                    task: Some(tokio::spawn(upnp_iwf::ctl::serve(listener, server.clone()))),
+                    file: Some((path, ino)),
+                }
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "control socket disabled (upnp-iwf ctl will not reach this daemon; set --ctl PATH)");
+                none
+            }
+        }
+    }
+
+    fn stop(self) {
+        use std::os::unix::fs::MetadataExt as _;
+        if let Some(t) = self.task {
+            t.abort();
+        }
+        if let Some((path, ino)) = self.file {
+            if std::fs::metadata(&path).is_ok_and(|m| m.ino() == ino) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
 }
 
 /// Tells systemd the daemon is ready, then waits for SIGTERM/SIGINT (returns) or SIGHUP

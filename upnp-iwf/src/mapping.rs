@@ -214,11 +214,56 @@ pub trait PortMappingBackend: Send + Sync + 'static {
         let _ = cp;
         self.wan_status(now).external_address
     }
-    /// Upstream health and per-mapping upstream state for the status page (plain text, one
-    /// item per line; never secrets such as PCP nonces). Empty by default.
-    fn status_text(&self, now: Instant) -> String {
+    /// Health, mappings and recent events for the status page, `/status.json` and
+    /// `upnp-iwf ctl` (never secrets such as PCP nonces). By default: local mappings only.
+    fn status(&self, now: Instant) -> crate::status::Status {
+        let wan = self.wan_status(now);
+        crate::status::Status {
+            schema: crate::status::SCHEMA,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_s: wan.uptime.as_secs(),
+            health: crate::status::Health {
+                upstream: "none".into(),
+                pcp_server: None,
+                pcp_answering: false,
+                pcp_epoch: None,
+                external_address: wan.external_address,
+                nat1_backend: "none".into(),
+                nat1_state: "ok".into(),
+                state_file_error: None,
+            },
+            mappings: self
+                .list(now)
+                .iter()
+                .map(|m| crate::status::MappingStatus {
+                    protocol: m.key.protocol.as_str().to_owned(),
+                    external_port: m.key.external_port,
+                    remote_host: m.key.remote_host,
+                    lan_host: m.internal_client,
+                    internal_port: m.internal_port,
+                    description: m.description.clone(),
+                    nat1_port: None,
+                    external: wan
+                        .external_address
+                        .map(|a| std::net::SocketAddrV4::new(a, m.key.external_port)),
+                    phase: "local".into(),
+                    lease_left_s: match m.lease {
+                        Lease::Permanent => None,
+                        l => Some(u64::from(l.remaining_secs(now))),
+                    },
+                    pcp_lifetime_left_s: None,
+                    last_pcp_result: None,
+                    restores: 0,
+                })
+                .collect(),
+            events: Vec::new(),
+        }
+    }
+    /// The operator's `renew-all`: refresh every mapping upstream now; the number started.
+    /// Nothing to do by default.
+    fn renew_all(&self, now: Instant) -> usize {
         let _ = now;
-        String::new()
+        0
     }
     /// The upstream's OpenMetrics families (without `# EOF`). Empty by default.
     fn upstream_metrics(&self, now: Instant) -> String {

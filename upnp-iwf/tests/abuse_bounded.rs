@@ -115,6 +115,8 @@ fn daemon_survives_malformed_floods_and_slow_connections() {
             "lo",
             "--upstream",
             "none",
+            "--ctl",
+            "",
             "--nat",
             "none",
             "--no-announce",

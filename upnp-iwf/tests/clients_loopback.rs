@@ -54,7 +54,7 @@ async fn upnpc_status_prints_every_field_without_errors() {
 // and nothing is mapped; once a rule allows TCP 80 for that host the same command succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upnpc_add_of_tcp_80_is_refused_without_a_rule_and_allowed_with_one() {
-    if !have("upnpc") {
+    if !require_program("upnpc", "apt-get install miniupnpc") {
         return;
     }
     let d = daemon(|_| {}).await;

@@ -92,6 +92,8 @@ fn a_burst_of_bad_ssdp_and_http_input_leaves_a_bounded_number_of_log_lines() {
             "lo",
             "--upstream",
             "none",
+            "--ctl",
+            "",
             "--no-announce",
             "--external-address",
             "198.51.100.1",

@@ -420,6 +420,8 @@ impl Bench {
             "wan0",
             "--state-dir",
             &state,
+            "--ctl",
+            "",
         ];
         argv.extend_from_slice(extra);
         let iwf = self

@@ -207,6 +207,11 @@ impl<'a> Tour<'a> {
                 "wan0",
                 "--state-dir",
                 &s(&state),
+                "--ctl",
+                &s(&self
+                    .lab
+                    .log_dir()
+                    .join(format!("iwf-ctl-{}.sock", node.name()))),
             ],
         )?;
         if !self.wait(10, || iwf.log().contains("serving UPnP IGD")) {

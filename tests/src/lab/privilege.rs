@@ -94,6 +94,27 @@ fn skip_or_fail(reason: &str) -> Option<Privileged> {
     None
 }
 
+/// Whether the program `name` runs (`name ARGS…` exits, whatever its status). When it does
+/// not: prints `SKIPPED: … (apt-get install PACKAGE)` and returns false, or panics when
+/// `NAT444_REQUIRE_PRIVILEGED` is set (CI installs every tool, so a missing one is a failure).
+pub fn require_tool(name: &str, args: &[&str], package: &str) -> bool {
+    if std::process::Command::new(name)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        !privileged_required(),
+        "{name} is not installed, and {REQUIRE_PRIVILEGED_ENV} forbids skipping (apt-get install {package})"
+    );
+    println!("SKIPPED: {name} is not installed (apt-get install {package})");
+    false
+}
+
 /// Returns from the enclosing test (after printing a `SKIPPED:` line) unless the lab can be
 /// built; see [`lab::require_privileges`](crate::lab::require_privileges).
 ///

@@ -52,7 +52,7 @@ pub fn parse_cgn_map_in(json: &str) -> Result<Vec<CgnEntry>, serde_json::Error> 
     Ok(all.into_iter().filter(|e| e.kind == "MAP IN").collect())
 }
 
-/// One line of the IWF's upstream table on its status page (`GET /`):
+/// One line of the IWF's upstream table on its text status page (`GET /status.txt`):
 /// `UDP 192.168.0.10:20000 → 20000 → 198.51.100.3:20000 active lease 3599s pcp 119s SUCCESS restores 1 "…"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IwfEntry {
@@ -331,6 +331,52 @@ mod tests {
         assert_eq!(e[0].nat1_port, 20000);
         assert_eq!(e[0].external, "198.51.100.3:20000".parse().ok());
         assert_eq!((e[0].phase.as_str(), e[0].restores), ("active", 1));
+        assert_eq!((e[1].external, e[1].phase.as_str()), (None, "recovering"));
+    }
+
+    // The parser reads what upnp-iwf really renders at /status.txt (not a hand-made copy).
+    #[test]
+    fn the_page_upnp_iwf_renders_parses() {
+        use upnp_iwf::status::{Health, MappingStatus, SCHEMA, Status};
+        let m = |port: u16, external: Option<&str>, phase: &str| MappingStatus {
+            protocol: "UDP".into(),
+            external_port: port,
+            remote_host: None,
+            lan_host: "192.168.0.10".parse().expect("literal"),
+            internal_port: port,
+            description: "two words".into(),
+            nat1_port: Some(port + 1),
+            external: external.map(|e| e.parse().expect("literal")),
+            phase: phase.into(),
+            lease_left_s: Some(3599),
+            pcp_lifetime_left_s: Some(119),
+            last_pcp_result: Some("SUCCESS".into()),
+            restores: 2,
+        };
+        let status = Status {
+            schema: SCHEMA,
+            version: "0".into(),
+            uptime_s: 1,
+            health: Health {
+                upstream: "pcp".into(),
+                pcp_server: Some("100.64.0.1:5351".into()),
+                pcp_answering: true,
+                pcp_epoch: Some(1),
+                external_address: None,
+                nat1_backend: "nftables".into(),
+                nat1_state: "ok".into(),
+                state_file_error: None,
+            },
+            mappings: vec![
+                m(20000, Some("198.51.100.3:20000"), "active"),
+                m(20001, None, "recovering"),
+            ],
+            events: Vec::new(),
+        };
+        let e = parse_iwf_status(&status.to_text());
+        assert_eq!(e.len(), 2, "{}", status.to_text());
+        assert_eq!((e[0].nat1_port, e[0].restores), (20001, 2));
+        assert_eq!(e[0].external, "198.51.100.3:20000".parse().ok());
         assert_eq!((e[1].external, e[1].phase.as_str()), (None, "recovering"));
     }
 

@@ -16,6 +16,7 @@ use pcp_client::wire::{Nonce, Protocol as PcpProtocol, ResultCode};
 use super::entry::{AfterRemoval, Entry, Phase};
 
 mod create;
+mod describe;
 mod events;
 mod probe;
 

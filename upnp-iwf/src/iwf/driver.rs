@@ -54,7 +54,7 @@ pub struct Health {
     /// The last state-file error.
     pub state_error: Option<String>,
     /// Recent events, newest last (at most 32).
-    pub recent: std::collections::VecDeque<String>,
+    pub recent: std::collections::VecDeque<crate::status::EventLine>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -77,7 +77,13 @@ impl Shared {
         if h.recent.len() == 32 {
             h.recent.pop_front();
         }
-        h.recent.push_back(line);
+        let at_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        h.recent.push_back(crate::status::EventLine {
+            at_unix,
+            text: line,
+        });
     }
 }
 
@@ -121,69 +127,60 @@ impl PortMappingBackend for PcpBackend {
         self.shared.core().external_address_for(cp)
     }
 
-    fn status_text(&self, now: Instant) -> String {
-        use std::fmt::Write as _;
+    fn status(&self, now: Instant) -> crate::status::Status {
+        use crate::status::{Health as H, MappingStatus, SCHEMA, Status};
         let core = self.shared.core();
         let health = self.shared.health();
-        let mut s = String::new();
-        let server = core.config().server;
-        let _ = match core.server_epoch() {
-            Some(epoch) => writeln!(s, "PCP server {server}: answering (epoch {epoch})"),
-            None => writeln!(s, "PCP server {server}: no answer yet"),
+        let nat1 = match core.config().nat {
+            super::NatMode::Nat1 => "nftables",
+            super::NatMode::None { .. } => "none",
         };
-        let _ = writeln!(
-            s,
-            "external address: {}",
-            core.external_address()
-                .map_or_else(|| "unknown".to_string(), |a| a.to_string())
-        );
-        let _ = writeln!(
-            s,
-            "NAT1 (nftables): {}",
-            health.nat1_error.as_deref().unwrap_or("ok")
-        );
-        if let Some(e) = &health.state_error {
-            let _ = writeln!(s, "state file: {e}");
+        let secs = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(now).as_secs());
+        Status {
+            schema: SCHEMA,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_s: now.saturating_duration_since(self.shared.started).as_secs(),
+            health: H {
+                upstream: "pcp".into(),
+                pcp_server: Some(core.config().server.to_string()),
+                pcp_answering: core.server_epoch().is_some(),
+                pcp_epoch: core.server_epoch(),
+                external_address: core.external_address(),
+                nat1_backend: nat1.into(),
+                nat1_state: health.nat1_error.clone().unwrap_or_else(|| "ok".into()),
+                state_file_error: health.state_error.clone(),
+            },
+            mappings: core
+                .entries()
+                .map(|e| MappingStatus {
+                    protocol: e.mapping.key.protocol.as_str().to_owned(),
+                    external_port: e.mapping.key.external_port,
+                    remote_host: e.mapping.key.remote_host,
+                    lan_host: e.mapping.internal_client,
+                    internal_port: e.mapping.internal_port,
+                    description: e.mapping.description.clone(),
+                    nat1_port: (nat1 == "nftables").then_some(e.nat1_port),
+                    external: e.external,
+                    phase: e.phase.as_str().to_owned(),
+                    lease_left_s: match e.mapping.lease {
+                        crate::mapping::Lease::Permanent => None,
+                        crate::mapping::Lease::Until(t) => secs(Some(t)),
+                    },
+                    pcp_lifetime_left_s: secs(e.pcp_expires),
+                    last_pcp_result: e.last_result.map(|r| r.to_string()),
+                    restores: e.restores,
+                })
+                .collect(),
+            events: health.recent.iter().rev().cloned().collect(),
         }
-        let _ = writeln!(
-            s,
-            "\nupstream (LAN host → NAT1 port → external, phase, UPnP lease left, PCP lifetime left, last PCP result, restores):"
-        );
-        for e in core.entries() {
-            let lease = match e.mapping.lease {
-                crate::mapping::Lease::Permanent => "permanent".to_string(),
-                l => format!("{}s", l.remaining_secs(now)),
-            };
-            let pcp_left = e.pcp_expires.map_or_else(
-                || "-".to_string(),
-                |t| format!("{}s", t.saturating_duration_since(now).as_secs()),
-            );
-            let result = e
-                .last_result
-                .map_or_else(|| "-".to_string(), |r| r.to_string());
-            let external = e
-                .external
-                .map_or_else(|| "-".to_string(), |x| x.to_string());
-            let _ = writeln!(
-                s,
-                "{} {}:{} → {} → {external} {} lease {lease} pcp {pcp_left} {result} restores {} {:?}",
-                e.mapping.key.protocol.as_str(),
-                e.mapping.internal_client,
-                e.mapping.internal_port,
-                e.nat1_port,
-                e.phase.as_str(),
-                e.restores,
-                e.mapping.description,
-            );
-        }
-        if !health.recent.is_empty() {
-            let _ = writeln!(s, "\nrecent events:");
-            for line in health.recent.iter().rev().take(10) {
-                let _ = writeln!(s, "{line}");
-            }
-        }
-        s.push('\n');
-        s
+    }
+
+    fn renew_all(&self, now: Instant) -> usize {
+        let n = self.shared.core().renew_all(now);
+        self.shared.wake.notify_one();
+        self.shared
+            .note(format!("operator: renew-all ({n} mappings)"));
+        n
     }
 
     fn upstream_metrics(&self, _now: Instant) -> String {
@@ -833,7 +830,7 @@ impl Driver {
                     }
                     _ => {}
                 }
-                self.shared.note(format!("{event:?}"));
+                self.shared.note(event.to_string());
             }
         }
     }

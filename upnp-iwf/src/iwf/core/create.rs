@@ -408,6 +408,36 @@ impl Core {
         keys.len()
     }
 
+    /// The operator's `renew-all`: every active mapping is refreshed upstream now with its
+    /// nonce and its remaining UPnP lease (RFC 6887 §11.2.1 schedule from now on), and
+    /// mappings waiting to be re-created retry at once (hold-downs cleared). Nothing is
+    /// answered to a control point. The number of refreshes started.
+    pub fn renew_all(&mut self, now: Instant) -> usize {
+        self.engine.clear_hold_downs(now);
+        let mut started = 0;
+        for e in self.table.values_mut() {
+            let (Phase::Active, Some(id)) = (e.phase, e.pcp) else {
+                continue;
+            };
+            let update = MappingUpdate {
+                lifetime: Some(Self::pcp_lifetime(now, e.mapping.lease)),
+                give_up: Some(self.config.create_give_up),
+                ..MappingUpdate::default()
+            };
+            match self.engine.update(now, id, update) {
+                Ok(()) => {
+                    e.phase = Phase::Renewing;
+                    started += 1;
+                }
+                Err(err) => {
+                    tracing::warn!(port = e.mapping.key.external_port, %err, "cannot renew")
+                }
+            }
+        }
+        self.drain_engine(now);
+        started
+    }
+
     /// The CPE's WAN address changed (RFC 6970 §5.10, MAY): the PCP mappings of the old
     /// address cannot be renewed or deleted any more (they lapse at the CGN), so every mapping
     /// is mapped again from the new address, with a fresh nonce (a new client for the server,

@@ -276,11 +276,14 @@ impl Core {
                 let waiter = e.waiter.take();
                 let mapping = e.mapping.clone();
                 self.set_external(external);
+                // A control point's refresh changed the lease end: persist it (an operator's
+                // renew-all changed nothing durable, unless the endpoint moved).
+                if waiter.is_some() || before != Some(external) {
+                    self.persist();
+                }
                 if let Some(w) = waiter {
                     self.reply(w, Ok(mapping));
                 }
-                // The lease end changed: persist it.
-                self.persist();
             }
             Phase::Recovering | Phase::Active => {
                 e.phase = Phase::Active;

@@ -804,3 +804,32 @@ async fn slow_event_reader_loses_no_event_and_client_exposes_stats_and_mapping_i
     assert!(left > Duration::from_secs(3500) && left <= Duration::from_secs(3600));
     assert_eq!(client.mappings().await.expect("running").len(), 1500);
 }
+
+// Issue #13 item 6: a PCP server that never answers gets one line that names the server and
+// says what to check, and exit status 1.
+#[test]
+fn pcpc_says_which_server_did_not_answer_and_what_to_check() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let server = silent.local_addr().expect("addr").to_string();
+    let out = pcpc(&[
+        "--server",
+        &server,
+        "--timeout",
+        "1",
+        "--irt-ms",
+        "200",
+        "map",
+        "--internal-port",
+        "5000",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "pcpc: MAP failed: no answer from PCP server {server} within 1 s — is PCP enabled on \
+             the CGN, and UDP 5351 open towards it? (--server ADDR names another server, \
+             --timeout SECS waits longer)"
+        )
+    );
+}

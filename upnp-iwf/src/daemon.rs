@@ -134,7 +134,9 @@ pub fn interface_v4(name: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
             if_addrs::IfAddr::V4(v4) if i.name == name => Some((v4.ip, v4.prefixlen)),
             _ => None,
         })
-        .with_context(|| format!("interface {name} has no IPv4 address"))
+        .with_context(|| {
+            format!("interface {name} has no IPv4 address (is it up and addressed? `ip -4 addr show {name}`)")
+        })
 }
 
 fn read_state(dir: Option<&Path>, file: &str) -> Option<String> {
@@ -281,7 +283,7 @@ pub fn config_from_merged(cli: &Cli, file: &FileConfig) -> anyhow::Result<Daemon
             let server = match cli.pcp_server {
                 Some(s) => s,
                 None => default_gateway_of(wan).with_context(|| {
-                    format!("no --pcp-server given and no default gateway on {wan}")
+                    format!("no --pcp-server given and no default gateway on {wan} (name the CGN with --pcp-server ADDR:PORT)")
                 })?,
             };
             UpstreamPlan::Pcp {

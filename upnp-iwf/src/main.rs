@@ -31,11 +31,22 @@ fn log_filter(cli: &Cli, file: &FileConfig) -> (String, &'static str) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors end the daemon with one line, `upnp-iwf: what failed: why`, and exit status 1.
+fn main() -> std::process::ExitCode {
     let mut args = std::env::args();
     if std::env::args().nth(1).as_deref() == Some("ctl") {
         std::process::exit(upnp_iwf::ctl::main(args.by_ref().skip(2)));
     }
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("upnp-iwf: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let raw = Cli::parse();
     let (cli, file) = upnp_iwf::daemon::merged(&raw)?;
     let (level, _) = log_filter(&cli, &file);

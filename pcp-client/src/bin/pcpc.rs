@@ -256,6 +256,12 @@ async fn run(cli: Cli) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&cli, "pcpc", &e),
     };
+    let servers: Vec<String> = client
+        .paths()
+        .iter()
+        .map(|p| p.remote.to_string())
+        .collect();
+    let _ = SERVERS.set(servers.join(", "));
     let timeout = Duration::from_secs(cli.timeout.max(1));
     match &cli.command {
         Command::Map(a) => {
@@ -477,6 +483,23 @@ fn result_name(code: &ErrorCode) -> String {
 }
 
 /// One line on stderr naming the result code and its meaning; JSON on stdout with --json.
+/// The PCP server addresses in use, for the "no answer" message.
+static SERVERS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// One line saying what failed and what to try.
+fn explain(cli: &Cli, e: &ClientError) -> String {
+    match e {
+        ClientError::TimedOut => format!(
+            "no answer from PCP server {} within {} s — is PCP enabled on the CGN, and UDP 5351 \
+             open towards it? (--server ADDR names another server, --timeout SECS waits longer)",
+            SERVERS.get().map_or("?", String::as_str),
+            cli.timeout.max(1)
+        ),
+        ClientError::NoServer => format!("{e} — name one with --server ADDR"),
+        other => other.to_string(),
+    }
+}
+
 fn fail(cli: &Cli, what: &str, e: &ClientError) -> ExitCode {
     if cli.json {
         let v = match e {
@@ -490,6 +513,6 @@ fn fail(cli: &Cli, what: &str, e: &ClientError) -> ExitCode {
         };
         println!("{v}");
     }
-    eprintln!("pcpc: {what} failed: {e}");
+    eprintln!("pcpc: {what} failed: {}", explain(cli, e));
     ExitCode::FAILURE
 }

@@ -383,3 +383,111 @@ fn nat1_router_port_forward_of_tcp_5000_conflicts() {
         missing.probe()
     );
 }
+
+/// Polls `cond` every 20 ms for at most 5 s.
+fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+// spec "Conflicts with the router's own port forwards", with the listing kept between
+// installs (nft monitor): an install in an unchanged ruleset runs one nft process (no
+// listing); a port forward the router adds afterwards is still found (the monitor's event
+// makes the next install list again) and answered as a conflict; our table deleted behind
+// our back is rebuilt with every mapping by the next install.
+#[test]
+fn nat1_listing_is_kept_until_the_router_changes_its_ruleset() {
+    require_privileges!();
+    let lab = LabBuilder::new().build().expect("lab builds");
+    std::fs::create_dir_all(lab.log_dir()).expect("log directory");
+    let log = lab.log_dir().join("nft-calls.log");
+    let wrapper = lab.log_dir().join("nft-logged");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nexec nft \"$@\"\n",
+            log.display()
+        ),
+    )
+    .expect("wrapper");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut nat = Nftables::new(NftConfig {
+        netns: Some(lab.namespace(Node::Cpe).expect("cpe namespace")),
+        nft_program: wrapper,
+        conntrack_program: None,
+        ..NftConfig::default()
+    });
+    nat.reset(&wan(), &[]).expect("reset");
+    assert!(
+        eventually(|| nat.ruleset_changes().is_some()),
+        "the monitor hears the kernel"
+    );
+    let calls = || std::fs::read_to_string(&log).unwrap_or_default();
+    let first = Nat1Rule {
+        wan_port: 40000,
+        ..rule(Protocol::Udp, 40000)
+    };
+    nat.install(&first).expect("first install");
+    assert!(calls().contains("-j list chains"), "{}", calls());
+    std::fs::write(&log, "").expect("clear");
+    let second = Nat1Rule {
+        wan_port: 40001,
+        client_port: 5001,
+        ..first
+    };
+    nat.install(&second).expect("second install");
+    let made = calls();
+    assert!(
+        !made.contains("list"),
+        "no listing in a quiet ruleset: {made}"
+    );
+    assert_eq!(made.lines().count(), 1, "one nft process: {made}");
+
+    let before = nat.ruleset_changes().expect("synced");
+    nft(
+        &lab,
+        &["add table ip fw4; \
+           add chain ip fw4 dstnat { type nat hook prerouting priority dstnat; }; \
+           add rule ip fw4 dstnat iifname \"wan0\" tcp dport 40002 dnat to 192.168.0.20:5000"],
+    );
+    assert!(
+        eventually(|| nat.ruleset_changes().is_some_and(|g| g > before)),
+        "the monitor saw the router's change"
+    );
+    let forwarded = Nat1Rule {
+        wan_port: 40002,
+        client_port: 5002,
+        ..rule(Protocol::Tcp, 40002)
+    };
+    assert_eq!(
+        nat.install(&forwarded),
+        Err(Nat1Error::ConflictWithOtherMechanisms {
+            protocol: Protocol::Tcp,
+            wan_port: 40002,
+            table: "ip fw4".into(),
+        })
+    );
+
+    let before = nat.ruleset_changes().expect("synced");
+    nft(&lab, &["delete", "table", "ip", "upnp_iwf"]);
+    assert!(eventually(|| nat
+        .ruleset_changes()
+        .is_some_and(|g| g > before)));
+    let third = Nat1Rule {
+        wan_port: 40003,
+        client_port: 5003,
+        ..first
+    };
+    nat.install(&third).expect("install rebuilds");
+    let mut have = nat.installed().expect("read back");
+    have.sort();
+    assert_eq!(have, vec![first, second, third]);
+    nat.shutdown().expect("shutdown");
+}

@@ -29,16 +29,21 @@ pub(crate) struct Runner {
 }
 
 impl Runner {
-    /// Runs `program args…`, writing `stdin` to it, and waits for it.
-    pub fn run(&self, program: &Path, args: &[&str], stdin: Option<&[u8]>) -> Ran {
-        let mut cmd = match &self.netns {
+    /// `program` as a command to start, inside the namespace if there is one.
+    pub fn command(&self, program: &Path) -> Command {
+        match &self.netns {
             Some(ns) => {
                 let mut c = Command::new(&self.ip_program);
                 c.args(["netns", "exec", ns.as_str()]).arg(program);
                 c
             }
             None => Command::new(program),
-        };
+        }
+    }
+
+    /// Runs `program args…`, writing `stdin` to it, and waits for it.
+    pub fn run(&self, program: &Path, args: &[&str], stdin: Option<&[u8]>) -> Ran {
+        let mut cmd = self.command(program);
         cmd.args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()

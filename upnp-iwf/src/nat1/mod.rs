@@ -39,6 +39,7 @@ mod batch;
 mod command;
 mod conflict;
 mod conntrack;
+mod monitor;
 mod nft;
 mod recording;
 

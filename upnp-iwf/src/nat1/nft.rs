@@ -15,9 +15,10 @@
 //!   `nft -j list table FAMILY NAME` for each *other* table with a nat base chain (the only ones
 //!   that can DNAT; [`super::conflict`]), then one transaction that only adds our two rules,
 //!   run with `--echo --handle` so nft prints the handles the kernel gave them. The backend
-//!   keeps each mapping's two handles in memory. The other tables are listed afresh for every
-//!   install, not cached: listing the router's firewall is a few milliseconds, and a cache
-//!   would let an install race a port forward added in the meantime.
+//!   keeps each mapping's two handles in memory. The listings of the other tables are kept
+//!   while a running `nft -j monitor ruleset` reports no change outside our own rules
+//!   ([`super::monitor`]; [`NftConfig::monitor`]), so an install in a quiet ruleset is one
+//!   `nft` process, and any change to the router's firewall makes the next install list again.
 //! * Remove: one transaction deleting exactly those two handles. If they are unknown or nft
 //!   refuses them (someone deleted a rule of ours), our table is read once and whatever rules
 //!   of the mapping are still there are deleted in one transaction instead.
@@ -49,6 +50,7 @@ use super::batch::{Handles, POSTROUTING, PREROUTING, ReadBack, TableSpec, parse_
 use super::command::{Ran, Runner};
 use super::conflict::{ChainListing, find_conflict, nat_tables};
 use super::conntrack::{Direction, StaleFlows};
+use super::monitor::Monitor;
 use super::{Nat1Backend, Nat1Error, Nat1Rule, WanSide, clash};
 use crate::mapping::Protocol;
 use std::sync::Arc;
@@ -77,6 +79,9 @@ pub struct NftConfig {
     /// conntrack-tools' `conntrack` (default `conntrack`); `None` never touches conntrack. A
     /// missing program is a logged warning, not a failure.
     pub conntrack_program: Option<PathBuf>,
+    /// Keep an `nft -j monitor ruleset` running so installs re-list the other tables only
+    /// after they changed (default true; false lists them for every install).
+    pub monitor: bool,
 }
 
 impl Default for NftConfig {
@@ -87,6 +92,7 @@ impl Default for NftConfig {
             netns: None,
             ip_program: PathBuf::from("ip"),
             conntrack_program: Some(PathBuf::from("conntrack")),
+            monitor: true,
         }
     }
 }
@@ -155,6 +161,11 @@ pub struct Nftables {
     /// Conntrack deletions the changes so far call for, until [`Nat1Backend::take_stale_flows`].
     stale: Vec<(Nat1Rule, &'static [Direction])>,
     conntrack_warned: Arc<AtomicBool>,
+    /// The ruleset monitor, once [`Nat1Backend::reset`] started it.
+    monitor: Option<Monitor>,
+    /// The other nat tables' listings and whether our chains were all there, with the
+    /// monitor's generation they were taken at (`None`: no monitor, not to be reused).
+    others: Option<(Option<u64>, Vec<String>, bool)>,
 }
 
 impl Nftables {
@@ -171,7 +182,15 @@ impl Nftables {
             rules: Mappings::default(),
             stale: Vec::new(),
             conntrack_warned: Arc::new(AtomicBool::new(false)),
+            monitor: None,
+            others: None,
         }
+    }
+
+    /// How many ruleset changes outside our own rules the monitor has seen, once it is known
+    /// to hear the kernel (`None`: no monitor, or not yet). For tests and diagnostics.
+    pub fn ruleset_changes(&self) -> Option<u64> {
+        self.monitor.as_ref().and_then(Monitor::generation)
     }
 
     /// The configuration this backend was made with.
@@ -277,6 +296,7 @@ impl Nftables {
     /// Deletes our table and builds it anew with exactly `rules` (sorted, clash-free) in one
     /// transaction, then remembers them with the handles nft echoed.
     fn rebuild(&mut self, wan: &WanSide, rules: &[Nat1Rule]) -> Result<(), Nat1Error> {
+        self.others = None;
         let echoed = self.apply_echo(&self.spec().rebuild(wan, rules))?;
         let mut next = Mappings::default();
         let mut unknown = 0;
@@ -295,35 +315,43 @@ impl Nftables {
         Ok(())
     }
 
-    /// The other table (as `family name`) that DNATs `rule`'s WAN port, if any, and whether
-    /// our table still has both its chains. Lists every table's chains, then each other table
+    /// The other table (as `family name`) that DNATs `rule`'s WAN port, if any, whether our
+    /// table still has both its chains, and whether that came from listings kept from before
+    /// (unchanged since, by the monitor). Lists every table's chains, then each other table
     /// with a nat chain; never our own table's rules.
     fn check_others(
-        &self,
+        &mut self,
         wan: &WanSide,
         rule: &Nat1Rule,
-    ) -> Result<(Option<String>, bool), Nat1Error> {
+    ) -> Result<(Option<String>, bool, bool), Nat1Error> {
+        let generation = self.monitor.as_ref().and_then(Monitor::generation);
+        let fresh =
+            matches!((&self.others, generation), (Some((Some(g), _, _)), Some(now)) if *g == now);
+        if !fresh {
+            let listing = self.list_chains()?;
+            let intact = [PREROUTING, POSTROUTING]
+                .iter()
+                .all(|c| listing.own_chains.iter().any(|o| o == c));
+            let mut listings = Vec::with_capacity(listing.nat_tables.len());
+            for (family, name) in &listing.nat_tables {
+                listings.push(self.nft(&["-j", "list", "table", family, name], None)?);
+            }
+            // Taken at the generation read before listing: a change during the listing bumps
+            // the counter and the next install lists again. Without a monitor, never reused.
+            self.others = Some((generation, listings, intact));
+        }
+        let Some((_, listings, ours_intact)) = &self.others else {
+            return Ok((None, true, false));
+        };
         let own = self.config.table.as_str();
-        let listing = self.list_chains()?;
-        let ours_intact = [PREROUTING, POSTROUTING]
-            .iter()
-            .all(|c| listing.own_chains.iter().any(|o| o == c));
-        let tables = listing.nat_tables;
-        for (family, name) in &tables {
-            let listing = self.nft(&["-j", "list", "table", family, name], None)?;
-            let found = find_conflict(
-                &listing,
-                "ip",
-                own,
-                &wan.iface,
-                rule.protocol,
-                rule.wan_port,
-            )?;
+        for listing in listings {
+            let found =
+                find_conflict(listing, "ip", own, &wan.iface, rule.protocol, rule.wan_port)?;
             if found.is_some() {
-                return Ok((found, ours_intact));
+                return Ok((found, *ours_intact, fresh));
             }
         }
-        Ok((None, ours_intact))
+        Ok((None, *ours_intact, fresh))
     }
 
     /// Deletes whatever rules of `rule` our table still holds, found by reading it once.
@@ -364,6 +392,12 @@ impl Nat1Backend for Nftables {
         };
         let list: Vec<Nat1Rule> = wanted.iter().copied().collect();
         drop(wanted);
+        if self.config.monitor && self.monitor.is_none() {
+            // Started before the rebuild, whose events for our table show it hears the kernel.
+            self.monitor =
+                Monitor::start(&self.runner, &self.config.nft_program, &self.config.table);
+        }
+        self.others = None;
         self.rebuild(wan, &list)?;
         self.wan = Some(wan.clone());
         tracing::info!(
@@ -399,7 +433,7 @@ impl Nat1Backend for Nftables {
         if let Some(existing) = self.rules.clash(rule) {
             return Err(Nat1Error::Duplicate { existing });
         }
-        let (conflict, ours_intact) = self.check_others(&wan, rule)?;
+        let (conflict, ours_intact, from_cache) = self.check_others(&wan, rule)?;
         if let Some(table) = conflict {
             return Err(Nat1Error::ConflictWithOtherMechanisms {
                 protocol: rule.protocol,
@@ -408,7 +442,16 @@ impl Nat1Backend for Nftables {
             });
         }
         if ours_intact {
-            let echoed = self.apply_echo(&self.spec().add_mapping(&wan, rule))?;
+            let echoed = match self.apply_echo(&self.spec().add_mapping(&wan, rule)) {
+                Ok(e) => e,
+                // A listing kept from before may be older than the monitor's news (our table
+                // deleted a moment ago): list again and retry once.
+                Err(Nat1Error::Rejected(_)) if from_cache => {
+                    self.others = None;
+                    return self.install(rule);
+                }
+                Err(e) => return Err(e),
+            };
             let handles = echoed.handles_of(rule);
             if handles.is_none() {
                 tracing::debug!(%rule, "nft echoed no handles; its removal reads the table");
@@ -494,6 +537,8 @@ impl Nat1Backend for Nftables {
         // stored mappings without breaking them.
         self.rules = Mappings::default();
         self.wan = None;
+        self.monitor = None;
+        self.others = None;
         Ok(())
     }
 }
@@ -507,6 +552,7 @@ mod tests {
     fn missing() -> Nftables {
         Nftables::new(NftConfig {
             nft_program: PathBuf::from("/nonexistent/nft-nat1-test"),
+            monitor: false,
             ..NftConfig::default()
         })
     }
@@ -593,6 +639,7 @@ mod tests {
         Nftables::new(NftConfig {
             nft_program: path,
             conntrack_program: None,
+            monitor: false,
             ..NftConfig::default()
         })
     }
@@ -665,6 +712,7 @@ esac
             let nft = Nftables::new(NftConfig {
                 nft_program: path,
                 conntrack_program: None,
+                monitor: false,
                 ..NftConfig::default()
             });
             (s, nft)

@@ -30,7 +30,7 @@ fn start_iwf(lab: &Lab, extra: &[&str]) -> LabChild {
         "--upstream",
         "none",
         "--ctl",
-        "",
+        "none",
         "--nat",
         "none",
         "--external-address",

@@ -89,7 +89,7 @@ pub struct Cli {
     /// Do not send SSDP NOTIFY announcements (answer searches only).
     #[arg(long)]
     pub no_announce: bool,
-    /// Control socket for `upnp-iwf ctl` (mode 0600; `""` = none)
+    /// Control socket for `upnp-iwf ctl` (mode 0600; `none` = no socket)
     /// [default: /run/upnp-iwf/ctl.sock].
     #[arg(long, value_name = "PATH")]
     pub ctl: Option<PathBuf>,

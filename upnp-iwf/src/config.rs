@@ -46,7 +46,7 @@ pub struct FileConfig {
     pub dhcp_leases: Option<PathBuf>,
     /// `--state-dir`.
     pub state_dir: Option<PathBuf>,
-    /// `--ctl`: control socket path (`""` = none).
+    /// `--ctl`: control socket path (`none` = no socket).
     pub ctl: Option<PathBuf>,
     /// `--ctl-group`: group that may use the control socket.
     pub ctl_group: Option<String>,

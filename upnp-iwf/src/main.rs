@@ -142,7 +142,7 @@ struct Control {
 }
 
 impl Control {
-    /// Binds `--ctl` (default [`upnp_iwf::ctl::DEFAULT_PATH`], `""` = none). A control socket
+    /// Binds `--ctl` (default [`upnp_iwf::ctl::DEFAULT_PATH`], `none` = no socket). A control socket
     /// that cannot be made is logged and the daemon runs without it: it is the owner's tool,
     /// and mappings must not stop for it.
     fn start<B: PortMappingBackend>(cli: &Cli, server: &Arc<IgdServer<B>>) -> Control {
@@ -155,7 +155,7 @@ impl Control {
             .ctl
             .clone()
             .unwrap_or_else(|| upnp_iwf::ctl::DEFAULT_PATH.into());
-        if path.as_os_str().is_empty() {
+        if path.as_os_str().is_empty() || path.as_os_str() == "none" {
             return none;
         }
         let group = match cli.ctl_group.as_deref().map(upnp_iwf::ctl::group_id) {

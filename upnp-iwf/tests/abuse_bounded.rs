@@ -116,7 +116,7 @@ fn daemon_survives_malformed_floods_and_slow_connections() {
             "--upstream",
             "none",
             "--ctl",
-            "",
+            "none",
             "--nat",
             "none",
             "--no-announce",

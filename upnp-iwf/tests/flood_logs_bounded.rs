@@ -93,7 +93,7 @@ fn a_burst_of_bad_ssdp_and_http_input_leaves_a_bounded_number_of_log_lines() {
             "--upstream",
             "none",
             "--ctl",
-            "",
+            "none",
             "--no-announce",
             "--external-address",
             "198.51.100.1",

@@ -421,7 +421,7 @@ impl Bench {
             "--state-dir",
             &state,
             "--ctl",
-            "",
+            "none",
         ];
         argv.extend_from_slice(extra);
         let iwf = self

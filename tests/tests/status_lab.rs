@@ -14,6 +14,20 @@ use upnp_iwf::status::MappingStatus;
 
 const CRAWL: &str = include_str!("status_lab_crawl.py");
 
+/// The lab with upnp-iwf, and `upnpc -a` of each (port, protocol) from the LAN host granted.
+fn lab_with(mappings: &[(u16, &str)]) -> Nat444 {
+    let n = Nat444::start();
+    for &(port, proto) in mappings {
+        let add = upnpc_add(&n.lab, Node::Lan, port, proto, 3600);
+        assert!(
+            add.contains("is redirected to internal"),
+            "{add}\n{}",
+            n.logs()
+        );
+    }
+    n
+}
+
 /// `upnp-iwf ctl --ctl <the lab IWF's socket> ARGS`: (exit code, stdout, stderr).
 fn ctl(n: &Nat444, args: &[&str]) -> (i32, String, String) {
     let o = Command::new(bin("upnp-iwf"))
@@ -128,15 +142,7 @@ fn status_page_in_chromium_shows_the_rows_ctl_mappings_json_has() {
     if !require_tool("chromium", &["--version"], "chromium") {
         return;
     }
-    let n = Nat444::start();
-    for (port, proto) in [(5000, "UDP"), (5001, "TCP")] {
-        let add = upnpc_add(&n.lab, Node::Lan, port, proto, 3600);
-        assert!(
-            add.contains("is redirected to internal"),
-            "{add}\n{}",
-            n.logs()
-        );
-    }
+    let n = lab_with(&[(5000, "UDP"), (5001, "TCP")]);
     let json = ctl_mappings(&n);
     assert_eq!(json.len(), 2, "{json:?}");
     assert!(json.iter().all(|m| m.phase == "active"), "{json:?}");
@@ -194,15 +200,7 @@ fn status_page_in_chromium_shows_the_rows_ctl_mappings_json_has() {
 #[test]
 fn no_pcp_nonce_appears_in_any_http_response() {
     require_privileges!();
-    let n = Nat444::start();
-    for (port, proto) in [(5000, "UDP"), (5001, "TCP")] {
-        let add = upnpc_add(&n.lab, Node::Lan, port, proto, 3600);
-        assert!(
-            add.contains("is redirected to internal"),
-            "{add}\n{}",
-            n.logs()
-        );
-    }
+    let n = lab_with(&[(5000, "UDP"), (5001, "TCP")]);
     let state = n.lab.log_dir().join("iwf-state").join("mappings.json");
     assert!(
         wait(5, || std::fs::read(&state)
@@ -257,15 +255,7 @@ fn no_pcp_nonce_appears_in_any_http_response() {
 #[test]
 fn ctl_deletes_on_both_nats_renews_and_is_root_only() {
     require_privileges!();
-    let n = Nat444::start();
-    for (port, proto) in [(5000, "UDP"), (5001, "UDP")] {
-        let add = upnpc_add(&n.lab, Node::Lan, port, proto, 3600);
-        assert!(
-            add.contains("is redirected to internal"),
-            "{add}\n{}",
-            n.logs()
-        );
-    }
+    let n = lab_with(&[(5000, "UDP"), (5001, "UDP")]);
     let (code, status, err) = ctl(&n, &["status"]);
     assert_eq!(code, 0, "{err}");
     assert!(

@@ -30,10 +30,13 @@ use std::time::{Duration, Instant};
 use pcp_client::wire::{Protocol, ResultCode};
 
 use super::bypass::Bypass;
+use super::checksum;
 use super::fragment::{FragmentKey, FragmentRewrite, Fragments};
-use super::icmp::{IcmpError, build_error};
-use super::ipv4::{Ipv4Packet, MIN_HEADER_LEN, PacketError, proto};
-use super::rewrite::{Classified, Flow, Side, classify, rewrite_flow, rewrite_icmp_error};
+use super::icmp::{IcmpError, build_error_checked};
+use super::ipv4::{Ipv4Packet, MIN_HEADER_LEN, PacketError, field, proto};
+use super::rewrite::{
+    Classified, Flow, Side, classify_checked, rewrite_flow_checked, rewrite_icmp_error_checked,
+};
 use super::session::{Dir, SessionKey, Sessions, Timeouts, Touch};
 use crate::server::Server;
 use crate::table::{ExternalKey, InternalKey, filter_matches};
@@ -244,6 +247,9 @@ impl std::fmt::Debug for Translator {
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
+/// The checked view of the packet being translated, carried through the whole path.
+type View<'a> = Ipv4Packet<&'a mut [u8]>;
+
 fn ep(e: (Ipv4Addr, u16)) -> SocketAddrV4 {
     SocketAddrV4::new(e.0, e.1)
 }
@@ -317,7 +323,11 @@ impl Translator {
             };
             if self.config.syn_port_unreachable {
                 // From the address the SYN was sent to, as the host itself would answer.
-                self.emit_error(&p.packet, *p.external.ip(), IcmpError::PortUnreachable);
+                // The held copy is its own buffer, checked here once (a cut copy is not
+                // quoted: no error, as before).
+                if let Ok(held) = Ipv4Packet::new_checked(&p.packet[..]) {
+                    self.emit_error(&held, *p.external.ip(), IcmpError::PortUnreachable);
+                }
             }
         }
     }
@@ -343,12 +353,18 @@ impl Translator {
         if packet.first().is_none_or(|b| b >> 4 != 4) {
             return Verdict::Drop(DropReason::NotIpv4);
         }
-        let class = match classify(packet) {
-            Ok(c) => c,
+        // The one header check of the path: lengths and checksum, into a view that every
+        // step below carries; none of them parses the IPv4 header again.
+        let mut ip = match Ipv4Packet::new_checked(packet) {
+            Ok(ip) => ip,
             Err(e) => return Verdict::Drop(map_err(e)),
         };
-        let Ok(ip) = Ipv4Packet::new_checked(&*packet) else {
-            return Verdict::Drop(DropReason::Malformed);
+        if !ip.verify_checksum() {
+            return Verdict::Drop(DropReason::BadChecksum);
+        }
+        let class = match classify_checked(&ip) {
+            Ok(c) => c,
+            Err(e) => return Verdict::Drop(map_err(e)),
         };
         let (src, dst, ttl) = (ip.src(), ip.dst(), ip.ttl());
         let from_inside = server.is_subscriber(src);
@@ -362,7 +378,7 @@ impl Translator {
             } else {
                 self.outside_source(server)
             };
-            self.emit_error(packet, from, IcmpError::TimeExceeded);
+            self.emit_error(&ip, from, IcmpError::TimeExceeded);
             return Verdict::Drop(DropReason::TtlExceeded);
         }
         if from_inside
@@ -370,46 +386,47 @@ impl Translator {
             && !self.config.bypass.is_empty()
             && super::bypass::covers(&self.config.bypass, &class, dst)
         {
-            return self.bypass(server.seconds(now), packet, src);
+            return self.bypass(server.seconds(now), &mut ip, src);
         }
         // A DF packet over the MTU is refused with Fragmentation Needed about the packet as
         // its sender sent it (RFC 4787 REQ-13, RFC 1191): translation keeps the length, so
         // this is known now, and the untranslated copy is what the error must quote and go to.
         let refused_copy =
-            (ip.total_len() > self.config.mtu && ip.dont_fragment()).then(|| packet.to_vec());
+            (ip.total_len() > self.config.mtu && ip.dont_fragment()).then(|| ip.to_owned_packet());
         let verdict = match class {
             Classified::Flow {
                 flow, tcp_flags, ..
             } if from_inside => {
-                match self.outbound(server, now, packet, flow, tcp_flags) {
+                match self.outbound(server, now, &mut ip, flow, tcp_flags) {
                     Verdict::Forward if server.pool().contains(flow.dst.0) => {
                         // Hairpin: the packet now carries the external source.
                         self.counters.hairpinned += 1;
                         let flow = Flow {
-                            src: self.flow_src(packet),
+                            src: flow_src(&ip),
                             ..flow
                         };
-                        self.inbound(server, now, packet, flow, tcp_flags)
+                        self.inbound(server, now, &mut ip, flow, tcp_flags)
                     }
                     v => v,
                 }
             }
             Classified::Flow {
                 flow, tcp_flags, ..
-            } => self.inbound(server, now, packet, flow, tcp_flags),
+            } => self.inbound(server, now, &mut ip, flow, tcp_flags),
             Classified::IcmpError { embedded, .. } if from_inside => {
-                match self.icmp_error(server, packet, embedded, Dir::Out) {
+                match self.icmp_error(server, &mut ip, embedded, Dir::Out) {
                     Verdict::Forward if server.pool().contains(embedded.src.0) => {
-                        let Ok(Classified::IcmpError { embedded, .. }) = classify(packet) else {
+                        let Ok(Classified::IcmpError { embedded, .. }) = classify_checked(&ip)
+                        else {
                             return Verdict::Drop(DropReason::Malformed);
                         };
-                        self.icmp_error(server, packet, embedded, Dir::In)
+                        self.icmp_error(server, &mut ip, embedded, Dir::In)
                     }
                     v => v,
                 }
             }
             Classified::IcmpError { embedded, .. } => {
-                self.icmp_error(server, packet, embedded, Dir::In)
+                self.icmp_error(server, &mut ip, embedded, Dir::In)
             }
             Classified::Fragment {
                 protocol,
@@ -423,15 +440,16 @@ impl Translator {
                     dst,
                     ident,
                 };
-                self.later_fragment(server, now, packet, key)
+                self.later_fragment(server, now, &mut ip, key)
             }
             Classified::Unsupported { .. } => {
-                self.portless(server, now, packet, from_inside, to_pool, src, dst)
+                self.portless(server, now, &mut ip, from_inside, to_pool, src, dst)
             }
         };
         if verdict == Verdict::Forward {
             let outside = self.outside_source(server);
-            return self.finish(packet, from_inside, outside, refused_copy.as_deref());
+            let refused = refused_copy.as_ref().map(Ipv4Packet::view);
+            return self.finish(&mut ip, from_inside, outside, refused);
         }
         verdict
     }
@@ -454,38 +472,28 @@ impl Translator {
     /// Forwards an outbound packet to a bypassed destination untranslated (RFC 6888 REQ-6):
     /// no binding, no session, only TTL and MTU. A first fragment makes the rest of its
     /// datagram follow unchanged (the fragment table "rewrites" its source to itself).
-    fn bypass(&mut self, now_s: u32, packet: &mut [u8], src: Ipv4Addr) -> Verdict {
-        if let Some(k) = first_fragment_key(packet) {
+    fn bypass(&mut self, now_s: u32, ip: &mut View<'_>, src: Ipv4Addr) -> Verdict {
+        if let Some(k) = first_fragment_key(ip) {
             self.learn_fragments(now_s, k, FragmentRewrite::Source(src));
         }
         // From the inside: errors come from the inside address, the outside one is unused.
-        let verdict = self.finish(packet, true, self.config.inside_address, None);
+        let verdict = self.finish(ip, true, self.config.inside_address, None);
         if !matches!(verdict, Verdict::Drop(_)) {
             self.counters.bypassed += 1;
         }
         verdict
     }
 
-    fn flow_src(&self, packet: &[u8]) -> (Ipv4Addr, u16) {
-        match classify(packet) {
-            Ok(Classified::Flow { flow, .. }) => flow.src,
-            _ => (Ipv4Addr::UNSPECIFIED, 0),
-        }
-    }
-
     /// TTL and MTU, after translation. `original` is the packet as it arrived when it was
     /// translated and is too big with DF set (the Fragmentation Needed quotes it).
     fn finish(
         &mut self,
-        packet: &mut [u8],
+        ip: &mut View<'_>,
         from_inside: bool,
         outside: Ipv4Addr,
-        original: Option<&[u8]>,
+        original: Option<Ipv4Packet<&[u8]>>,
     ) -> Verdict {
-        let Ok(mut ip) = Ipv4Packet::new_checked(&mut *packet) else {
-            return Verdict::Drop(DropReason::Malformed);
-        };
-        apply_ttl(&mut ip, self.config.ttl);
+        apply_ttl(ip, self.config.ttl);
         if ip.total_len() <= self.config.mtu {
             return Verdict::Forward;
         }
@@ -496,11 +504,11 @@ impl Translator {
         };
         if ip.dont_fragment() {
             let mtu = u16::try_from(self.config.mtu).unwrap_or(u16::MAX);
-            let quoted = original.unwrap_or(&*packet);
-            self.emit_error(quoted, from, IcmpError::FragmentationNeeded { mtu });
+            let quoted = original.unwrap_or_else(|| ip.view());
+            self.emit_error(&quoted, from, IcmpError::FragmentationNeeded { mtu });
             return Verdict::Drop(DropReason::TooBig);
         }
-        match fragment(packet, self.config.mtu) {
+        match fragment(ip, self.config.mtu) {
             Some(pieces) => {
                 self.counters.fragmented += 1;
                 self.out.extend(pieces);
@@ -510,10 +518,15 @@ impl Translator {
         }
     }
 
-    fn emit_error(&mut self, original: &[u8], from: Ipv4Addr, error: IcmpError) {
+    fn emit_error<T: AsRef<[u8]>>(
+        &mut self,
+        original: &Ipv4Packet<T>,
+        from: Ipv4Addr,
+        error: IcmpError,
+    ) {
         let mut buf = vec![0u8; super::icmp::MAX_ERROR_LEN];
         self.ident = self.ident.wrapping_add(1);
-        if let Some(len) = build_error(original, from, error, self.ident, &mut buf) {
+        if let Some(len) = build_error_checked(original, from, error, self.ident, &mut buf) {
             buf.truncate(len);
             self.counters.icmp_generated += 1;
             self.out.push_back(buf);
@@ -524,7 +537,7 @@ impl Translator {
         &mut self,
         server: &mut Server,
         now: Instant,
-        packet: &mut [u8],
+        ip: &mut View<'_>,
         flow: Flow,
         tcp_flags: u8,
     ) -> Verdict {
@@ -553,11 +566,7 @@ impl Translator {
                     }
                     _ => DropReason::NoResources,
                 };
-                self.emit_error(
-                    packet,
-                    self.config.inside_address,
-                    IcmpError::HostUnreachable,
-                );
+                self.emit_error(ip, self.config.inside_address, IcmpError::HostUnreachable);
                 return Verdict::Drop(reason);
             }
         };
@@ -568,18 +577,14 @@ impl Translator {
         {
             Some(Touch::Live(_)) => {}
             Some(Touch::Full) | None => {
-                self.emit_error(
-                    packet,
-                    self.config.inside_address,
-                    IcmpError::HostUnreachable,
-                );
+                self.emit_error(ip, self.config.inside_address, IcmpError::HostUnreachable);
                 return Verdict::Drop(DropReason::SessionTableFull);
             }
         }
         if flow.protocol == proto::TCP && tcp_flags & TCP_SYN != 0 {
             self.silence_held_syns(external, ep(flow.dst));
         }
-        let verdict = self.rewrite(now_s, packet, Side::Source, external);
+        let verdict = self.rewrite(now_s, ip, Side::Source, external);
         if verdict == Verdict::Forward {
             self.counters.outbound += 1;
         }
@@ -590,7 +595,7 @@ impl Translator {
         &mut self,
         server: &mut Server,
         now: Instant,
-        packet: &mut [u8],
+        ip: &mut View<'_>,
         flow: Flow,
         tcp_flags: u8,
     ) -> Verdict {
@@ -602,13 +607,13 @@ impl Translator {
         };
         let is_syn = flow.protocol == proto::TCP && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
         let Some(id) = server.table().lookup_external(&ext_key) else {
-            if let Some(v) = self.dmz_inbound(server, now_s, packet, flow, tcp_flags) {
+            if let Some(v) = self.dmz_inbound(server, now_s, ip, flow, tcp_flags) {
                 return v;
             }
-            return self.refuse(packet, flow, is_syn, DropReason::NoMapping, now);
+            return self.refuse(ip, flow, is_syn, DropReason::NoMapping, now);
         };
         let Some(b) = server.table().binding(id) else {
-            return self.refuse(packet, flow, is_syn, DropReason::NoMapping, now);
+            return self.refuse(ip, flow, is_syn, DropReason::NoMapping, now);
         };
         let internal = b.internal;
         let remote = remote_of(flow.protocol, flow.src);
@@ -627,14 +632,14 @@ impl Translator {
             || self.sessions.get(&key).is_some()
             || (implicit && self.config.filtering == Filtering::EndpointIndependent);
         if !admitted {
-            return self.refuse(packet, flow, is_syn, DropReason::Filtered, now);
+            return self.refuse(ip, flow, is_syn, DropReason::Filtered, now);
         }
         let t = self.config.timeouts;
         // A full session table does not stop traffic a mapping admits; only state is lost.
         let _ = self
             .sessions
             .touch(now_s, key, ep(flow.dst), id, Dir::In, tcp_flags, &t, true);
-        let verdict = self.rewrite(now_s, packet, Side::Destination, internal);
+        let verdict = self.rewrite(now_s, ip, Side::Destination, internal);
         if verdict == Verdict::Forward {
             self.counters.inbound += 1;
         }
@@ -648,7 +653,7 @@ impl Translator {
         &mut self,
         server: &Server,
         now_s: u32,
-        packet: &mut [u8],
+        ip: &mut View<'_>,
         flow: Flow,
         tcp_flags: u8,
     ) -> Option<Verdict> {
@@ -670,7 +675,7 @@ impl Translator {
         let _ = self
             .sessions
             .touch(now_s, key, ep(flow.dst), id, Dir::In, tcp_flags, &t, true);
-        let verdict = self.rewrite(now_s, packet, Side::Destination, internal);
+        let verdict = self.rewrite(now_s, ip, Side::Destination, internal);
         if verdict == Verdict::Forward {
             self.counters.inbound += 1;
         }
@@ -686,7 +691,7 @@ impl Translator {
         &mut self,
         server: &Server,
         now: Instant,
-        packet: &mut [u8],
+        ip: &mut View<'_>,
         from_inside: bool,
         to_pool: bool,
         src: Ipv4Addr,
@@ -714,10 +719,7 @@ impl Translator {
         } else {
             return Verdict::Drop(DropReason::UnsupportedProtocol);
         };
-        let first_of_many = first_fragment_key(packet);
-        let Ok(mut ip) = Ipv4Packet::new_checked(&mut *packet) else {
-            return Verdict::Drop(DropReason::Malformed);
-        };
+        let first_of_many = first_fragment_key(ip);
         let rewrite = match side {
             Side::Source => {
                 ip.set_src(to);
@@ -738,9 +740,9 @@ impl Translator {
 
     /// Rewrites one end of a flow packet to `to`; a first fragment with more to come teaches
     /// the fragment table how to rewrite the rest of its datagram.
-    fn rewrite(&mut self, now_s: u32, packet: &mut [u8], side: Side, to: SocketAddrV4) -> Verdict {
-        let first_of_many = first_fragment_key(packet);
-        if let Err(e) = rewrite_flow(packet, side, (*to.ip(), to.port())) {
+    fn rewrite(&mut self, now_s: u32, ip: &mut View<'_>, side: Side, to: SocketAddrV4) -> Verdict {
+        let first_of_many = first_fragment_key(ip);
+        if let Err(e) = rewrite_flow_checked(ip, side, (*to.ip(), to.port())) {
             return Verdict::Drop(map_err(e));
         }
         if let Some(k) = first_of_many {
@@ -765,13 +767,14 @@ impl Translator {
     /// Drops an inbound packet; an unsolicited SYN is held instead (RFC 5382 REQ-4).
     fn refuse(
         &mut self,
-        packet: &[u8],
+        ip: &View<'_>,
         flow: Flow,
         is_syn: bool,
         reason: DropReason,
         now: Instant,
     ) -> Verdict {
         if is_syn && self.pending_syns.len() < self.config.max_pending_syns {
+            let packet = ip.as_bytes();
             let keep = packet
                 .len()
                 .min(super::icmp::MAX_ERROR_LEN - MIN_HEADER_LEN - 8);
@@ -794,7 +797,7 @@ impl Translator {
     fn icmp_error(
         &mut self,
         server: &Server,
-        packet: &mut [u8],
+        ip: &mut View<'_>,
         embedded: Flow,
         dir: Dir,
     ) -> Verdict {
@@ -820,7 +823,7 @@ impl Translator {
             Dir::Out => (Side::Source, Side::Destination, b.external),
         };
         let endpoint = (*target.ip(), target.port());
-        if let Err(e) = rewrite_icmp_error(packet, outer, *target.ip(), inner, endpoint) {
+        if let Err(e) = rewrite_icmp_error_checked(ip, outer, *target.ip(), inner, endpoint) {
             return Verdict::Drop(map_err(e));
         }
         self.counters.icmp_errors += 1;
@@ -834,10 +837,15 @@ impl Translator {
     fn learn_fragments(&mut self, now_s: u32, key: FragmentKey, rewrite: FragmentRewrite) {
         let (early, _) = self.fragments.learn(now_s, key, rewrite);
         for mut p in early {
-            if apply_fragment(&mut p, rewrite).is_ok() {
-                if let Ok(mut ip) = Ipv4Packet::new_checked(&mut p[..]) {
+            // A held fragment is its own packet: checked once, here, as it leaves.
+            let applied = Ipv4Packet::new_checked(&mut p[..]).is_ok_and(|mut ip| {
+                let ok = apply_fragment(&mut ip, rewrite).is_ok();
+                if ok {
                     apply_ttl(&mut ip, self.config.ttl);
                 }
+                ok
+            });
+            if applied {
                 self.counters.fragments += 1;
                 self.out.push_back(p);
             }
@@ -848,26 +856,26 @@ impl Translator {
         &mut self,
         server: &Server,
         now: Instant,
-        packet: &mut [u8],
+        ip: &mut View<'_>,
         key: FragmentKey,
     ) -> Verdict {
         let now_s = server.seconds(now);
         match self.fragments.lookup(now_s, &key) {
-            Some(rewrite) => match apply_fragment(packet, rewrite) {
+            Some(rewrite) => match apply_fragment(ip, rewrite) {
                 Ok(()) => {
                     self.counters.fragments += 1;
                     Verdict::Forward
                 }
                 Err(e) => Verdict::Drop(map_err(e)),
             },
-            None if self.fragments.hold_early(now_s, key, packet) => Verdict::Consumed,
+            None if self.fragments.hold_early(now_s, key, ip.as_bytes()) => Verdict::Consumed,
             None => Verdict::Drop(DropReason::FragmentOrphan),
         }
     }
 }
 
 /// One hop's worth of TTL (see [`TtlMode`]).
-fn apply_ttl(ip: &mut Ipv4Packet<&mut [u8]>, mode: TtlMode) {
+fn apply_ttl<T: AsRef<[u8]> + AsMut<[u8]>>(ip: &mut Ipv4Packet<T>, mode: TtlMode) {
     match mode {
         TtlMode::Decrement => ip.decrement_ttl(),
         TtlMode::KernelForwardsTwice => {
@@ -888,8 +896,7 @@ fn remote_of(protocol: u8, e: (Ipv4Addr, u16)) -> SocketAddrV4 {
 }
 
 /// The fragment key of a first fragment with more to follow, as it arrives.
-fn first_fragment_key(packet: &[u8]) -> Option<FragmentKey> {
-    let ip = Ipv4Packet::new_checked(packet).ok()?;
+fn first_fragment_key<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> Option<FragmentKey> {
     (ip.more_fragments() && ip.is_first_fragment()).then(|| FragmentKey {
         protocol: ip.protocol(),
         src: ip.src(),
@@ -898,16 +905,33 @@ fn first_fragment_key(packet: &[u8]) -> Option<FragmentKey> {
     })
 }
 
-fn apply_fragment(packet: &mut [u8], rewrite: FragmentRewrite) -> Result<(), PacketError> {
+fn apply_fragment<T: AsRef<[u8]> + AsMut<[u8]>>(
+    ip: &mut Ipv4Packet<T>,
+    rewrite: FragmentRewrite,
+) -> Result<(), PacketError> {
     match rewrite {
-        FragmentRewrite::Source(a) => rewrite_flow(packet, Side::Source, (a, 0)),
-        FragmentRewrite::Destination(a) => rewrite_flow(packet, Side::Destination, (a, 0)),
+        FragmentRewrite::Source(a) => rewrite_flow_checked(ip, Side::Source, (a, 0)),
+        FragmentRewrite::Destination(a) => rewrite_flow_checked(ip, Side::Destination, (a, 0)),
+    }
+}
+
+/// The source endpoint of a UDP/TCP/ICMP-echo packet the view holds (after an outbound
+/// rewrite, for the hairpin's inbound half): read from the view, not parsed again.
+fn flow_src<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> (Ipv4Addr, u16) {
+    let l4 = ip.payload();
+    let port = match ip.protocol() {
+        proto::UDP | proto::TCP => l4.get(..2).map(|p| u16::from_be_bytes([p[0], p[1]])),
+        proto::ICMP => l4.get(4..6).map(|p| u16::from_be_bytes([p[0], p[1]])),
+        _ => None,
+    };
+    match port {
+        Some(port) => (ip.src(), port),
+        None => (Ipv4Addr::UNSPECIFIED, 0),
     }
 }
 
 /// Splits a packet without DF into fragments of at most `mtu` bytes (RFC 791).
-fn fragment(packet: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
-    let ip = Ipv4Packet::new_checked(packet).ok()?;
+fn fragment<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>, mtu: usize) -> Option<Vec<Vec<u8>>> {
     let hl = ip.header_len();
     let payload = ip.payload();
     let chunk = (mtu.checked_sub(hl)? / 8) * 8;
@@ -925,11 +949,13 @@ fn fragment(packet: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
         p.extend_from_slice(ip.header());
         p.extend_from_slice(&payload[off..end]);
         let total = u16::try_from(p.len()).ok()?;
-        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p[field::TOTAL_LEN..field::TOTAL_LEN + 2].copy_from_slice(&total.to_be_bytes());
         let frag = u16::try_from((base + off) / 8).ok()? | if more { 0x2000 } else { 0 };
-        p[6..8].copy_from_slice(&frag.to_be_bytes());
-        let mut v = Ipv4Packet::new_checked(&mut p[..]).ok()?;
-        v.fill_checksum();
+        p[field::FLAGS_FRAG..field::FLAGS_FRAG + 2].copy_from_slice(&frag.to_be_bytes());
+        // A new header (the original's, with its own length and offset): checksum from scratch.
+        p[field::CHECKSUM..field::CHECKSUM + 2].fill(0);
+        let c = checksum::checksum(&p[..hl]);
+        p[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
         out.push(p);
         off = end;
     }
@@ -939,5 +965,8 @@ fn fragment(packet: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
 /// [`fragment`] for tests.
 #[cfg(test)]
 pub(crate) fn fragment_for_test(packet: &[u8], mtu: usize) -> Vec<Vec<u8>> {
-    fragment(packet, mtu).unwrap_or_default()
+    Ipv4Packet::new_checked(packet)
+        .ok()
+        .and_then(|ip| fragment(&ip, mtu))
+        .unwrap_or_default()
 }

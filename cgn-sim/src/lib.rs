@@ -62,6 +62,7 @@ pub mod epoch;
 pub mod fasthash;
 pub mod format;
 pub mod hold;
+pub mod implicit;
 pub mod inject;
 pub mod map;
 pub mod metrics;

@@ -9,7 +9,7 @@ use pcp_client::wire::{Nonce, Protocol, ResultCode};
 
 use crate::hold::HoldOwner;
 use crate::pool::{PortRequest, proto_index};
-use crate::server::{Server, Subscriber};
+use crate::server::{Server, SubscriberUsage};
 
 /// What a request asks of a new binding.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +46,7 @@ impl Server {
     /// The address a subscriber is (or would be) anchored to, for NAT-PMP's external address
     /// request and for new bindings.
     pub(crate) fn anchor_for(&self, realm: u16, subscriber: Ipv4Addr, proto: usize) -> Option<u16> {
-        if let Some(s) = self.subs.get(&(realm, subscriber)) {
+        if let Some(s) = self.usage.get(&(realm, subscriber)) {
             return Some(s.anchor);
         }
         if self.config.port_blocks.is_some() {
@@ -75,7 +75,7 @@ impl Server {
         if self.table.counts().bindings >= self.config.max_mappings {
             return Err(ResultCode::NoResources);
         }
-        if let Some(s) = self.subs.get_mut(&(realm, subscriber)) {
+        if let Some(s) = self.usage.get_mut(&(realm, subscriber)) {
             if s.bindings >= self.config.quota_per_subscriber {
                 return Err(ResultCode::UserExQuota);
             }
@@ -107,7 +107,7 @@ impl Server {
             return self.choose_in_block(req, proto, block);
         }
         let anchored = self
-            .subs
+            .usage
             .get(&(req.realm, req.subscriber))
             .map(|s| s.anchor);
         // What the suggestion names, if anything usable.
@@ -288,15 +288,15 @@ impl Server {
         now_s: u32,
     ) {
         let burst = self.config.creation_burst;
-        match self.subs.get_mut(&(realm, subscriber)) {
+        match self.usage.get_mut(&(realm, subscriber)) {
             Some(s) => {
                 s.bindings += 1;
                 s.tokens = s.tokens.saturating_sub(1);
             }
             None => {
-                self.subs.insert(
+                self.usage.insert(
                     (realm, subscriber),
-                    Subscriber {
+                    SubscriberUsage {
                         anchor,
                         bindings: 1,
                         tokens: burst.saturating_sub(1),

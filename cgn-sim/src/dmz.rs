@@ -45,7 +45,7 @@ impl Server {
         subscriber: Ipv4Addr,
         suggested: IpAddr,
     ) -> Option<u16> {
-        if let Some(s) = self.subs.get(&(realm, subscriber)) {
+        if let Some(s) = self.usage.get(&(realm, subscriber)) {
             let alone = self
                 .pool
                 .address(s.anchor)

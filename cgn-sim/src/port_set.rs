@@ -125,7 +125,7 @@ impl Server {
             return self.err(result);
         }
         let held = self
-            .subs
+            .usage
             .get(&(opts.realm, subscriber))
             .map_or(0, |s| s.bindings);
         let quota_left = self.config.quota_per_subscriber.saturating_sub(held);

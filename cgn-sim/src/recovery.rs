@@ -118,10 +118,10 @@ impl Server {
             self.table.clear(now_s);
             self.pool.clear_dedicated();
             self.last_second = now_s;
-            for s in self.subs.values() {
+            for s in self.usage.values() {
                 self.pool.anchor_delta(s.anchor, -1);
             }
-            self.subs.clear();
+            self.usage.clear();
             self.blocks = Default::default();
             self.updates.clear();
             let mut seen = std::collections::HashSet::new();

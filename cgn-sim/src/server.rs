@@ -69,7 +69,7 @@ pub(crate) enum Outcome<'a> {
 /// Per-subscriber state: the paired-pooling anchor (RFC 6888 REQ-2), the number of external
 /// ports held (quota, RFC 6888 REQ-4) and the creation token bucket.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Subscriber {
+pub(crate) struct SubscriberUsage {
     pub anchor: u16,
     pub bindings: u32,
     pub tokens: u32,
@@ -102,13 +102,15 @@ pub(crate) struct PendingUpdate {
 /// The PCP + NAT-PMP server engine.
 pub struct Server {
     pub(crate) config: EngineConfig,
-    pub(crate) subscribers: Vec<Ipv4Prefix>,
+    /// Who is a subscriber (config `subscribers`): PCP and translation are served to these.
+    pub(crate) subscriber_prefixes: Vec<Ipv4Prefix>,
     pub(crate) third_party_hosts: Vec<ThirdPartyRule>,
     pub(crate) third_party_ids: Vec<Vec<u8>>,
     pub(crate) table: Table,
     pub(crate) pool: NatPool,
     pub(crate) holds: HoldDown,
-    pub(crate) subs: FastMap<(u16, Ipv4Addr), Subscriber>,
+    /// Per-subscriber usage (paired anchor, quota count, token bucket), by (realm, address).
+    pub(crate) usage: FastMap<(u16, Ipv4Addr), SubscriberUsage>,
     /// Dynamic port blocks in use ([`crate::blocks`]).
     pub(crate) blocks: crate::blocks::BlockTable,
     pub(crate) statics: Vec<StaticMapping>,
@@ -152,8 +154,8 @@ impl Server {
         config.validate()?;
         let pool = NatPool::new(&config)?;
         Ok(Server {
-            subscribers: config.subscriber_prefixes()?,
-            third_party_hosts: config.third_party_prefixes()?,
+            subscriber_prefixes: config.subscribers.clone(),
+            third_party_hosts: config.third_party_hosts.clone(),
             third_party_ids: config
                 .third_party_ids
                 .iter()
@@ -162,7 +164,7 @@ impl Server {
             table: Table::new(FIRST_SECOND),
             pool,
             holds: HoldDown::default(),
-            subs: FastMap::with_hasher(KeyedState::random()),
+            usage: FastMap::with_hasher(KeyedState::random()),
             blocks: Default::default(),
             statics: Vec::new(),
             epoch: Epoch::new(now),
@@ -262,7 +264,7 @@ impl Server {
     /// True if `ip` is inside the configured subscriber prefixes (the inside realm): the
     /// dataplane uses it to tell outbound from inbound traffic.
     pub fn is_subscriber(&self, ip: Ipv4Addr) -> bool {
-        self.subscribers.iter().any(|p| p.contains(ip))
+        self.subscriber_prefixes.iter().any(|p| p.contains(ip))
     }
 
     fn is_third_party_host(&self, ip: Ipv4Addr) -> bool {
@@ -419,7 +421,7 @@ impl Server {
     pub(crate) fn policy(&self) -> OptionPolicy<'_> {
         OptionPolicy {
             third_party_hosts: &self.third_party_hosts,
-            subscribers: &self.subscribers,
+            subscribers: &self.subscriber_prefixes,
             third_party_ids: &self.third_party_ids,
             third_party_id_max_len: self.config.third_party_id_max_len,
             max_description: self.config.max_description,
@@ -559,11 +561,11 @@ impl Server {
     pub(crate) fn on_freed(&mut self, f: FreedBinding, now_s: u32) {
         self.release_or_hold(&f, now_s);
         let key = (f.internal.realm, f.internal.addr);
-        if let Some(s) = self.subs.get_mut(&key) {
+        if let Some(s) = self.usage.get_mut(&key) {
             s.bindings = s.bindings.saturating_sub(1);
             if s.bindings == 0 {
                 let anchor = s.anchor;
-                self.subs.remove(&key);
+                self.usage.remove(&key);
                 self.pool.anchor_delta(anchor, -1);
                 self.release_block(key.0, key.1);
             }

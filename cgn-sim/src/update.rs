@@ -69,7 +69,7 @@ impl Server {
         let subscriber = *b.internal.ip();
         if b.protocol == Protocol::ALL.0 {
             let kept = self.pool.index_of(*b.external.ip()).filter(|i| {
-                self.pool.untouched(*i) && !self.subs.contains_key(&(b.realm, subscriber))
+                self.pool.untouched(*i) && !self.usage.contains_key(&(b.realm, subscriber))
             });
             let index = kept.or_else(|| {
                 self.dmz_address(
@@ -105,7 +105,7 @@ impl Server {
         if let Some(t) = self.take_old_endpoint(b) {
             return Some(t);
         }
-        let anchored = self.subs.get(&(b.realm, subscriber)).map(|s| s.anchor);
+        let anchored = self.usage.get(&(b.realm, subscriber)).map(|s| s.anchor);
         let anchor = match anchored {
             Some(a) => a,
             None => self.anchor_for(b.realm, subscriber, proto)?,
@@ -130,7 +130,7 @@ impl Server {
         let proto = proto_index(Protocol(b.protocol))?;
         let i = self.pool.index_of(*b.external.ip())?;
         let anchored = self
-            .subs
+            .usage
             .get(&(b.realm, *b.internal.ip()))
             .map(|s| s.anchor);
         let fits =
@@ -196,7 +196,7 @@ impl Server {
         self.config = config;
         self.pool = pool;
         self.table.clear(now_s);
-        self.subs.clear();
+        self.usage.clear();
         self.blocks = Default::default();
         self.holds.clear();
         self.updates.clear();

@@ -75,6 +75,7 @@ pub mod prefix;
 pub mod recovery;
 pub mod sd_notify;
 pub mod server;
+pub(crate) mod subscribers;
 pub mod table;
 pub mod timer;
 pub mod update;

@@ -124,10 +124,7 @@ impl Server {
         if let Err(result) = self.admit_new_binding(opts.realm, subscriber, now_s) {
             return self.err(result);
         }
-        let held = self
-            .usage
-            .get(&(opts.realm, subscriber))
-            .map_or(0, |s| s.bindings);
+        let held = self.subscribers.held(opts.realm, subscriber);
         let quota_left = self.config.quota_per_subscriber.saturating_sub(held);
         let system_left = self
             .config

@@ -118,10 +118,9 @@ impl Server {
             self.table.clear(now_s);
             self.pool.clear_dedicated();
             self.last_second = now_s;
-            for s in self.usage.values() {
-                self.pool.anchor_delta(s.anchor, -1);
+            for anchor in self.subscribers.clear_usage() {
+                self.pool.anchor_delta(anchor, -1);
             }
-            self.usage.clear();
             self.blocks = Default::default();
             self.updates.clear();
             let mut seen = std::collections::HashSet::new();

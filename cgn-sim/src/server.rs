@@ -21,14 +21,13 @@ use rand::RngCore;
 
 use crate::announce::AnnounceSchedule;
 use crate::clients::RememberedClients;
-use crate::config::{ConfigError, EngineConfig, ThirdPartyRule};
+use crate::config::{ConfigError, EngineConfig};
 use crate::epoch::Epoch;
-use crate::fasthash::{FastMap, KeyedState};
 use crate::hold::{HeldPort, HoldDown, HoldOwner};
 use crate::metrics::{DropReason, Metrics};
 use crate::options::{self, OptionPolicy};
 use crate::pool::{NatPool, proto_index};
-use crate::prefix::Ipv4Prefix;
+use crate::subscribers::Subscribers;
 use crate::table::{FreedBinding, Table};
 
 /// Which side of the CGN a datagram arrived on.
@@ -66,16 +65,6 @@ pub(crate) enum Outcome<'a> {
     },
 }
 
-/// Per-subscriber state: the paired-pooling anchor (RFC 6888 REQ-2), the number of external
-/// ports held (quota, RFC 6888 REQ-4) and the creation token bucket.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct SubscriberUsage {
-    pub anchor: u16,
-    pub bindings: u32,
-    pub tokens: u32,
-    pub refilled: u32,
-}
-
 /// A static (operator) mapping, reinstalled after state loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StaticMapping {
@@ -102,15 +91,11 @@ pub(crate) struct PendingUpdate {
 /// The PCP + NAT-PMP server engine.
 pub struct Server {
     pub(crate) config: EngineConfig,
-    /// Who is a subscriber (config `subscribers`): PCP and translation are served to these.
-    pub(crate) subscriber_prefixes: Vec<Ipv4Prefix>,
-    pub(crate) third_party_hosts: Vec<ThirdPartyRule>,
-    pub(crate) third_party_ids: Vec<Vec<u8>>,
+    /// Who is served, THIRD_PARTY policy, and what each subscriber holds.
+    pub(crate) subscribers: Subscribers,
     pub(crate) table: Table,
     pub(crate) pool: NatPool,
     pub(crate) holds: HoldDown,
-    /// Per-subscriber usage (paired anchor, quota count, token bucket), by (realm, address).
-    pub(crate) usage: FastMap<(u16, Ipv4Addr), SubscriberUsage>,
     /// Dynamic port blocks in use ([`crate::blocks`]).
     pub(crate) blocks: crate::blocks::BlockTable,
     pub(crate) statics: Vec<StaticMapping>,
@@ -154,17 +139,10 @@ impl Server {
         config.validate()?;
         let pool = NatPool::new(&config)?;
         Ok(Server {
-            subscriber_prefixes: config.subscribers.clone(),
-            third_party_hosts: config.third_party_hosts.clone(),
-            third_party_ids: config
-                .third_party_ids
-                .iter()
-                .map(|t| t.id.as_bytes().to_vec())
-                .collect(),
+            subscribers: Subscribers::new(&config),
             table: Table::new(FIRST_SECOND),
             pool,
             holds: HoldDown::default(),
-            usage: FastMap::with_hasher(KeyedState::random()),
             blocks: Default::default(),
             statics: Vec::new(),
             epoch: Epoch::new(now),
@@ -264,11 +242,11 @@ impl Server {
     /// True if `ip` is inside the configured subscriber prefixes (the inside realm): the
     /// dataplane uses it to tell outbound from inbound traffic.
     pub fn is_subscriber(&self, ip: Ipv4Addr) -> bool {
-        self.subscriber_prefixes.iter().any(|p| p.contains(ip))
+        self.subscribers.is_subscriber(ip)
     }
 
     fn is_third_party_host(&self, ip: Ipv4Addr) -> bool {
-        self.third_party_hosts.iter().any(|r| r.hosts.contains(ip))
+        self.subscribers.is_third_party_host(ip)
     }
 
     /// Handles one datagram that arrived from `from` on `iface` at `now`, and writes the
@@ -419,13 +397,7 @@ impl Server {
     }
 
     pub(crate) fn policy(&self) -> OptionPolicy<'_> {
-        OptionPolicy {
-            third_party_hosts: &self.third_party_hosts,
-            subscribers: &self.subscriber_prefixes,
-            third_party_ids: &self.third_party_ids,
-            third_party_id_max_len: self.config.third_party_id_max_len,
-            max_description: self.config.max_description,
-        }
+        self.subscribers.policy(&self.config)
     }
 
     fn emit(
@@ -560,15 +532,10 @@ impl Server {
 
     pub(crate) fn on_freed(&mut self, f: FreedBinding, now_s: u32) {
         self.release_or_hold(&f, now_s);
-        let key = (f.internal.realm, f.internal.addr);
-        if let Some(s) = self.usage.get_mut(&key) {
-            s.bindings = s.bindings.saturating_sub(1);
-            if s.bindings == 0 {
-                let anchor = s.anchor;
-                self.usage.remove(&key);
-                self.pool.anchor_delta(anchor, -1);
-                self.release_block(key.0, key.1);
-            }
+        let (realm, subscriber) = (f.internal.realm, f.internal.addr);
+        if let Some(anchor) = self.subscribers.release(realm, subscriber) {
+            self.pool.anchor_delta(anchor, -1);
+            self.release_block(realm, subscriber);
         }
     }
 

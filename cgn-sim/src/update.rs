@@ -69,7 +69,7 @@ impl Server {
         let subscriber = *b.internal.ip();
         if b.protocol == Protocol::ALL.0 {
             let kept = self.pool.index_of(*b.external.ip()).filter(|i| {
-                self.pool.untouched(*i) && !self.usage.contains_key(&(b.realm, subscriber))
+                self.pool.untouched(*i) && !self.subscribers.has_bindings(b.realm, subscriber)
             });
             let index = kept.or_else(|| {
                 self.dmz_address(
@@ -105,7 +105,7 @@ impl Server {
         if let Some(t) = self.take_old_endpoint(b) {
             return Some(t);
         }
-        let anchored = self.usage.get(&(b.realm, subscriber)).map(|s| s.anchor);
+        let anchored = self.subscribers.anchor(b.realm, subscriber);
         let anchor = match anchored {
             Some(a) => a,
             None => self.anchor_for(b.realm, subscriber, proto)?,
@@ -129,10 +129,7 @@ impl Server {
     fn take_old_endpoint(&mut self, b: &Binding) -> Option<(u16, u16)> {
         let proto = proto_index(Protocol(b.protocol))?;
         let i = self.pool.index_of(*b.external.ip())?;
-        let anchored = self
-            .usage
-            .get(&(b.realm, *b.internal.ip()))
-            .map(|s| s.anchor);
+        let anchored = self.subscribers.anchor(b.realm, *b.internal.ip());
         let fits =
             anchored.is_none_or(|a| a == i) && (anchored == Some(i) || !self.pool.is_dedicated(i));
         (fits && self.pool.take(i, proto, b.external.port())).then_some((i, b.external.port()))
@@ -196,7 +193,8 @@ impl Server {
         self.config = config;
         self.pool = pool;
         self.table.clear(now_s);
-        self.usage.clear();
+        // The new pool counts no anchors yet: nothing to give back.
+        let _ = self.subscribers.clear_usage();
         self.blocks = Default::default();
         self.holds.clear();
         self.updates.clear();

@@ -603,7 +603,16 @@ fn third_party_is_authorized_per_subnet() {
     let other = [PcpOption::ThirdParty(IpAddr::V4(CLIENT2))];
     assert_eq!(result(&mut h, &other), ResultCode::NotAuthorized);
     assert!(h.server.config().validate().is_ok());
-    let mut bad = config();
-    bad.third_party_hosts = vec!["100.64.0.2/32=nonsense".parse().expect("THIRD_PARTY rule")];
-    assert!(bad.validate().is_err());
+    // A bad rule is refused where it is read (config file or flag), before any server.
+    assert!(
+        "100.64.0.2/32=nonsense"
+            .parse::<cgn_sim::config::ThirdPartyRule>()
+            .is_err()
+    );
+    assert!(
+        toml::from_str::<cgn_sim::config::EngineConfig>(
+            "third_party_hosts = [\"100.64.0.2/32=nonsense\"]"
+        )
+        .is_err()
+    );
 }

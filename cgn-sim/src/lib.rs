@@ -78,4 +78,5 @@ pub mod server;
 pub(crate) mod subscribers;
 pub mod table;
 pub mod timer;
+pub(crate) mod unsolicited;
 pub mod update;

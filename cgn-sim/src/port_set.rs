@@ -10,8 +10,9 @@ use pcp_client::wire::{
 
 use crate::options::Processed;
 use crate::pool::{PortRequest, pcp_proto_index};
-use crate::server::{Outcome, PendingUpdate, Server};
+use crate::server::{Outcome, Server};
 use crate::table::InternalKey;
+use crate::unsolicited::PendingUpdate;
 
 impl Server {
     /// How many ports a PORT_SET asks for, capped (0xffff = as many as possible).
@@ -288,7 +289,7 @@ impl Server {
             };
             let mut buf = [0u8; pcp_client::wire::MAX_MESSAGE_LEN];
             if let Ok(len) = response.emit(&mut buf) {
-                self.updates.push(PendingUpdate {
+                self.unsolicited.queue_update(PendingUpdate {
                     binding: id0,
                     remote: None,
                     destination: SocketAddr::V4(source),

@@ -44,15 +44,11 @@ impl Server {
         if self.config.announce_multicast {
             dests.push(ANNOUNCE_MULTICAST);
         }
-        let sources: Vec<Option<SocketAddr>> = if self.server_addrs.is_empty() {
-            vec![None]
-        } else {
-            self.server_addrs.iter().copied().map(Some).collect()
-        };
+        let sources = self.unsolicited.sources();
         for source in sources {
             for d in &dests {
                 self.metrics.announces_sent += 1;
-                self.out.push_back(Transmit {
+                self.unsolicited.push(Transmit {
                     source,
                     destination: *d,
                     payload: payload.clone(),
@@ -61,7 +57,7 @@ impl Server {
         }
         tracing::info!(
             epoch = self.epoch.at(now),
-            copy = self.announce.sent(),
+            copy = self.unsolicited.announce_copy(),
             destinations = dests.len(),
             "unsolicited ANNOUNCE"
         );
@@ -122,7 +118,7 @@ impl Server {
                 self.pool.anchor_delta(anchor, -1);
             }
             self.blocks = Default::default();
-            self.updates.clear();
+            self.unsolicited.clear_updates();
             let mut seen = std::collections::HashSet::new();
             for f in bindings {
                 if seen.insert(Server::held_port(&f)) {
@@ -137,7 +133,8 @@ impl Server {
         } else {
             tracing::info!("engine restart with state kept");
         }
-        self.announce.start(now, self.config.announce_count);
+        self.unsolicited
+            .start_announce(now, self.config.announce_count);
         self.handle_timeout(now);
     }
 }

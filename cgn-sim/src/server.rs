@@ -9,7 +9,6 @@
 //!
 //! Randomness (port choice) comes from an injected [`RngCore`].
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -19,8 +18,6 @@ use pcp_client::wire::{
 };
 use rand::RngCore;
 
-use crate::announce::AnnounceSchedule;
-use crate::clients::RememberedClients;
 use crate::config::{ConfigError, EngineConfig};
 use crate::epoch::Epoch;
 use crate::hold::{HeldPort, HoldDown, HoldOwner};
@@ -29,6 +26,7 @@ use crate::options::{self, OptionPolicy};
 use crate::pool::{NatPool, proto_index};
 use crate::subscribers::Subscribers;
 use crate::table::{FreedBinding, Table};
+use crate::unsolicited::Unsolicited;
 
 /// Which side of the CGN a datagram arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,18 +74,6 @@ pub struct StaticMapping {
     pub external: SocketAddrV4,
 }
 
-/// A Mapping Update in flight (RFC 6887 §14.2).
-#[derive(Debug, Clone)]
-pub(crate) struct PendingUpdate {
-    pub binding: u32,
-    /// The remote peer of a PEER session's update; `None`: the binding's MAP part.
-    pub remote: Option<SocketAddrV4>,
-    pub destination: SocketAddr,
-    pub payload: Vec<u8>,
-    pub next: Instant,
-    pub sent: u32,
-}
-
 /// The PCP + NAT-PMP server engine.
 pub struct Server {
     pub(crate) config: EngineConfig,
@@ -102,11 +88,8 @@ pub struct Server {
     pub(crate) epoch: Epoch,
     base: Instant,
     pub(crate) rng: Box<dyn RngCore + Send>,
-    pub(crate) announce: AnnounceSchedule,
-    pub(crate) clients: RememberedClients,
-    pub(crate) server_addrs: Vec<SocketAddr>,
-    pub(crate) out: VecDeque<Transmit>,
-    pub(crate) updates: Vec<PendingUpdate>,
+    /// ANNOUNCE, Mapping Updates and the queue of unsolicited datagrams.
+    pub(crate) unsolicited: Unsolicited,
     pub(crate) metrics: Metrics,
     pub(crate) last_second: u32,
     /// The time of the datagram or timer being handled (what [`Server::handle_timeout`] was
@@ -148,11 +131,7 @@ impl Server {
             epoch: Epoch::new(now),
             base: now,
             rng,
-            announce: AnnounceSchedule::default(),
-            clients: RememberedClients::new(config.max_remembered_clients),
-            server_addrs: Vec::new(),
-            out: VecDeque::new(),
-            updates: Vec::new(),
+            unsolicited: Unsolicited::new(config.max_remembered_clients),
             metrics: Metrics::default(),
             last_second: FIRST_SECOND,
             now,
@@ -193,7 +172,7 @@ impl Server {
 
     /// The addresses unsolicited messages are sent from (the inside sockets, port 5351).
     pub fn set_server_addresses(&mut self, addrs: Vec<SocketAddr>) {
-        self.server_addrs = addrs;
+        self.unsolicited.set_server_addresses(addrs);
     }
 
     /// Engine seconds at `now` (the table's clock).
@@ -482,12 +461,12 @@ impl Server {
 
     pub(crate) fn remember_client(&mut self, client: SocketAddrV4, now: Instant) {
         let s = self.seconds(now);
-        self.clients.remember(client, s);
+        self.unsolicited.remember(client, s);
     }
 
     /// Clients remembered for unicast ANNOUNCE (their request source endpoints).
     pub fn remembered_clients(&self) -> Vec<SocketAddrV4> {
-        self.clients.endpoints()
+        self.unsolicited.clients()
     }
 
     /// A binding lost its last part: its port goes into hold-down for its owner
@@ -557,7 +536,7 @@ impl Server {
                 pool.release(h.addr, usize::from(h.proto), h.port)
             });
         }
-        while self.announce.take_due(now) {
+        while self.unsolicited.announce_due(now) {
             self.queue_announce(now);
         }
         self.send_due_updates(now);
@@ -566,10 +545,7 @@ impl Server {
     /// When to call [`Server::handle_timeout`] next: the next ANNOUNCE or Mapping Update
     /// copy, or the next second while anything can expire.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next = self.announce.next();
-        for u in &self.updates {
-            next = Some(next.map_or(u.next, |n| n.min(u.next)));
-        }
+        let mut next = self.unsolicited.next_deadline();
         let c = self.table.counts();
         if c.bindings > 0 || !self.holds.is_empty() {
             let second =
@@ -581,7 +557,7 @@ impl Server {
 
     /// The next unsolicited datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+        self.unsolicited.pop()
     }
 }
 

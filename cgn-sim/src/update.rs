@@ -6,59 +6,40 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pcp_client::wire::{
     MapData, OpcodeData, Options, PcpOption, PeerData, Protocol, ResponseRepr, ResultCode,
 };
 
-use crate::announce::MAPPING_UPDATE_COPIES;
 use crate::config::{ConfigError, PoolConfig};
 use crate::pool::{NatPool, PortRequest, proto_index};
-use crate::server::{PendingUpdate, Server, Transmit};
+use crate::server::Server;
 use crate::table::{Binding, PeerSession, flags};
+use crate::unsolicited::PendingUpdate;
 
 impl Server {
     /// Stops the Mapping Update of binding `binding`'s MAP part (the client refreshed it).
     pub(crate) fn cancel_updates(&mut self, binding: u32) {
-        self.updates
-            .retain(|u| !(u.binding == binding && u.remote.is_none()));
+        self.unsolicited.cancel_updates(binding, None);
     }
 
     /// Stops the Mapping Update of the PEER session of `binding` with `remote`.
     pub(crate) fn cancel_peer_updates(&mut self, binding: u32, remote: SocketAddrV4) {
-        self.updates
-            .retain(|u| !(u.binding == binding && u.remote == Some(remote)));
+        self.unsolicited.cancel_updates(binding, Some(remote));
     }
 
     pub(crate) fn send_due_updates(&mut self, now: Instant) {
-        let mut i = 0;
-        while i < self.updates.len() {
-            if self.updates[i].next <= now {
-                let u = &mut self.updates[i];
-                self.out.push_back(Transmit {
-                    source: None,
-                    destination: u.destination,
-                    payload: u.payload.clone(),
-                });
-                self.metrics.mapping_updates_sent += 1;
-                u.sent += 1;
-                // 0 ms, 250 ms, then 500 ms more (RFC 6887 §14.2).
-                u.next += Duration::from_millis(250 * u64::from(u.sent));
-                if u.sent >= MAPPING_UPDATE_COPIES {
-                    self.updates.swap_remove(i);
-                    continue;
-                }
-            }
-            i += 1;
-        }
+        self.metrics.mapping_updates_sent += self.unsolicited.send_due_updates(now);
     }
 
     fn client_of(&self, b: &Binding) -> Option<SocketAddr> {
         if let Some(e) = b.extra.as_ref().filter(|e| e.third_party.is_some()) {
             return e.requester.map(SocketAddr::V4);
         }
-        self.clients.latest(*b.internal.ip()).map(SocketAddr::V4)
+        self.unsolicited
+            .latest_client(*b.internal.ip())
+            .map(SocketAddr::V4)
     }
 
     /// Where binding `b` goes in the new pool: its old endpoint if that address is still in
@@ -148,7 +129,7 @@ impl Server {
         let Ok(len) = response.emit(&mut buf) else {
             return;
         };
-        self.updates.push(PendingUpdate {
+        self.unsolicited.queue_update(PendingUpdate {
             binding,
             remote,
             destination,
@@ -197,7 +178,7 @@ impl Server {
         let _ = self.subscribers.clear_usage();
         self.blocks = Default::default();
         self.holds.clear();
-        self.updates.clear();
+        self.unsolicited.clear_updates();
         self.epoch.reset(now);
         for (old_id, b) in old {
             let sessions = peers.remove(&old_id).unwrap_or_default();

@@ -53,6 +53,7 @@ pub mod announce;
 pub mod blocks;
 pub mod cli;
 pub mod clients;
+pub(crate) mod clock;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

@@ -229,7 +229,7 @@ impl Server {
         lifetime: u32,
         set: PortSet,
     ) {
-        let now = self.now;
+        let now = self.clock.now();
         let now_s = self.seconds(now);
         let expires = now_s.saturating_add(lifetime);
         let p = map.internal_port;
@@ -278,7 +278,7 @@ impl Server {
             let response = ResponseRepr {
                 result: ResultCode::Success,
                 lifetime,
-                epoch: self.epoch.at(now),
+                epoch: self.clock.epoch(now),
                 data: OpcodeData::Map(MapData {
                     internal_port: p + i,
                     external_port: ext0.port(),

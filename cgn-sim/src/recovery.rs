@@ -19,7 +19,7 @@ impl Server {
         let r = ResponseRepr {
             result: ResultCode::Success,
             lifetime: 0,
-            epoch: self.epoch.at(now),
+            epoch: self.clock.epoch(now),
             data: OpcodeData::Announce,
             options: Options::EMPTY,
         };
@@ -56,7 +56,7 @@ impl Server {
             }
         }
         tracing::info!(
-            epoch = self.epoch.at(now),
+            epoch = self.clock.epoch(now),
             copy = self.unsolicited.announce_copy(),
             destinations = dests.len(),
             "unsolicited ANNOUNCE"
@@ -113,7 +113,7 @@ impl Server {
             }
             self.table.clear(now_s);
             self.pool.clear_dedicated();
-            self.last_second = now_s;
+            self.clock.skip_to(now_s);
             for anchor in self.subscribers.clear_usage() {
                 self.pool.anchor_delta(anchor, -1);
             }
@@ -125,7 +125,7 @@ impl Server {
                     self.release_or_hold(&f, now_s);
                 }
             }
-            self.epoch.reset(now);
+            self.clock.reset_epoch(now);
             for s in self.statics.clone() {
                 let _ = self.install_static(s);
             }

@@ -10,7 +10,7 @@
 //! Randomness (port choice) comes from an injected [`RngCore`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pcp_client::wire::{
     self, ErrorResponse, Opcode, OpcodeData, Options, PcpOption, Protocol, RequestRepr,
@@ -18,8 +18,8 @@ use pcp_client::wire::{
 };
 use rand::RngCore;
 
+use crate::clock::Clock;
 use crate::config::{ConfigError, EngineConfig};
-use crate::epoch::Epoch;
 use crate::hold::{HeldPort, HoldDown, HoldOwner};
 use crate::metrics::{DropReason, Metrics};
 use crate::options::{self, OptionPolicy};
@@ -85,16 +85,12 @@ pub struct Server {
     /// Dynamic port blocks in use ([`crate::blocks`]).
     pub(crate) blocks: crate::blocks::BlockTable,
     pub(crate) statics: Vec<StaticMapping>,
-    pub(crate) epoch: Epoch,
-    base: Instant,
+    /// Engine seconds, the handled instant and the Epoch.
+    pub(crate) clock: Clock,
     pub(crate) rng: Box<dyn RngCore + Send>,
     /// ANNOUNCE, Mapping Updates and the queue of unsolicited datagrams.
     pub(crate) unsolicited: Unsolicited,
     pub(crate) metrics: Metrics,
-    pub(crate) last_second: u32,
-    /// The time of the datagram or timer being handled (what [`Server::handle_timeout`] was
-    /// last given), for unsolicited answers queued while handling a request.
-    pub(crate) now: Instant,
     /// Error injection for tests (`cgn-sim ctl inject`, [`Server::inject`]): the next
     /// creating or refreshing MAP requests get this error and change nothing.
     pub(crate) injection: Option<crate::inject::Injection>,
@@ -109,9 +105,6 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Engine seconds never start at 0, so 0 can mean "no deadline".
-const FIRST_SECOND: u32 = 1;
-
 impl Server {
     /// A server with `config`, its clocks starting at `now`, drawing ports from `rng`.
     pub fn new(
@@ -123,18 +116,15 @@ impl Server {
         let pool = NatPool::new(&config)?;
         Ok(Server {
             subscribers: Subscribers::new(&config),
-            table: Table::new(FIRST_SECOND),
+            table: Table::new(crate::clock::FIRST_SECOND),
             pool,
             holds: HoldDown::default(),
             blocks: Default::default(),
             statics: Vec::new(),
-            epoch: Epoch::new(now),
-            base: now,
+            clock: Clock::new(now),
             rng,
             unsolicited: Unsolicited::new(config.max_remembered_clients),
             metrics: Metrics::default(),
-            last_second: FIRST_SECOND,
-            now,
             injection: None,
             config,
         })
@@ -167,7 +157,7 @@ impl Server {
 
     /// The Epoch Time at `now`.
     pub fn epoch(&self, now: Instant) -> u32 {
-        self.epoch.at(now)
+        self.clock.epoch(now)
     }
 
     /// The addresses unsolicited messages are sent from (the inside sockets, port 5351).
@@ -177,7 +167,7 @@ impl Server {
 
     /// Engine seconds at `now` (the table's clock).
     pub fn seconds(&self, now: Instant) -> u32 {
-        FIRST_SECOND.saturating_add(now.saturating_duration_since(self.base).as_secs() as u32)
+        self.clock.seconds(now)
     }
 
     /// The table as operator lines (design.md §1); with Port Block Allocation the
@@ -199,8 +189,8 @@ impl Server {
     pub fn render_metrics(&self, now: Instant) -> String {
         self.metrics.render(
             self.table.counts(),
-            self.epoch.at(now),
-            self.epoch.resets(),
+            self.clock.epoch(now),
+            self.clock.epoch_resets(),
             self.holds.len(),
         )
     }
@@ -265,7 +255,7 @@ impl Server {
             self.metrics.drop(DropReason::Short);
             return None;
         }
-        let epoch = self.epoch.at(now);
+        let epoch = self.clock.epoch(now);
         if bytes[0] == pcp_client::natpmp::VERSION && self.config.natpmp && !outside {
             return self.handle_natpmp(now, source, bytes, epoch, out);
         }
@@ -520,10 +510,7 @@ impl Server {
 
     /// Expires mappings and holds, and queues due ANNOUNCE and Mapping Update copies.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = self.now.max(now);
-        let now_s = self.seconds(now);
-        if now_s > self.last_second {
-            self.last_second = now_s;
+        if let Some(now_s) = self.clock.tick(now) {
             let mut freed = Vec::new();
             self.table.expire(now_s, |f| freed.push(f));
             self.metrics.expired += freed.len() as u64;
@@ -548,8 +535,7 @@ impl Server {
         let mut next = self.unsolicited.next_deadline();
         let c = self.table.counts();
         if c.bindings > 0 || !self.holds.is_empty() {
-            let second =
-                self.base + Duration::from_secs(u64::from(self.last_second - FIRST_SECOND + 1));
+            let second = self.clock.next_second();
             next = Some(next.map_or(second, |n| n.min(second)));
         }
         next

@@ -179,7 +179,7 @@ impl Server {
         self.blocks = Default::default();
         self.holds.clear();
         self.unsolicited.clear_updates();
-        self.epoch.reset(now);
+        self.clock.reset_epoch(now);
         for (old_id, b) in old {
             let sessions = peers.remove(&old_id).unwrap_or_default();
             // A PREFER_FAILURE or static MAP part moves only onto its old endpoint; the
@@ -239,7 +239,7 @@ impl Server {
             let Some(destination) = self.client_of(&b) else {
                 continue;
             };
-            let epoch = self.epoch.at(now);
+            let epoch = self.clock.epoch(now);
             if b.has_map() && !b.is_static() && b.flags & flags::NATPMP == 0 {
                 let mut options: Vec<PcpOption<'_>> = Vec::new();
                 if let Some(extra) = &b.extra {

@@ -9,7 +9,8 @@ use pcp_client::wire::{Nonce, Protocol, ResultCode};
 
 use crate::hold::HoldOwner;
 use crate::pool::{PortRequest, proto_index};
-use crate::server::{Server, Subscriber};
+use crate::server::Server;
+use crate::subscribers::Limits;
 
 /// What a request asks of a new binding.
 #[derive(Debug, Clone, Copy)]
@@ -46,8 +47,8 @@ impl Server {
     /// The address a subscriber is (or would be) anchored to, for NAT-PMP's external address
     /// request and for new bindings.
     pub(crate) fn anchor_for(&self, realm: u16, subscriber: Ipv4Addr, proto: usize) -> Option<u16> {
-        if let Some(s) = self.subs.get(&(realm, subscriber)) {
-            return Some(s.anchor);
+        if let Some(anchor) = self.subscribers.anchor(realm, subscriber) {
+            return Some(anchor);
         }
         if self.config.port_blocks.is_some() {
             // Port Block Allocation: the address of the block it would get.
@@ -75,27 +76,8 @@ impl Server {
         if self.table.counts().bindings >= self.config.max_mappings {
             return Err(ResultCode::NoResources);
         }
-        if let Some(s) = self.subs.get_mut(&(realm, subscriber)) {
-            if s.bindings >= self.config.quota_per_subscriber {
-                return Err(ResultCode::UserExQuota);
-            }
-            if self.config.creation_rate > 0 {
-                let refill = now_s
-                    .saturating_sub(s.refilled)
-                    .saturating_mul(self.config.creation_rate);
-                s.tokens = s
-                    .tokens
-                    .saturating_add(refill)
-                    .min(self.config.creation_burst);
-                s.refilled = now_s;
-                if s.tokens == 0 {
-                    return Err(ResultCode::UserExQuota);
-                }
-            }
-        } else if self.config.quota_per_subscriber == 0 {
-            return Err(ResultCode::UserExQuota);
-        }
-        Ok(())
+        let limits = Limits::of(&self.config);
+        self.subscribers.admit(realm, subscriber, now_s, limits)
     }
 
     /// Chooses and takes an external endpoint. `Err(CANNOT_PROVIDE_EXTERNAL)` when `exact` and
@@ -106,10 +88,7 @@ impl Server {
         if let Some(block) = self.block_for(req.realm, req.subscriber)? {
             return self.choose_in_block(req, proto, block);
         }
-        let anchored = self
-            .subs
-            .get(&(req.realm, req.subscriber))
-            .map(|s| s.anchor);
+        let anchored = self.subscribers.anchor(req.realm, req.subscriber);
         // What the suggestion names, if anything usable.
         let (hint_index, hint_bad) = match req.suggested_address {
             IpAddr::V4(a) if a.is_unspecified() => (None, false),
@@ -288,23 +267,11 @@ impl Server {
         now_s: u32,
     ) {
         let burst = self.config.creation_burst;
-        match self.subs.get_mut(&(realm, subscriber)) {
-            Some(s) => {
-                s.bindings += 1;
-                s.tokens = s.tokens.saturating_sub(1);
-            }
-            None => {
-                self.subs.insert(
-                    (realm, subscriber),
-                    Subscriber {
-                        anchor,
-                        bindings: 1,
-                        tokens: burst.saturating_sub(1),
-                        refilled: now_s,
-                    },
-                );
-                self.pool.anchor_delta(anchor, 1);
-            }
+        if self
+            .subscribers
+            .account(realm, subscriber, anchor, now_s, burst)
+        {
+            self.pool.anchor_delta(anchor, 1);
         }
     }
 }

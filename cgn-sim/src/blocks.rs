@@ -83,7 +83,7 @@ impl Server {
     /// mapping), if it is a subscriber address.
     fn subscriber_ordinal(&self, subscriber: Ipv4Addr) -> Option<u64> {
         let mut base = 0u64;
-        for p in &self.subscribers {
+        for p in self.subscribers.prefixes() {
             let size = 1u64 << (32 - u32::from(p.len.min(32)));
             if p.contains(subscriber) {
                 return Some(base + u64::from(u32::from(subscriber) - u32::from(p.addr)));
@@ -163,7 +163,7 @@ impl Server {
     /// The port block of a subscriber with mappings (for `ctl mappings` and the dataplane);
     /// `None` when the option is off or the subscriber has no mapping.
     pub fn port_block(&self, realm: u16, subscriber: Ipv4Addr) -> Option<PortBlock> {
-        if !self.subs.contains_key(&(realm, subscriber)) {
+        if !self.subscribers.has_bindings(realm, subscriber) {
             return None;
         }
         self.block_for(realm, subscriber).ok().flatten()

@@ -57,7 +57,7 @@ pub struct Cli {
     pub metrics: Option<SocketAddr>,
     /// Subscriber prefixes allowed to use PCP (repeatable; default 100.64.0.0/10, 127.0.0.0/8).
     #[arg(long, value_name = "PREFIX")]
-    pub subscribers: Vec<String>,
+    pub subscribers: Vec<crate::prefix::Ipv4Prefix>,
     /// External ports per subscriber (USER_EX_QUOTA beyond).
     #[arg(long, value_name = "N")]
     pub quota: Option<u32>,
@@ -73,7 +73,7 @@ pub struct Cli {
     /// Hosts allowed to send THIRD_PARTY, `PREFIX` (for any subscriber) or `PREFIX=SUBNET`
     /// (only for addresses in SUBNET) (repeatable; default: none, THIRD_PARTY disabled).
     #[arg(long, value_name = "PREFIX[=SUBNET]")]
-    pub third_party: Vec<String>,
+    pub third_party: Vec<crate::config::ThirdPartyRule>,
     /// Seconds a freed external port is held (RFC 6888 REQ-8: 120).
     #[arg(long, value_name = "SECS")]
     pub port_hold: Option<u32>,

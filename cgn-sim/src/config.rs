@@ -3,6 +3,8 @@
 //!
 //! Every default is the RFC's recommended value, cited on the field.
 
+use std::net::Ipv4Addr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::prefix::{Ipv4Prefix, PrefixError, parse_range};
@@ -36,13 +38,53 @@ pub struct ThirdPartyIdConfig {
     pub id: String,
 }
 
-/// Who may send THIRD_PARTY, and for whom (RFC 6887 §13.1: authorized hosts only).
+/// Who may send THIRD_PARTY, and for whom (RFC 6887 §13.1: authorized hosts only). Written
+/// `HOSTS` (may speak for any subscriber) or `HOSTS=SUBNET`, e.g.
+/// `100.64.0.2/32=192.168.0.0/24`, in config files and on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThirdPartyRule {
     /// The authorized senders.
     pub hosts: Ipv4Prefix,
     /// The internal addresses they may speak for; `None`: any subscriber.
     pub subnet: Option<Ipv4Prefix>,
+}
+
+impl std::str::FromStr for ThirdPartyRule {
+    type Err = PrefixError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.split_once('=') {
+            Some((hosts, subnet)) => ThirdPartyRule {
+                hosts: hosts.trim().parse()?,
+                subnet: Some(subnet.trim().parse()?),
+            },
+            None => ThirdPartyRule {
+                hosts: s.trim().parse()?,
+                subnet: None,
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for ThirdPartyRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.subnet {
+            Some(subnet) => write!(f, "{}={subnet}", self.hosts),
+            None => write!(f, "{}", self.hosts),
+        }
+    }
+}
+
+impl Serialize for ThirdPartyRule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ThirdPartyRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Everything the sans-IO engine needs to know.
@@ -53,12 +95,12 @@ pub struct EngineConfig {
     pub pools: Vec<PoolConfig>,
     /// Prefixes whose hosts are subscribers: requests from elsewhere are ignored silently
     /// (RFC 6887 §8.2 interface check). Default: 100.64.0.0/10 (RFC 6598) and 127.0.0.0/8.
-    pub subscribers: Vec<String>,
+    pub subscribers: Vec<Ipv4Prefix>,
     /// Hosts allowed to send THIRD_PARTY (RFC 6887 §13.1), each `HOSTS` (may speak for any
     /// subscriber) or `HOSTS=SUBNET` (only for addresses in SUBNET), e.g.
     /// `100.64.0.2/32=192.168.0.0/24`. Empty (the default) disables the option: it is
     /// answered UNSUPP_OPTION.
-    pub third_party_hosts: Vec<String>,
+    pub third_party_hosts: Vec<ThirdPartyRule>,
     /// Accept THIRD_PARTY requests arriving on the outside interface (RFC 6887 §8.2 MAY).
     pub third_party_on_outside: bool,
     /// Known THIRD_PARTY_IDs (RFC 7843). Empty: the option is unsupported (UNSUPP_OPTION).
@@ -159,7 +201,10 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             pools: Vec::new(),
-            subscribers: vec!["100.64.0.0/10".into(), "127.0.0.0/8".into()],
+            subscribers: vec![
+                Ipv4Prefix::new(Ipv4Addr::new(100, 64, 0, 0), 10),
+                Ipv4Prefix::new(Ipv4Addr::LOCALHOST, 8),
+            ],
             third_party_hosts: Vec::new(),
             third_party_on_outside: false,
             third_party_ids: Vec::new(),
@@ -238,39 +283,8 @@ impl EngineConfig {
             .collect();
     }
 
-    /// Parses [`EngineConfig::subscribers`].
-    pub fn subscriber_prefixes(&self) -> Result<Vec<Ipv4Prefix>, ConfigError> {
-        Ok(self
-            .subscribers
-            .iter()
-            .map(|s| s.parse())
-            .collect::<Result<_, _>>()?)
-    }
-
-    /// Parses [`EngineConfig::third_party_hosts`]: (hosts, subnet they may speak for; `None`
-    /// = any subscriber).
-    pub fn third_party_prefixes(&self) -> Result<Vec<ThirdPartyRule>, ConfigError> {
-        self.third_party_hosts
-            .iter()
-            .map(|s| {
-                Ok(match s.split_once('=') {
-                    Some((hosts, subnet)) => ThirdPartyRule {
-                        hosts: hosts.trim().parse()?,
-                        subnet: Some(subnet.trim().parse()?),
-                    },
-                    None => ThirdPartyRule {
-                        hosts: s.trim().parse()?,
-                        subnet: None,
-                    },
-                })
-            })
-            .collect()
-    }
-
     /// Checks ranges and consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.subscriber_prefixes()?;
-        self.third_party_prefixes()?;
         for p in &self.pools {
             for s in &p.sections {
                 for r in &s.ranges {
@@ -354,6 +368,39 @@ mod tests {
         assert_eq!(c.max_lifetime, 86_400, "defaults fill the rest");
         assert_eq!(c.validate(), Ok(()));
         assert!(toml::from_str::<EngineConfig>("no_such_key = 1").is_err());
+        let round: EngineConfig =
+            toml::from_str(&toml::to_string(&c).expect("emits")).expect("round trip");
+        assert_eq!(round, c);
+    }
+
+    // Typed fields: a bad prefix or THIRD_PARTY rule is refused when the file is read (with
+    // toml's line and column), not later when the server starts.
+    #[test]
+    fn subscribers_and_third_party_hosts_are_prefixes_checked_when_the_file_is_read() {
+        let c: EngineConfig = toml::from_str(
+            "subscribers = [\"100.64.0.0/24\"]\nthird_party_hosts = [\"100.64.0.2/32=192.168.0.0/24\", \"10.0.0.1\"]\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            c.subscribers,
+            vec![Ipv4Prefix::new(Ipv4Addr::new(100, 64, 0, 0), 24)]
+        );
+        assert_eq!(
+            c.third_party_hosts[0],
+            ThirdPartyRule {
+                hosts: Ipv4Prefix::new(Ipv4Addr::new(100, 64, 0, 2), 32),
+                subnet: Some(Ipv4Prefix::new(Ipv4Addr::new(192, 168, 0, 0), 24)),
+            }
+        );
+        assert_eq!(c.third_party_hosts[1].subnet, None);
+        assert_eq!(
+            c.third_party_hosts[0].to_string(),
+            "100.64.0.2/32=192.168.0.0/24"
+        );
+        let err = toml::from_str::<EngineConfig>("subscribers = [\"100.64.0.0/33\"]")
+            .expect_err("length over 32");
+        assert!(err.to_string().contains("prefix length"), "{err}");
+        assert!(toml::from_str::<EngineConfig>("third_party_hosts = [\"x=10.0.0.0/8\"]").is_err());
         let round: EngineConfig =
             toml::from_str(&toml::to_string(&c).expect("emits")).expect("round trip");
         assert_eq!(round, c);

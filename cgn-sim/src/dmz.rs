@@ -45,12 +45,12 @@ impl Server {
         subscriber: Ipv4Addr,
         suggested: IpAddr,
     ) -> Option<u16> {
-        if let Some(s) = self.subs.get(&(realm, subscriber)) {
+        if let Some(anchor) = self.subscribers.anchor(realm, subscriber) {
             let alone = self
                 .pool
-                .address(s.anchor)
+                .address(anchor)
                 .is_some_and(|a| a.subscribers == 1);
-            return alone.then_some(s.anchor);
+            return alone.then_some(anchor);
         }
         if let IpAddr::V4(a) = suggested {
             if let Some(i) = self.pool.index_of(a).filter(|i| self.pool.untouched(*i)) {

@@ -10,8 +10,9 @@ use pcp_client::wire::{
 
 use crate::options::Processed;
 use crate::pool::{PortRequest, pcp_proto_index};
-use crate::server::{Outcome, PendingUpdate, Server};
+use crate::server::{Outcome, Server};
 use crate::table::InternalKey;
+use crate::unsolicited::PendingUpdate;
 
 impl Server {
     /// How many ports a PORT_SET asks for, capped (0xffff = as many as possible).
@@ -124,10 +125,7 @@ impl Server {
         if let Err(result) = self.admit_new_binding(opts.realm, subscriber, now_s) {
             return self.err(result);
         }
-        let held = self
-            .subs
-            .get(&(opts.realm, subscriber))
-            .map_or(0, |s| s.bindings);
+        let held = self.subscribers.held(opts.realm, subscriber);
         let quota_left = self.config.quota_per_subscriber.saturating_sub(held);
         let system_left = self
             .config
@@ -231,7 +229,7 @@ impl Server {
         lifetime: u32,
         set: PortSet,
     ) {
-        let now = self.now;
+        let now = self.clock.now();
         let now_s = self.seconds(now);
         let expires = now_s.saturating_add(lifetime);
         let p = map.internal_port;
@@ -280,7 +278,7 @@ impl Server {
             let response = ResponseRepr {
                 result: ResultCode::Success,
                 lifetime,
-                epoch: self.epoch.at(now),
+                epoch: self.clock.epoch(now),
                 data: OpcodeData::Map(MapData {
                     internal_port: p + i,
                     external_port: ext0.port(),
@@ -291,7 +289,7 @@ impl Server {
             };
             let mut buf = [0u8; pcp_client::wire::MAX_MESSAGE_LEN];
             if let Ok(len) = response.emit(&mut buf) {
-                self.updates.push(PendingUpdate {
+                self.unsolicited.queue_update(PendingUpdate {
                     binding: id0,
                     remote: None,
                     destination: SocketAddr::V4(source),

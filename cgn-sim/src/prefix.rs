@@ -88,6 +88,21 @@ impl fmt::Display for Ipv4Prefix {
     }
 }
 
+/// In a config file a prefix is the string an operator writes (`"100.64.0.0/10"`); a bad one
+/// is refused when the file is read, with the line it is on.
+impl serde::Serialize for Ipv4Prefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Ipv4Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Parses a pool range: a prefix (`198.51.100.0/28`), a bare address, or `first-last`.
 /// Pools need not be contiguous (RFC 6888 REQ-3): give several ranges.
 pub fn parse_range(s: &str) -> Result<Vec<Ipv4Addr>, PrefixError> {

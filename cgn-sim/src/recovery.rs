@@ -19,7 +19,7 @@ impl Server {
         let r = ResponseRepr {
             result: ResultCode::Success,
             lifetime: 0,
-            epoch: self.epoch.at(now),
+            epoch: self.clock.epoch(now),
             data: OpcodeData::Announce,
             options: Options::EMPTY,
         };
@@ -44,15 +44,11 @@ impl Server {
         if self.config.announce_multicast {
             dests.push(ANNOUNCE_MULTICAST);
         }
-        let sources: Vec<Option<SocketAddr>> = if self.server_addrs.is_empty() {
-            vec![None]
-        } else {
-            self.server_addrs.iter().copied().map(Some).collect()
-        };
+        let sources = self.unsolicited.sources();
         for source in sources {
             for d in &dests {
                 self.metrics.announces_sent += 1;
-                self.out.push_back(Transmit {
+                self.unsolicited.push(Transmit {
                     source,
                     destination: *d,
                     payload: payload.clone(),
@@ -60,8 +56,8 @@ impl Server {
             }
         }
         tracing::info!(
-            epoch = self.epoch.at(now),
-            copy = self.announce.sent(),
+            epoch = self.clock.epoch(now),
+            copy = self.unsolicited.announce_copy(),
             destinations = dests.len(),
             "unsolicited ANNOUNCE"
         );
@@ -117,20 +113,19 @@ impl Server {
             }
             self.table.clear(now_s);
             self.pool.clear_dedicated();
-            self.last_second = now_s;
-            for s in self.subs.values() {
-                self.pool.anchor_delta(s.anchor, -1);
+            self.clock.skip_to(now_s);
+            for anchor in self.subscribers.clear_usage() {
+                self.pool.anchor_delta(anchor, -1);
             }
-            self.subs.clear();
             self.blocks = Default::default();
-            self.updates.clear();
+            self.unsolicited.clear_updates();
             let mut seen = std::collections::HashSet::new();
             for f in bindings {
                 if seen.insert(Server::held_port(&f)) {
                     self.release_or_hold(&f, now_s);
                 }
             }
-            self.epoch.reset(now);
+            self.clock.reset_epoch(now);
             for s in self.statics.clone() {
                 let _ = self.install_static(s);
             }
@@ -138,7 +133,8 @@ impl Server {
         } else {
             tracing::info!("engine restart with state kept");
         }
-        self.announce.start(now, self.config.announce_count);
+        self.unsolicited
+            .start_announce(now, self.config.announce_count);
         self.handle_timeout(now);
     }
 }

@@ -9,9 +9,8 @@
 //!
 //! Randomness (port choice) comes from an injected [`RngCore`].
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pcp_client::wire::{
     self, ErrorResponse, Opcode, OpcodeData, Options, PcpOption, Protocol, RequestRepr,
@@ -19,17 +18,15 @@ use pcp_client::wire::{
 };
 use rand::RngCore;
 
-use crate::announce::AnnounceSchedule;
-use crate::clients::RememberedClients;
-use crate::config::{ConfigError, EngineConfig, ThirdPartyRule};
-use crate::epoch::Epoch;
-use crate::fasthash::{FastMap, KeyedState};
+use crate::clock::Clock;
+use crate::config::{ConfigError, EngineConfig};
 use crate::hold::{HeldPort, HoldDown, HoldOwner};
 use crate::metrics::{DropReason, Metrics};
 use crate::options::{self, OptionPolicy};
 use crate::pool::{NatPool, proto_index};
-use crate::prefix::Ipv4Prefix;
+use crate::subscribers::Subscribers;
 use crate::table::{FreedBinding, Table};
+use crate::unsolicited::Unsolicited;
 
 /// Which side of the CGN a datagram arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,16 +63,6 @@ pub(crate) enum Outcome<'a> {
     },
 }
 
-/// Per-subscriber state: the paired-pooling anchor (RFC 6888 REQ-2), the number of external
-/// ports held (quota, RFC 6888 REQ-4) and the creation token bucket.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Subscriber {
-    pub anchor: u16,
-    pub bindings: u32,
-    pub tokens: u32,
-    pub refilled: u32,
-}
-
 /// A static (operator) mapping, reinstalled after state loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StaticMapping {
@@ -87,44 +74,23 @@ pub struct StaticMapping {
     pub external: SocketAddrV4,
 }
 
-/// A Mapping Update in flight (RFC 6887 §14.2).
-#[derive(Debug, Clone)]
-pub(crate) struct PendingUpdate {
-    pub binding: u32,
-    /// The remote peer of a PEER session's update; `None`: the binding's MAP part.
-    pub remote: Option<SocketAddrV4>,
-    pub destination: SocketAddr,
-    pub payload: Vec<u8>,
-    pub next: Instant,
-    pub sent: u32,
-}
-
 /// The PCP + NAT-PMP server engine.
 pub struct Server {
     pub(crate) config: EngineConfig,
-    pub(crate) subscribers: Vec<Ipv4Prefix>,
-    pub(crate) third_party_hosts: Vec<ThirdPartyRule>,
-    pub(crate) third_party_ids: Vec<Vec<u8>>,
+    /// Who is served, THIRD_PARTY policy, and what each subscriber holds.
+    pub(crate) subscribers: Subscribers,
     pub(crate) table: Table,
     pub(crate) pool: NatPool,
     pub(crate) holds: HoldDown,
-    pub(crate) subs: FastMap<(u16, Ipv4Addr), Subscriber>,
     /// Dynamic port blocks in use ([`crate::blocks`]).
     pub(crate) blocks: crate::blocks::BlockTable,
     pub(crate) statics: Vec<StaticMapping>,
-    pub(crate) epoch: Epoch,
-    base: Instant,
+    /// Engine seconds, the handled instant and the Epoch.
+    pub(crate) clock: Clock,
     pub(crate) rng: Box<dyn RngCore + Send>,
-    pub(crate) announce: AnnounceSchedule,
-    pub(crate) clients: RememberedClients,
-    pub(crate) server_addrs: Vec<SocketAddr>,
-    pub(crate) out: VecDeque<Transmit>,
-    pub(crate) updates: Vec<PendingUpdate>,
+    /// ANNOUNCE, Mapping Updates and the queue of unsolicited datagrams.
+    pub(crate) unsolicited: Unsolicited,
     pub(crate) metrics: Metrics,
-    pub(crate) last_second: u32,
-    /// The time of the datagram or timer being handled (what [`Server::handle_timeout`] was
-    /// last given), for unsolicited answers queued while handling a request.
-    pub(crate) now: Instant,
     /// Error injection for tests (`cgn-sim ctl inject`, [`Server::inject`]): the next
     /// creating or refreshing MAP requests get this error and change nothing.
     pub(crate) injection: Option<crate::inject::Injection>,
@@ -139,9 +105,6 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Engine seconds never start at 0, so 0 can mean "no deadline".
-const FIRST_SECOND: u32 = 1;
-
 impl Server {
     /// A server with `config`, its clocks starting at `now`, drawing ports from `rng`.
     pub fn new(
@@ -152,30 +115,16 @@ impl Server {
         config.validate()?;
         let pool = NatPool::new(&config)?;
         Ok(Server {
-            subscribers: config.subscriber_prefixes()?,
-            third_party_hosts: config.third_party_prefixes()?,
-            third_party_ids: config
-                .third_party_ids
-                .iter()
-                .map(|t| t.id.as_bytes().to_vec())
-                .collect(),
-            table: Table::new(FIRST_SECOND),
+            subscribers: Subscribers::new(&config),
+            table: Table::new(crate::clock::FIRST_SECOND),
             pool,
             holds: HoldDown::default(),
-            subs: FastMap::with_hasher(KeyedState::random()),
             blocks: Default::default(),
             statics: Vec::new(),
-            epoch: Epoch::new(now),
-            base: now,
+            clock: Clock::new(now),
             rng,
-            announce: AnnounceSchedule::default(),
-            clients: RememberedClients::new(config.max_remembered_clients),
-            server_addrs: Vec::new(),
-            out: VecDeque::new(),
-            updates: Vec::new(),
+            unsolicited: Unsolicited::new(config.max_remembered_clients),
             metrics: Metrics::default(),
-            last_second: FIRST_SECOND,
-            now,
             injection: None,
             config,
         })
@@ -208,17 +157,17 @@ impl Server {
 
     /// The Epoch Time at `now`.
     pub fn epoch(&self, now: Instant) -> u32 {
-        self.epoch.at(now)
+        self.clock.epoch(now)
     }
 
     /// The addresses unsolicited messages are sent from (the inside sockets, port 5351).
     pub fn set_server_addresses(&mut self, addrs: Vec<SocketAddr>) {
-        self.server_addrs = addrs;
+        self.unsolicited.set_server_addresses(addrs);
     }
 
     /// Engine seconds at `now` (the table's clock).
     pub fn seconds(&self, now: Instant) -> u32 {
-        FIRST_SECOND.saturating_add(now.saturating_duration_since(self.base).as_secs() as u32)
+        self.clock.seconds(now)
     }
 
     /// The table as operator lines (design.md §1); with Port Block Allocation the
@@ -240,8 +189,8 @@ impl Server {
     pub fn render_metrics(&self, now: Instant) -> String {
         self.metrics.render(
             self.table.counts(),
-            self.epoch.at(now),
-            self.epoch.resets(),
+            self.clock.epoch(now),
+            self.clock.epoch_resets(),
             self.holds.len(),
         )
     }
@@ -262,11 +211,11 @@ impl Server {
     /// True if `ip` is inside the configured subscriber prefixes (the inside realm): the
     /// dataplane uses it to tell outbound from inbound traffic.
     pub fn is_subscriber(&self, ip: Ipv4Addr) -> bool {
-        self.subscribers.iter().any(|p| p.contains(ip))
+        self.subscribers.is_subscriber(ip)
     }
 
     fn is_third_party_host(&self, ip: Ipv4Addr) -> bool {
-        self.third_party_hosts.iter().any(|r| r.hosts.contains(ip))
+        self.subscribers.is_third_party_host(ip)
     }
 
     /// Handles one datagram that arrived from `from` on `iface` at `now`, and writes the
@@ -306,7 +255,7 @@ impl Server {
             self.metrics.drop(DropReason::Short);
             return None;
         }
-        let epoch = self.epoch.at(now);
+        let epoch = self.clock.epoch(now);
         if bytes[0] == pcp_client::natpmp::VERSION && self.config.natpmp && !outside {
             return self.handle_natpmp(now, source, bytes, epoch, out);
         }
@@ -417,13 +366,7 @@ impl Server {
     }
 
     pub(crate) fn policy(&self) -> OptionPolicy<'_> {
-        OptionPolicy {
-            third_party_hosts: &self.third_party_hosts,
-            subscribers: &self.subscribers,
-            third_party_ids: &self.third_party_ids,
-            third_party_id_max_len: self.config.third_party_id_max_len,
-            max_description: self.config.max_description,
-        }
+        self.subscribers.policy(&self.config)
     }
 
     fn emit(
@@ -508,12 +451,12 @@ impl Server {
 
     pub(crate) fn remember_client(&mut self, client: SocketAddrV4, now: Instant) {
         let s = self.seconds(now);
-        self.clients.remember(client, s);
+        self.unsolicited.remember(client, s);
     }
 
     /// Clients remembered for unicast ANNOUNCE (their request source endpoints).
     pub fn remembered_clients(&self) -> Vec<SocketAddrV4> {
-        self.clients.endpoints()
+        self.unsolicited.clients()
     }
 
     /// A binding lost its last part: its port goes into hold-down for its owner
@@ -558,24 +501,16 @@ impl Server {
 
     pub(crate) fn on_freed(&mut self, f: FreedBinding, now_s: u32) {
         self.release_or_hold(&f, now_s);
-        let key = (f.internal.realm, f.internal.addr);
-        if let Some(s) = self.subs.get_mut(&key) {
-            s.bindings = s.bindings.saturating_sub(1);
-            if s.bindings == 0 {
-                let anchor = s.anchor;
-                self.subs.remove(&key);
-                self.pool.anchor_delta(anchor, -1);
-                self.release_block(key.0, key.1);
-            }
+        let (realm, subscriber) = (f.internal.realm, f.internal.addr);
+        if let Some(anchor) = self.subscribers.release(realm, subscriber) {
+            self.pool.anchor_delta(anchor, -1);
+            self.release_block(realm, subscriber);
         }
     }
 
     /// Expires mappings and holds, and queues due ANNOUNCE and Mapping Update copies.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = self.now.max(now);
-        let now_s = self.seconds(now);
-        if now_s > self.last_second {
-            self.last_second = now_s;
+        if let Some(now_s) = self.clock.tick(now) {
             let mut freed = Vec::new();
             self.table.expire(now_s, |f| freed.push(f));
             self.metrics.expired += freed.len() as u64;
@@ -588,7 +523,7 @@ impl Server {
                 pool.release(h.addr, usize::from(h.proto), h.port)
             });
         }
-        while self.announce.take_due(now) {
+        while self.unsolicited.announce_due(now) {
             self.queue_announce(now);
         }
         self.send_due_updates(now);
@@ -597,14 +532,10 @@ impl Server {
     /// When to call [`Server::handle_timeout`] next: the next ANNOUNCE or Mapping Update
     /// copy, or the next second while anything can expire.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next = self.announce.next();
-        for u in &self.updates {
-            next = Some(next.map_or(u.next, |n| n.min(u.next)));
-        }
+        let mut next = self.unsolicited.next_deadline();
         let c = self.table.counts();
         if c.bindings > 0 || !self.holds.is_empty() {
-            let second =
-                self.base + Duration::from_secs(u64::from(self.last_second - FIRST_SECOND + 1));
+            let second = self.clock.next_second();
             next = Some(next.map_or(second, |n| n.min(second)));
         }
         next
@@ -612,7 +543,7 @@ impl Server {
 
     /// The next unsolicited datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+        self.unsolicited.pop()
     }
 }
 

@@ -6,59 +6,40 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pcp_client::wire::{
     MapData, OpcodeData, Options, PcpOption, PeerData, Protocol, ResponseRepr, ResultCode,
 };
 
-use crate::announce::MAPPING_UPDATE_COPIES;
 use crate::config::{ConfigError, PoolConfig};
 use crate::pool::{NatPool, PortRequest, proto_index};
-use crate::server::{PendingUpdate, Server, Transmit};
+use crate::server::Server;
 use crate::table::{Binding, PeerSession, flags};
+use crate::unsolicited::PendingUpdate;
 
 impl Server {
     /// Stops the Mapping Update of binding `binding`'s MAP part (the client refreshed it).
     pub(crate) fn cancel_updates(&mut self, binding: u32) {
-        self.updates
-            .retain(|u| !(u.binding == binding && u.remote.is_none()));
+        self.unsolicited.cancel_updates(binding, None);
     }
 
     /// Stops the Mapping Update of the PEER session of `binding` with `remote`.
     pub(crate) fn cancel_peer_updates(&mut self, binding: u32, remote: SocketAddrV4) {
-        self.updates
-            .retain(|u| !(u.binding == binding && u.remote == Some(remote)));
+        self.unsolicited.cancel_updates(binding, Some(remote));
     }
 
     pub(crate) fn send_due_updates(&mut self, now: Instant) {
-        let mut i = 0;
-        while i < self.updates.len() {
-            if self.updates[i].next <= now {
-                let u = &mut self.updates[i];
-                self.out.push_back(Transmit {
-                    source: None,
-                    destination: u.destination,
-                    payload: u.payload.clone(),
-                });
-                self.metrics.mapping_updates_sent += 1;
-                u.sent += 1;
-                // 0 ms, 250 ms, then 500 ms more (RFC 6887 §14.2).
-                u.next += Duration::from_millis(250 * u64::from(u.sent));
-                if u.sent >= MAPPING_UPDATE_COPIES {
-                    self.updates.swap_remove(i);
-                    continue;
-                }
-            }
-            i += 1;
-        }
+        self.metrics.mapping_updates_sent += self.unsolicited.send_due_updates(now);
     }
 
     fn client_of(&self, b: &Binding) -> Option<SocketAddr> {
         if let Some(e) = b.extra.as_ref().filter(|e| e.third_party.is_some()) {
             return e.requester.map(SocketAddr::V4);
         }
-        self.clients.latest(*b.internal.ip()).map(SocketAddr::V4)
+        self.unsolicited
+            .latest_client(*b.internal.ip())
+            .map(SocketAddr::V4)
     }
 
     /// Where binding `b` goes in the new pool: its old endpoint if that address is still in
@@ -69,7 +50,7 @@ impl Server {
         let subscriber = *b.internal.ip();
         if b.protocol == Protocol::ALL.0 {
             let kept = self.pool.index_of(*b.external.ip()).filter(|i| {
-                self.pool.untouched(*i) && !self.subs.contains_key(&(b.realm, subscriber))
+                self.pool.untouched(*i) && !self.subscribers.has_bindings(b.realm, subscriber)
             });
             let index = kept.or_else(|| {
                 self.dmz_address(
@@ -105,7 +86,7 @@ impl Server {
         if let Some(t) = self.take_old_endpoint(b) {
             return Some(t);
         }
-        let anchored = self.subs.get(&(b.realm, subscriber)).map(|s| s.anchor);
+        let anchored = self.subscribers.anchor(b.realm, subscriber);
         let anchor = match anchored {
             Some(a) => a,
             None => self.anchor_for(b.realm, subscriber, proto)?,
@@ -129,10 +110,7 @@ impl Server {
     fn take_old_endpoint(&mut self, b: &Binding) -> Option<(u16, u16)> {
         let proto = proto_index(Protocol(b.protocol))?;
         let i = self.pool.index_of(*b.external.ip())?;
-        let anchored = self
-            .subs
-            .get(&(b.realm, *b.internal.ip()))
-            .map(|s| s.anchor);
+        let anchored = self.subscribers.anchor(b.realm, *b.internal.ip());
         let fits =
             anchored.is_none_or(|a| a == i) && (anchored == Some(i) || !self.pool.is_dedicated(i));
         (fits && self.pool.take(i, proto, b.external.port())).then_some((i, b.external.port()))
@@ -151,7 +129,7 @@ impl Server {
         let Ok(len) = response.emit(&mut buf) else {
             return;
         };
-        self.updates.push(PendingUpdate {
+        self.unsolicited.queue_update(PendingUpdate {
             binding,
             remote,
             destination,
@@ -196,11 +174,12 @@ impl Server {
         self.config = config;
         self.pool = pool;
         self.table.clear(now_s);
-        self.subs.clear();
+        // The new pool counts no anchors yet: nothing to give back.
+        let _ = self.subscribers.clear_usage();
         self.blocks = Default::default();
         self.holds.clear();
-        self.updates.clear();
-        self.epoch.reset(now);
+        self.unsolicited.clear_updates();
+        self.clock.reset_epoch(now);
         for (old_id, b) in old {
             let sessions = peers.remove(&old_id).unwrap_or_default();
             // A PREFER_FAILURE or static MAP part moves only onto its old endpoint; the
@@ -260,7 +239,7 @@ impl Server {
             let Some(destination) = self.client_of(&b) else {
                 continue;
             };
-            let epoch = self.epoch.at(now);
+            let epoch = self.clock.epoch(now);
             if b.has_map() && !b.is_static() && b.flags & flags::NATPMP == 0 {
                 let mut options: Vec<PcpOption<'_>> = Vec::new();
                 if let Some(extra) = &b.extra {

@@ -587,7 +587,7 @@ fn renumbering_moves_peer_and_implicit_bindings_and_tells_the_peer_client() {
 #[test]
 fn mapping_update_carries_third_party_and_filters_and_stops_on_refresh() {
     let mut c = config();
-    c.third_party_hosts = vec!["100.64.0.2/32".into()];
+    c.third_party_hosts = vec!["100.64.0.2/32".parse().expect("THIRD_PARTY rule")];
     let mut h = Harness::with(c);
     let tp = PcpOption::ThirdParty(IpAddr::V4(CLIENT2));
     let f = PcpOption::Filter(pcp_client::wire::Filter {

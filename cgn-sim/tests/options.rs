@@ -152,7 +152,7 @@ fn prefer_failure_nonsense_is_malformed() {
 #[test]
 fn third_party_equal_to_source_gets_malformed_request() {
     let mut c = config();
-    c.third_party_hosts = vec!["100.64.0.2/32".into()];
+    c.third_party_hosts = vec!["100.64.0.2/32".parse().expect("THIRD_PARTY rule")];
     let mut h = Harness::with(c);
     assert_eq!(
         result(&mut h, &[PcpOption::ThirdParty(IpAddr::V4(CLIENT))]),
@@ -168,10 +168,10 @@ fn third_party_is_unsupported_unless_the_sender_is_authorized() {
     let mut h = Harness::new();
     assert_eq!(result(&mut h, &tp), ResultCode::UnsuppOption);
     let mut c = config();
-    c.third_party_hosts = vec!["100.64.0.9/32".into()];
+    c.third_party_hosts = vec!["100.64.0.9/32".parse().expect("THIRD_PARTY rule")];
     let mut h = Harness::with(c.clone());
     assert_eq!(result(&mut h, &tp), ResultCode::UnsuppOption);
-    c.third_party_hosts = vec!["100.64.0.2/32".into()];
+    c.third_party_hosts = vec!["100.64.0.2/32".parse().expect("THIRD_PARTY rule")];
     let mut h = Harness::with(c);
     let a = h.request(
         CLIENT,
@@ -522,7 +522,7 @@ fn third_party_id_rules() {
     let tp = PcpOption::ThirdParty(IpAddr::V4(CLIENT2));
     let id = |s: &'static [u8]| PcpOption::ThirdPartyId(s);
     let mut c = config();
-    c.third_party_hosts = vec!["100.64.0.2/32".into()];
+    c.third_party_hosts = vec!["100.64.0.2/32".parse().expect("THIRD_PARTY rule")];
     let mut h = Harness::with(c.clone());
     assert_eq!(
         result(&mut h, &[tp, id(b"vlan7")]),
@@ -584,7 +584,11 @@ fn third_party_id_rules() {
 #[test]
 fn third_party_is_authorized_per_subnet() {
     let mut c = config();
-    c.third_party_hosts = vec!["100.64.0.2/32=192.168.0.0/24".into()];
+    c.third_party_hosts = vec![
+        "100.64.0.2/32=192.168.0.0/24"
+            .parse()
+            .expect("THIRD_PARTY rule"),
+    ];
     let mut h = Harness::with(c);
     let lan = [PcpOption::ThirdParty(IpAddr::V4(Ipv4Addr::new(
         192, 168, 0, 10,
@@ -599,7 +603,16 @@ fn third_party_is_authorized_per_subnet() {
     let other = [PcpOption::ThirdParty(IpAddr::V4(CLIENT2))];
     assert_eq!(result(&mut h, &other), ResultCode::NotAuthorized);
     assert!(h.server.config().validate().is_ok());
-    let mut bad = config();
-    bad.third_party_hosts = vec!["100.64.0.2/32=nonsense".into()];
-    assert!(bad.validate().is_err());
+    // A bad rule is refused where it is read (config file or flag), before any server.
+    assert!(
+        "100.64.0.2/32=nonsense"
+            .parse::<cgn_sim::config::ThirdPartyRule>()
+            .is_err()
+    );
+    assert!(
+        toml::from_str::<cgn_sim::config::EngineConfig>(
+            "third_party_hosts = [\"100.64.0.2/32=nonsense\"]"
+        )
+        .is_err()
+    );
 }

@@ -162,7 +162,7 @@ fn requests_on_the_outside_interface_are_ignored_silently() {
 #[test]
 fn third_party_requests_may_be_accepted_on_the_outside_when_configured() {
     let mut c = config();
-    c.third_party_hosts = vec!["203.0.113.7/32".into()];
+    c.third_party_hosts = vec!["203.0.113.7/32".parse().expect("THIRD_PARTY rule")];
     c.third_party_on_outside = true;
     let mut h = Harness::with(c);
     let portal = Ipv4Addr::new(203, 0, 113, 7);

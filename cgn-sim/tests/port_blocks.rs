@@ -163,7 +163,7 @@ fn dynamic_block_is_given_back_with_the_last_mapping() {
 #[test]
 fn deterministic_blocks_are_a_function_of_the_subscriber_address() {
     let mut c = EngineConfig::with_pools(&["198.51.100.0/30"]);
-    c.subscribers = vec!["100.64.0.0/24".into()];
+    c.subscribers = vec!["100.64.0.0/24".parse().expect("prefix")];
     c.port_blocks = Some(PortBlocks {
         size: 1008,
         mode: BlockMode::Deterministic,

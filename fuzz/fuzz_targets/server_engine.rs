@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     config.port_min = 40_000;
     config.port_max = 40_063;
     config.max_filters = 2;
-    config.third_party_hosts = vec!["100.64.0.1/32".into()];
+    config.third_party_hosts = vec!["100.64.0.1/32".parse().expect("THIRD_PARTY rule")];
     config.third_party_ids = vec![cgn_sim::config::ThirdPartyIdConfig { id: "a".into() }];
     let Ok(mut server) = Server::new(config, t0, Box::new(rand::rngs::StdRng::seed_from_u64(7)))
     else {

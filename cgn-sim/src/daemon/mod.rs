@@ -3,13 +3,15 @@
 //! optional OpenMetrics HTTP endpoint, and the timers the engine asks for.
 //!
 //! The engine lives in one task; the control and metrics tasks talk to it over a channel, so
-//! no lock is taken on the request path. After each wake-up the socket is drained without
-//! waiting (up to [`BATCH`] datagrams) before timers are looked at again.
+//! no lock is taken on the request path. After each wake-up one `recvmmsg` takes what is
+//! queued (up to [`BATCH`] datagrams), the engine answers the whole batch and one `sendmmsg`
+//! sends the answers ([`batch`]) before timers are looked at again.
 //!
 //! With `--dataplane tun` the same task also owns the translator and the TUN device
 //! ([`dataplane`]): packets, PCP requests, timers and control requests are served in turn, so
 //! implicit and PCP mappings change one table without locks.
 
+pub mod batch;
 mod control;
 pub mod dataplane;
 mod http;
@@ -26,10 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::EngineConfig;
 use crate::ctl::Request;
 use crate::server::{Interface, Server};
+pub use batch::BATCH;
+use batch::{RecvBatch, SendBatch};
 use dataplane::{Dataplane, DataplaneOptions};
-
-/// Datagrams handled per wake-up before timers are checked again.
-pub const BATCH: usize = 64;
 
 /// How the daemon is set up.
 #[derive(Debug, Clone)]
@@ -90,7 +91,8 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         tokio::spawn(http::serve(l, tx.clone()));
     }
     tracing::info!(%local, outside = ?config.outside, ctl = %config.ctl.display(), "PCP server listening");
-    let mut buf = vec![0u8; 2048];
+    let mut rx_batch = RecvBatch::new();
+    let mut tx_batch = SendBatch::new();
     let mut obuf = vec![0u8; 2048];
     let mut out = vec![0u8; 1100];
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -123,15 +125,12 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
             }
         };
         tokio::select! {
-            r = inside.recv_from(&mut buf) => {
-                let (n, from) = r?;
-                answer(&mut server, &inside, Interface::Inside, from, &buf[..n], &mut out).await;
-                // Drain what is already queued without going back to the scheduler.
-                for _ in 1..BATCH {
-                    match inside.try_recv_from(&mut buf) {
-                        Ok((n, from)) => answer(&mut server, &inside, Interface::Inside, from, &buf[..n], &mut out).await,
-                        Err(_) => break,
-                    }
+            r = inside.readable() => {
+                r?;
+                match rx_batch.recv(&inside) {
+                    Ok(_) => answer_batch(&mut server, &inside, &rx_batch, &mut tx_batch).await,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => tracing::warn!(error = %e, "PCP receive failed"),
                 }
             }
             r = recv_opt(outside.as_ref(), &mut obuf) => {
@@ -224,6 +223,24 @@ async fn answer(
             tracing::warn!(%from, error = %e, "send failed");
         }
     }
+}
+
+/// Answers one received batch with one `sendmmsg` (more only when the socket buffer is full).
+async fn answer_batch(server: &mut Server, sock: &UdpSocket, rx: &RecvBatch, tx: &mut SendBatch) {
+    let now = Instant::now();
+    for i in 0..rx.len() {
+        let Some((Some(from), bytes)) = rx.get(i) else {
+            continue;
+        };
+        tracing::trace!(%from, len = bytes.len(), "datagram");
+        let Some(slot) = tx.next_slot() else {
+            break;
+        };
+        if let Some(n) = server.handle(now, from, Interface::Inside, bytes, slot) {
+            tx.commit(n, from);
+        }
+    }
+    tx.send(sock).await;
 }
 
 async fn flush(server: &mut Server, sock: &UdpSocket) {

@@ -24,7 +24,8 @@ use std::time::Instant;
 
 use super::checksum;
 use super::flow_index::{FlowHash, FlowKey};
-use super::ipv4::proto;
+use super::ipv4::{MIN_HEADER_LEN, field, proto};
+use super::rewrite::{TCP_CHECKSUM, TCP_FLAGS, TCP_HEADER_LEN, UDP_CHECKSUM, UDP_HEADER_LEN};
 use super::session::Dir;
 use super::translate::{Translator, TtlMode, Verdict};
 use crate::server::Server;
@@ -34,6 +35,17 @@ use crate::server::Server;
 pub const CHUNK: usize = 64;
 
 const TCP_SYN: u8 = 0x02;
+
+// The fast path reads the same fields as `Ipv4Packet` and the full path's rewrite, at the
+// same offsets (`ipv4::field`, `rewrite`): one header layout, read here through fixed-size
+// arrays so that the bounds are checked once per packet rather than per field.
+/// Transport header of an option-less IPv4 packet.
+const L4: usize = MIN_HEADER_LEN;
+/// The bytes [`plain`] and [`rewrite`] look at: the IPv4 header and a UDP header.
+const VIEW: usize = L4 + UDP_HEADER_LEN;
+const TCP_FLAGS_AT: usize = L4 + TCP_FLAGS;
+const TCP_CHECKSUM_AT: usize = L4 + TCP_CHECKSUM;
+const UDP_CHECKSUM_AT: usize = L4 + UDP_CHECKSUM;
 
 /// What the first stage learnt of a packet the fast path may take.
 #[derive(Debug, Clone, Copy)]
@@ -60,24 +72,27 @@ struct Plain {
 #[inline(always)]
 fn plain(p: &[u8], mtu: usize, ttl: TtlMode) -> Option<Plain> {
     // Fixed-size views: the compiler checks the length once, not at every field.
-    let h: &[u8; 28] = p.get(..28)?.try_into().ok()?;
-    if h[0] != 0x45 {
-        return None;
+    let h: &[u8; VIEW] = p.get(..VIEW)?.try_into().ok()?;
+    if h[field::VER_IHL] != 0x45 {
+        return None; // not version 4, or IP options
     }
-    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-    let protocol = h[9];
+    let total = usize::from(u16::from_be_bytes([
+        h[field::TOTAL_LEN],
+        h[field::TOTAL_LEN + 1],
+    ]));
+    let protocol = h[field::PROTOCOL];
     let (need, tcp_flags) = match protocol {
-        proto::UDP => (28, 0),
-        proto::TCP => (40, *p.get(33)?),
+        proto::UDP => (VIEW, 0),
+        proto::TCP => (L4 + TCP_HEADER_LEN, *p.get(TCP_FLAGS_AT)?),
         _ => return None,
     };
     if total < need || total > p.len() || total > mtu {
         return None;
     }
-    if (h[6] & 0x3f) | h[7] != 0 {
+    if (h[field::FLAGS_FRAG] & 0x3f) | h[field::FLAGS_FRAG + 1] != 0 {
         return None; // MF or an offset: fragments take the full path
     }
-    if ttl == TtlMode::Decrement && h[8] <= 1 {
+    if ttl == TtlMode::Decrement && h[field::TTL] <= 1 {
         return None;
     }
     let word = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
@@ -92,10 +107,10 @@ fn plain(p: &[u8], mtu: usize, ttl: TtlMode) -> Option<Plain> {
     }
     Some(Plain {
         protocol,
-        src: word(12),
-        dst: word(16),
-        sport: u16::from_be_bytes([h[20], h[21]]),
-        dport: u16::from_be_bytes([h[22], h[23]]),
+        src: word(field::SRC),
+        dst: word(field::DST),
+        sport: u16::from_be_bytes([h[L4], h[L4 + 1]]),
+        dport: u16::from_be_bytes([h[L4 + 2], h[L4 + 3]]),
         tcp_flags,
     })
 }
@@ -105,18 +120,25 @@ fn plain(p: &[u8], mtu: usize, ttl: TtlMode) -> Option<Plain> {
 /// full path (`rewrite_flow`, then the TTL), so both give the same bytes.
 #[inline(always)]
 fn rewrite(p: &mut [u8], inbound: bool, to: SocketAddrV4, ttl: TtlMode) {
-    let tcp_checksum = p.get(36..38).map(|c| u16::from_be_bytes([c[0], c[1]]));
-    let Some(h) = p.get_mut(..28) else {
+    let tcp_checksum = p
+        .get(TCP_CHECKSUM_AT..TCP_CHECKSUM_AT + 2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]));
+    let Some(h) = p.get_mut(..VIEW) else {
         return;
     };
-    let Ok(h): Result<&mut [u8; 28], _> = h.try_into() else {
+    let Ok(h): Result<&mut [u8; VIEW], _> = h.try_into() else {
         return;
     };
-    let (addr_at, port_at) = if inbound { (16, 22) } else { (12, 20) };
+    let (addr_at, port_at) = if inbound {
+        (field::DST, L4 + 2)
+    } else {
+        (field::SRC, L4)
+    };
     let old_addr = u32::from_be_bytes([h[addr_at], h[addr_at + 1], h[addr_at + 2], h[addr_at + 3]]);
     let new_addr = u32::from(*to.ip());
     let old_port = u16::from_be_bytes([h[port_at], h[port_at + 1]]);
-    let old_ttl = h[8];
+    let old_ttl = h[field::TTL];
+    let protocol = h[field::PROTOCOL];
     let new_ttl = match ttl {
         TtlMode::Decrement => old_ttl.saturating_sub(1),
         TtlMode::KernelForwardsTwice => old_ttl.saturating_add(1),
@@ -128,28 +150,28 @@ fn rewrite(p: &mut [u8], inbound: bool, to: SocketAddrV4, ttl: TtlMode) {
         + u32::from(!old_addr as u16)
         + (new_addr >> 16)
         + (new_addr & 0xffff);
-    let ttl_delta = u32::from(!u16::from_be_bytes([old_ttl, h[9]]))
-        + u32::from(u16::from_be_bytes([new_ttl, h[9]]));
-    let ip_ck =
-        !checksum::fold(u32::from(!u16::from_be_bytes([h[10], h[11]])) + addr_delta + ttl_delta);
+    let ttl_delta = u32::from(!u16::from_be_bytes([old_ttl, protocol]))
+        + u32::from(u16::from_be_bytes([new_ttl, protocol]));
+    let old_ck = u16::from_be_bytes([h[field::CHECKSUM], h[field::CHECKSUM + 1]]);
+    let ip_ck = !checksum::fold(u32::from(!old_ck) + addr_delta + ttl_delta);
     h[addr_at..addr_at + 4].copy_from_slice(&new_addr.to_be_bytes());
-    h[8] = new_ttl;
-    h[10..12].copy_from_slice(&ip_ck.to_be_bytes());
+    h[field::TTL] = new_ttl;
+    h[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&ip_ck.to_be_bytes());
     h[port_at..port_at + 2].copy_from_slice(&to.port().to_be_bytes());
     let port_delta = u32::from(!old_port) + u32::from(to.port());
     let l4 = |c: u16| !checksum::fold(u32::from(!c) + addr_delta + port_delta);
-    if h[9] == proto::UDP {
-        let c = u16::from_be_bytes([h[26], h[27]]);
+    if protocol == proto::UDP {
+        let c = u16::from_be_bytes([h[UDP_CHECKSUM_AT], h[UDP_CHECKSUM_AT + 1]]);
         if c != 0 {
             // A result of zero is sent as all ones (RFC 768); zero means "no checksum".
             let c = match l4(c) {
                 0 => 0xffff,
                 c => c,
             };
-            h[26..28].copy_from_slice(&c.to_be_bytes());
+            h[UDP_CHECKSUM_AT..UDP_CHECKSUM_AT + 2].copy_from_slice(&c.to_be_bytes());
         }
     } else if let Some(c) = tcp_checksum {
-        if let Some(at) = p.get_mut(36..38) {
+        if let Some(at) = p.get_mut(TCP_CHECKSUM_AT..TCP_CHECKSUM_AT + 2) {
             at.copy_from_slice(&l4(c).to_be_bytes());
         }
     }

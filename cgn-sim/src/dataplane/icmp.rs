@@ -55,7 +55,24 @@ pub fn build_error(
     ident: u16,
     out: &mut [u8],
 ) -> Option<usize> {
-    let ip = Ipv4Packet::new_checked(original).ok()?;
+    build_error_checked(
+        &Ipv4Packet::new_checked(original).ok()?,
+        from,
+        error,
+        ident,
+        out,
+    )
+}
+
+/// [`build_error`] about a packet already checked into a view (the translator's path).
+pub fn build_error_checked<T: AsRef<[u8]>>(
+    ip: &Ipv4Packet<T>,
+    from: Ipv4Addr,
+    error: IcmpError,
+    ident: u16,
+    out: &mut [u8],
+) -> Option<usize> {
+    let original = ip.as_bytes();
     let src = ip.src();
     if src.is_unspecified() || src.is_loopback() || src.is_broadcast() || src.is_multicast() {
         return None;

@@ -55,15 +55,25 @@ pub mod proto {
     pub const UDP: u8 = 17;
 }
 
-mod field {
+/// Byte offsets of the IPv4 header fields (RFC 791 §3.1), shared with the fast path.
+pub(crate) mod field {
+    /// Version and IHL.
     pub const VER_IHL: usize = 0;
+    /// Total Length.
     pub const TOTAL_LEN: usize = 2;
+    /// Identification.
     pub const IDENT: usize = 4;
+    /// Flags and Fragment Offset.
     pub const FLAGS_FRAG: usize = 6;
+    /// Time to Live.
     pub const TTL: usize = 8;
+    /// Protocol.
     pub const PROTOCOL: usize = 9;
+    /// Header Checksum.
     pub const CHECKSUM: usize = 10;
+    /// Source Address.
     pub const SRC: usize = 12;
+    /// Destination Address.
     pub const DST: usize = 16;
 }
 
@@ -71,7 +81,11 @@ mod field {
 pub const MIN_HEADER_LEN: usize = 20;
 
 /// An IPv4 packet whose header lengths were checked: the accessors do not panic.
-#[derive(Debug)]
+///
+/// The translator checks a packet once, into this view, and carries the view through its
+/// whole path (classification, rewriting, TTL, fragmentation, ICMP errors): nothing on the
+/// way parses the header again.
+#[derive(Debug, Clone)]
 pub struct Ipv4Packet<T: AsRef<[u8]>> {
     buf: T,
     header_len: usize,
@@ -117,6 +131,29 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
     fn b(&self) -> &[u8] {
         self.buf.as_ref()
+    }
+
+    /// The whole buffer the view was made on (trailing bytes beyond Total Length included).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.as_ref()
+    }
+
+    /// A read-only view of the same packet, without checking it again.
+    pub fn view(&self) -> Ipv4Packet<&[u8]> {
+        Ipv4Packet {
+            buf: self.buf.as_ref(),
+            header_len: self.header_len,
+            total_len: self.total_len,
+        }
+    }
+
+    /// A checked copy of the packet (its whole buffer), without checking it again.
+    pub fn to_owned_packet(&self) -> Ipv4Packet<Vec<u8>> {
+        Ipv4Packet {
+            buf: self.buf.as_ref().to_vec(),
+            header_len: self.header_len,
+            total_len: self.total_len,
+        }
     }
 
     /// Header length in bytes (options included).
@@ -198,6 +235,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     fn bm(&mut self) -> &mut [u8] {
+        self.buf.as_mut()
+    }
+
+    /// The whole buffer, writable. Changing the version, IHL or Total Length through it
+    /// voids the checks the view was made with; the translator changes neither.
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
         self.buf.as_mut()
     }
 

@@ -80,8 +80,16 @@ pub enum Classified {
     },
 }
 
-const TCP_CHECKSUM: usize = 16;
-const UDP_CHECKSUM: usize = 6;
+/// Offset of the TCP checksum in its header (RFC 9293 §3.1).
+pub(crate) const TCP_CHECKSUM: usize = 16;
+/// Offset of the TCP flags byte.
+pub(crate) const TCP_FLAGS: usize = 13;
+/// Offset of the UDP checksum in its header (RFC 768).
+pub(crate) const UDP_CHECKSUM: usize = 6;
+/// Minimum TCP header.
+pub(crate) const TCP_HEADER_LEN: usize = 20;
+/// UDP header.
+pub(crate) const UDP_HEADER_LEN: usize = 8;
 const ICMP_CHECKSUM: usize = 2;
 const ICMP_IDENT: usize = 4;
 const ICMP_HEADER_LEN: usize = 8;
@@ -94,6 +102,13 @@ pub fn classify(packet: &[u8]) -> Result<Classified, PacketError> {
     if !ip.verify_checksum() {
         return Err(PacketError::BadHeaderChecksum);
     }
+    classify_checked(&ip)
+}
+
+/// [`classify`] for a packet whose view was made and whose header checksum was verified
+/// already (the translator's path): the header is not looked at again, only the transport
+/// header and, for ICMP errors, the ICMP checksum and the embedded header.
+pub fn classify_checked<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> Result<Classified, PacketError> {
     let protocol = ip.protocol();
     if !ip.is_first_fragment() {
         return Ok(Classified::Fragment {
@@ -106,11 +121,19 @@ pub fn classify(packet: &[u8]) -> Result<Classified, PacketError> {
     let l4 = ip.payload();
     match protocol {
         proto::UDP | proto::TCP => {
-            let need = if protocol == proto::UDP { 8 } else { 20 };
+            let need = if protocol == proto::UDP {
+                UDP_HEADER_LEN
+            } else {
+                TCP_HEADER_LEN
+            };
             if l4.len() < need {
                 return Err(PacketError::TransportTruncated { protocol });
             }
-            let tcp_flags = if protocol == proto::TCP { l4[13] } else { 0 };
+            let tcp_flags = if protocol == proto::TCP {
+                l4[TCP_FLAGS]
+            } else {
+                0
+            };
             Ok(Classified::Flow {
                 flow: Flow {
                     protocol,
@@ -277,7 +300,15 @@ fn rewrite_transport(t: &mut [u8], protocol: u8, side: Side, old_addr: Ipv4Addr,
 /// non-first fragment only the address changes (the transport checksum was fixed in the first
 /// fragment).
 pub fn rewrite_flow(packet: &mut [u8], side: Side, new: Endpoint) -> Result<(), PacketError> {
-    let mut ip = Ipv4Packet::new_checked(packet)?;
+    rewrite_flow_checked(&mut Ipv4Packet::new_checked(packet)?, side, new)
+}
+
+/// [`rewrite_flow`] on a checked view (the translator's path: no second header check).
+pub fn rewrite_flow_checked<T: AsRef<[u8]> + AsMut<[u8]>>(
+    ip: &mut Ipv4Packet<T>,
+    side: Side,
+    new: Endpoint,
+) -> Result<(), PacketError> {
     let protocol = ip.protocol();
     let first = ip.is_first_fragment();
     let old_addr = match side {
@@ -291,7 +322,7 @@ pub fn rewrite_flow(packet: &mut [u8], side: Side, new: Endpoint) -> Result<(), 
     if first {
         let t = ip.payload_mut();
         let need = match protocol {
-            proto::TCP => 20,
+            proto::TCP => TCP_HEADER_LEN,
             _ => 8,
         };
         if t.len() < need {
@@ -314,7 +345,23 @@ pub fn rewrite_icmp_error(
     embedded_side: Side,
     embedded: Endpoint,
 ) -> Result<(), PacketError> {
-    let mut ip = Ipv4Packet::new_checked(packet)?;
+    rewrite_icmp_error_checked(
+        &mut Ipv4Packet::new_checked(packet)?,
+        outer_side,
+        outer_addr,
+        embedded_side,
+        embedded,
+    )
+}
+
+/// [`rewrite_icmp_error`] on a checked view (the translator's path: no second header check).
+pub fn rewrite_icmp_error_checked<T: AsRef<[u8]> + AsMut<[u8]>>(
+    ip: &mut Ipv4Packet<T>,
+    outer_side: Side,
+    outer_addr: Ipv4Addr,
+    embedded_side: Side,
+    embedded: Endpoint,
+) -> Result<(), PacketError> {
     match outer_side {
         Side::Source => ip.set_src(outer_addr),
         Side::Destination => ip.set_dst(outer_addr),

@@ -23,6 +23,13 @@
 //!
 //! Every drop has a reason and a counter ([`DropReason`]).
 
+mod flows;
+mod fragments;
+
+#[cfg(test)]
+pub(crate) use fragments::fragment_for_test;
+use fragments::{first_fragment_key, fragment};
+
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -30,10 +37,13 @@ use std::time::{Duration, Instant};
 use pcp_client::wire::{Protocol, ResultCode};
 
 use super::bypass::Bypass;
+use super::checksum;
 use super::fragment::{FragmentKey, FragmentRewrite, Fragments};
-use super::icmp::{IcmpError, build_error};
-use super::ipv4::{Ipv4Packet, MIN_HEADER_LEN, PacketError, proto};
-use super::rewrite::{Classified, Flow, Side, classify, rewrite_flow, rewrite_icmp_error};
+use super::icmp::{IcmpError, build_error_checked};
+use super::ipv4::{Ipv4Packet, MIN_HEADER_LEN, PacketError, field, proto};
+use super::rewrite::{
+    Classified, Flow, Side, classify_checked, rewrite_flow_checked, rewrite_icmp_error_checked,
+};
 use super::session::{Dir, SessionKey, Sessions, Timeouts, Touch};
 use crate::server::Server;
 use crate::table::{ExternalKey, InternalKey, filter_matches};
@@ -244,6 +254,9 @@ impl std::fmt::Debug for Translator {
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
+/// The checked view of the packet being translated, carried through the whole path.
+type View<'a> = Ipv4Packet<&'a mut [u8]>;
+
 fn ep(e: (Ipv4Addr, u16)) -> SocketAddrV4 {
     SocketAddrV4::new(e.0, e.1)
 }
@@ -317,7 +330,11 @@ impl Translator {
             };
             if self.config.syn_port_unreachable {
                 // From the address the SYN was sent to, as the host itself would answer.
-                self.emit_error(&p.packet, *p.external.ip(), IcmpError::PortUnreachable);
+                // The held copy is its own buffer, checked here once (a cut copy is not
+                // quoted: no error, as before).
+                if let Ok(held) = Ipv4Packet::new_checked(&p.packet[..]) {
+                    self.emit_error(&held, *p.external.ip(), IcmpError::PortUnreachable);
+                }
             }
         }
     }
@@ -343,12 +360,18 @@ impl Translator {
         if packet.first().is_none_or(|b| b >> 4 != 4) {
             return Verdict::Drop(DropReason::NotIpv4);
         }
-        let class = match classify(packet) {
-            Ok(c) => c,
+        // The one header check of the path: lengths and checksum, into a view that every
+        // step below carries; none of them parses the IPv4 header again.
+        let mut ip = match Ipv4Packet::new_checked(packet) {
+            Ok(ip) => ip,
             Err(e) => return Verdict::Drop(map_err(e)),
         };
-        let Ok(ip) = Ipv4Packet::new_checked(&*packet) else {
-            return Verdict::Drop(DropReason::Malformed);
+        if !ip.verify_checksum() {
+            return Verdict::Drop(DropReason::BadChecksum);
+        }
+        let class = match classify_checked(&ip) {
+            Ok(c) => c,
+            Err(e) => return Verdict::Drop(map_err(e)),
         };
         let (src, dst, ttl) = (ip.src(), ip.dst(), ip.ttl());
         let from_inside = server.is_subscriber(src);
@@ -362,7 +385,7 @@ impl Translator {
             } else {
                 self.outside_source(server)
             };
-            self.emit_error(packet, from, IcmpError::TimeExceeded);
+            self.emit_error(&ip, from, IcmpError::TimeExceeded);
             return Verdict::Drop(DropReason::TtlExceeded);
         }
         if from_inside
@@ -370,46 +393,47 @@ impl Translator {
             && !self.config.bypass.is_empty()
             && super::bypass::covers(&self.config.bypass, &class, dst)
         {
-            return self.bypass(server.seconds(now), packet, src);
+            return self.bypass(server.seconds(now), &mut ip, src);
         }
         // A DF packet over the MTU is refused with Fragmentation Needed about the packet as
         // its sender sent it (RFC 4787 REQ-13, RFC 1191): translation keeps the length, so
         // this is known now, and the untranslated copy is what the error must quote and go to.
         let refused_copy =
-            (ip.total_len() > self.config.mtu && ip.dont_fragment()).then(|| packet.to_vec());
+            (ip.total_len() > self.config.mtu && ip.dont_fragment()).then(|| ip.to_owned_packet());
         let verdict = match class {
             Classified::Flow {
                 flow, tcp_flags, ..
             } if from_inside => {
-                match self.outbound(server, now, packet, flow, tcp_flags) {
+                match self.outbound(server, now, &mut ip, flow, tcp_flags) {
                     Verdict::Forward if server.pool().contains(flow.dst.0) => {
                         // Hairpin: the packet now carries the external source.
                         self.counters.hairpinned += 1;
                         let flow = Flow {
-                            src: self.flow_src(packet),
+                            src: flow_src(&ip),
                             ..flow
                         };
-                        self.inbound(server, now, packet, flow, tcp_flags)
+                        self.inbound(server, now, &mut ip, flow, tcp_flags)
                     }
                     v => v,
                 }
             }
             Classified::Flow {
                 flow, tcp_flags, ..
-            } => self.inbound(server, now, packet, flow, tcp_flags),
+            } => self.inbound(server, now, &mut ip, flow, tcp_flags),
             Classified::IcmpError { embedded, .. } if from_inside => {
-                match self.icmp_error(server, packet, embedded, Dir::Out) {
+                match self.icmp_error(server, &mut ip, embedded, Dir::Out) {
                     Verdict::Forward if server.pool().contains(embedded.src.0) => {
-                        let Ok(Classified::IcmpError { embedded, .. }) = classify(packet) else {
+                        let Ok(Classified::IcmpError { embedded, .. }) = classify_checked(&ip)
+                        else {
                             return Verdict::Drop(DropReason::Malformed);
                         };
-                        self.icmp_error(server, packet, embedded, Dir::In)
+                        self.icmp_error(server, &mut ip, embedded, Dir::In)
                     }
                     v => v,
                 }
             }
             Classified::IcmpError { embedded, .. } => {
-                self.icmp_error(server, packet, embedded, Dir::In)
+                self.icmp_error(server, &mut ip, embedded, Dir::In)
             }
             Classified::Fragment {
                 protocol,
@@ -423,15 +447,16 @@ impl Translator {
                     dst,
                     ident,
                 };
-                self.later_fragment(server, now, packet, key)
+                self.later_fragment(server, now, &mut ip, key)
             }
             Classified::Unsupported { .. } => {
-                self.portless(server, now, packet, from_inside, to_pool, src, dst)
+                self.portless(server, now, &mut ip, from_inside, to_pool, src, dst)
             }
         };
         if verdict == Verdict::Forward {
             let outside = self.outside_source(server);
-            return self.finish(packet, from_inside, outside, refused_copy.as_deref());
+            let refused = refused_copy.as_ref().map(Ipv4Packet::view);
+            return self.finish(&mut ip, from_inside, outside, refused);
         }
         verdict
     }
@@ -454,38 +479,28 @@ impl Translator {
     /// Forwards an outbound packet to a bypassed destination untranslated (RFC 6888 REQ-6):
     /// no binding, no session, only TTL and MTU. A first fragment makes the rest of its
     /// datagram follow unchanged (the fragment table "rewrites" its source to itself).
-    fn bypass(&mut self, now_s: u32, packet: &mut [u8], src: Ipv4Addr) -> Verdict {
-        if let Some(k) = first_fragment_key(packet) {
+    fn bypass(&mut self, now_s: u32, ip: &mut View<'_>, src: Ipv4Addr) -> Verdict {
+        if let Some(k) = first_fragment_key(ip) {
             self.learn_fragments(now_s, k, FragmentRewrite::Source(src));
         }
         // From the inside: errors come from the inside address, the outside one is unused.
-        let verdict = self.finish(packet, true, self.config.inside_address, None);
+        let verdict = self.finish(ip, true, self.config.inside_address, None);
         if !matches!(verdict, Verdict::Drop(_)) {
             self.counters.bypassed += 1;
         }
         verdict
     }
 
-    fn flow_src(&self, packet: &[u8]) -> (Ipv4Addr, u16) {
-        match classify(packet) {
-            Ok(Classified::Flow { flow, .. }) => flow.src,
-            _ => (Ipv4Addr::UNSPECIFIED, 0),
-        }
-    }
-
     /// TTL and MTU, after translation. `original` is the packet as it arrived when it was
     /// translated and is too big with DF set (the Fragmentation Needed quotes it).
     fn finish(
         &mut self,
-        packet: &mut [u8],
+        ip: &mut View<'_>,
         from_inside: bool,
         outside: Ipv4Addr,
-        original: Option<&[u8]>,
+        original: Option<Ipv4Packet<&[u8]>>,
     ) -> Verdict {
-        let Ok(mut ip) = Ipv4Packet::new_checked(&mut *packet) else {
-            return Verdict::Drop(DropReason::Malformed);
-        };
-        apply_ttl(&mut ip, self.config.ttl);
+        apply_ttl(ip, self.config.ttl);
         if ip.total_len() <= self.config.mtu {
             return Verdict::Forward;
         }
@@ -496,11 +511,11 @@ impl Translator {
         };
         if ip.dont_fragment() {
             let mtu = u16::try_from(self.config.mtu).unwrap_or(u16::MAX);
-            let quoted = original.unwrap_or(&*packet);
-            self.emit_error(quoted, from, IcmpError::FragmentationNeeded { mtu });
+            let quoted = original.unwrap_or_else(|| ip.view());
+            self.emit_error(&quoted, from, IcmpError::FragmentationNeeded { mtu });
             return Verdict::Drop(DropReason::TooBig);
         }
-        match fragment(packet, self.config.mtu) {
+        match fragment(ip, self.config.mtu) {
             Some(pieces) => {
                 self.counters.fragmented += 1;
                 self.out.extend(pieces);
@@ -510,237 +525,26 @@ impl Translator {
         }
     }
 
-    fn emit_error(&mut self, original: &[u8], from: Ipv4Addr, error: IcmpError) {
+    fn emit_error<T: AsRef<[u8]>>(
+        &mut self,
+        original: &Ipv4Packet<T>,
+        from: Ipv4Addr,
+        error: IcmpError,
+    ) {
         let mut buf = vec![0u8; super::icmp::MAX_ERROR_LEN];
         self.ident = self.ident.wrapping_add(1);
-        if let Some(len) = build_error(original, from, error, self.ident, &mut buf) {
+        if let Some(len) = build_error_checked(original, from, error, self.ident, &mut buf) {
             buf.truncate(len);
             self.counters.icmp_generated += 1;
             self.out.push_back(buf);
         }
     }
 
-    fn outbound(
-        &mut self,
-        server: &mut Server,
-        now: Instant,
-        packet: &mut [u8],
-        flow: Flow,
-        tcp_flags: u8,
-    ) -> Verdict {
-        let now_s = server.seconds(now);
-        let protocol = Protocol(flow.protocol);
-        let internal = ep(flow.src);
-        let remote = remote_of(flow.protocol, flow.dst);
-        let key = SessionKey {
-            protocol: flow.protocol,
-            internal,
-            remote,
-        };
-        let state = self
-            .sessions
-            .get(&key)
-            .map_or(super::session::TcpState::Closed, |s| s.tcp);
-        let next = state.next(Dir::Out, tcp_flags);
-        let idle = self.config.timeouts.idle(flow.protocol, next);
-        let (binding, external) = match server.outbound_binding(now, protocol, internal, idle) {
-            Ok(e) => e,
-            Err(code) => {
-                let reason = match code {
-                    ResultCode::UserExQuota => DropReason::QuotaExceeded,
-                    ResultCode::UnsuppProtocol => {
-                        return Verdict::Drop(DropReason::UnsupportedProtocol);
-                    }
-                    _ => DropReason::NoResources,
-                };
-                self.emit_error(
-                    packet,
-                    self.config.inside_address,
-                    IcmpError::HostUnreachable,
-                );
-                return Verdict::Drop(reason);
-            }
-        };
-        let t = self.config.timeouts;
-        match self
-            .sessions
-            .touch(now_s, key, external, binding, Dir::Out, tcp_flags, &t, true)
-        {
-            Some(Touch::Live(_)) => {}
-            Some(Touch::Full) | None => {
-                self.emit_error(
-                    packet,
-                    self.config.inside_address,
-                    IcmpError::HostUnreachable,
-                );
-                return Verdict::Drop(DropReason::SessionTableFull);
-            }
-        }
-        if flow.protocol == proto::TCP && tcp_flags & TCP_SYN != 0 {
-            self.silence_held_syns(external, ep(flow.dst));
-        }
-        let verdict = self.rewrite(now_s, packet, Side::Source, external);
-        if verdict == Verdict::Forward {
-            self.counters.outbound += 1;
-        }
-        verdict
-    }
-
-    fn inbound(
-        &mut self,
-        server: &mut Server,
-        now: Instant,
-        packet: &mut [u8],
-        flow: Flow,
-        tcp_flags: u8,
-    ) -> Verdict {
-        let now_s = server.seconds(now);
-        let ext_key = ExternalKey {
-            protocol: flow.protocol,
-            addr: flow.dst.0,
-            port: flow.dst.1,
-        };
-        let is_syn = flow.protocol == proto::TCP && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-        let Some(id) = server.table().lookup_external(&ext_key) else {
-            if let Some(v) = self.dmz_inbound(server, now_s, packet, flow, tcp_flags) {
-                return v;
-            }
-            return self.refuse(packet, flow, is_syn, DropReason::NoMapping, now);
-        };
-        let Some(b) = server.table().binding(id) else {
-            return self.refuse(packet, flow, is_syn, DropReason::NoMapping, now);
-        };
-        let internal = b.internal;
-        let remote = remote_of(flow.protocol, flow.src);
-        let key = SessionKey {
-            protocol: flow.protocol,
-            internal,
-            remote,
-        };
-        let by_map = b.has_map() && {
-            let filters = b.filters();
-            filters.is_empty() || filters.iter().any(|f| filter_matches(f, ep(flow.src)))
-        };
-        let implicit = b.implicit_expires != 0 || b.peers > 0;
-        let admitted = by_map
-            || server.table().lookup_peer(id, ep(flow.src)).is_some()
-            || self.sessions.get(&key).is_some()
-            || (implicit && self.config.filtering == Filtering::EndpointIndependent);
-        if !admitted {
-            return self.refuse(packet, flow, is_syn, DropReason::Filtered, now);
-        }
-        let t = self.config.timeouts;
-        // A full session table does not stop traffic a mapping admits; only state is lost.
-        let _ = self
-            .sessions
-            .touch(now_s, key, ep(flow.dst), id, Dir::In, tcp_flags, &t, true);
-        let verdict = self.rewrite(now_s, packet, Side::Destination, internal);
-        if verdict == Verdict::Forward {
-            self.counters.inbound += 1;
-        }
-        verdict
-    }
-
-    /// Inbound to an external port without a binding of its own, on an address an
-    /// all-protocol MAP dedicates to one host (RFC 6887 §11.1, [`crate::dmz`]): to that host,
-    /// port unchanged, if the mapping's FILTERs admit the sender. `None`: no such mapping.
-    fn dmz_inbound(
-        &mut self,
-        server: &Server,
-        now_s: u32,
-        packet: &mut [u8],
-        flow: Flow,
-        tcp_flags: u8,
-    ) -> Option<Verdict> {
-        let id = server.dmz_binding(flow.dst.0)?;
-        let b = server.table().binding(id)?;
-        let filters = b.filters();
-        if !(filters.is_empty() || filters.iter().any(|f| filter_matches(f, ep(flow.src)))) {
-            return Some(Verdict::Drop(DropReason::Filtered));
-        }
-        let internal = SocketAddrV4::new(*b.internal.ip(), flow.dst.1);
-        let key = SessionKey {
-            protocol: flow.protocol,
-            internal,
-            remote: remote_of(flow.protocol, flow.src),
-        };
-        let t = self.config.timeouts;
-        // The host's answer makes its own binding on this port (the server keeps a DMZ host's
-        // ports) and the session moves onto it.
-        let _ = self
-            .sessions
-            .touch(now_s, key, ep(flow.dst), id, Dir::In, tcp_flags, &t, true);
-        let verdict = self.rewrite(now_s, packet, Side::Destination, internal);
-        if verdict == Verdict::Forward {
-            self.counters.inbound += 1;
-        }
-        Some(verdict)
-    }
-
-    /// A protocol without ports (GRE, ESP, SCTP, …; or an ICMP type that is neither a query
-    /// nor an error): only an all-protocol MAP translates it (RFC 6887 §11.1), inbound to its
-    /// address → to its host, outbound from its host → from its address; the IP addresses are
-    /// all that change. Anything else is dropped as unsupported.
-    #[allow(clippy::too_many_arguments)]
-    fn portless(
-        &mut self,
-        server: &Server,
-        now: Instant,
-        packet: &mut [u8],
-        from_inside: bool,
-        to_pool: bool,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-    ) -> Verdict {
-        let now_s = server.seconds(now);
-        let (side, to) = if from_inside && !to_pool {
-            match server.dmz_address_of(src) {
-                Some(ext) => (Side::Source, ext),
-                None => return Verdict::Drop(DropReason::UnsupportedProtocol),
-            }
-        } else if !from_inside {
-            let Some(b) = server
-                .dmz_binding(dst)
-                .and_then(|id| server.table().binding(id))
-            else {
-                return Verdict::Drop(DropReason::UnsupportedProtocol);
-            };
-            let filters = b.filters();
-            let remote = SocketAddrV4::new(src, 0);
-            if !(filters.is_empty() || filters.iter().any(|f| filter_matches(f, remote))) {
-                return Verdict::Drop(DropReason::Filtered);
-            }
-            (Side::Destination, *b.internal.ip())
-        } else {
-            return Verdict::Drop(DropReason::UnsupportedProtocol);
-        };
-        let first_of_many = first_fragment_key(packet);
-        let Ok(mut ip) = Ipv4Packet::new_checked(&mut *packet) else {
-            return Verdict::Drop(DropReason::Malformed);
-        };
-        let rewrite = match side {
-            Side::Source => {
-                ip.set_src(to);
-                self.counters.outbound += 1;
-                FragmentRewrite::Source(to)
-            }
-            Side::Destination => {
-                ip.set_dst(to);
-                self.counters.inbound += 1;
-                FragmentRewrite::Destination(to)
-            }
-        };
-        if let Some(k) = first_of_many {
-            self.learn_fragments(now_s, k, rewrite);
-        }
-        Verdict::Forward
-    }
-
     /// Rewrites one end of a flow packet to `to`; a first fragment with more to come teaches
     /// the fragment table how to rewrite the rest of its datagram.
-    fn rewrite(&mut self, now_s: u32, packet: &mut [u8], side: Side, to: SocketAddrV4) -> Verdict {
-        let first_of_many = first_fragment_key(packet);
-        if let Err(e) = rewrite_flow(packet, side, (*to.ip(), to.port())) {
+    fn rewrite(&mut self, now_s: u32, ip: &mut View<'_>, side: Side, to: SocketAddrV4) -> Verdict {
+        let first_of_many = first_fragment_key(ip);
+        if let Err(e) = rewrite_flow_checked(ip, side, (*to.ip(), to.port())) {
             return Verdict::Drop(map_err(e));
         }
         if let Some(k) = first_of_many {
@@ -761,113 +565,10 @@ impl Translator {
         self.pending_syns
             .retain(|p| !(p.external == external && p.remote == remote));
     }
-
-    /// Drops an inbound packet; an unsolicited SYN is held instead (RFC 5382 REQ-4).
-    fn refuse(
-        &mut self,
-        packet: &[u8],
-        flow: Flow,
-        is_syn: bool,
-        reason: DropReason,
-        now: Instant,
-    ) -> Verdict {
-        if is_syn && self.pending_syns.len() < self.config.max_pending_syns {
-            let keep = packet
-                .len()
-                .min(super::icmp::MAX_ERROR_LEN - MIN_HEADER_LEN - 8);
-            self.pending_syns.push_back(PendingSyn {
-                due: now + self.config.syn_hold,
-                external: ep(flow.dst),
-                remote: ep(flow.src),
-                packet: packet[..keep].to_vec(),
-            });
-            return Verdict::Drop(DropReason::UnsolicitedSyn);
-        }
-        Verdict::Drop(reason)
-    }
-
-    /// An ICMP error about a translated flow (RFC 5508 REQ-4, REQ-5). Inbound, the embedded
-    /// packet is one the NAT sent out (its source is the external endpoint): restore the
-    /// internal endpoint and address the error to it. Outbound, the embedded packet is one the
-    /// NAT delivered (its destination is the internal endpoint): show the external endpoint and
-    /// send the error from it. Nothing is refreshed (REQ-6).
-    fn icmp_error(
-        &mut self,
-        server: &Server,
-        packet: &mut [u8],
-        embedded: Flow,
-        dir: Dir,
-    ) -> Verdict {
-        let table = server.table();
-        let id = match dir {
-            Dir::In => table.lookup_external(&ExternalKey {
-                protocol: embedded.protocol,
-                addr: embedded.src.0,
-                port: embedded.src.1,
-            }),
-            Dir::Out => table.lookup_internal(&InternalKey {
-                protocol: embedded.protocol,
-                realm: 0,
-                addr: embedded.dst.0,
-                port: embedded.dst.1,
-            }),
-        };
-        let Some(b) = id.and_then(|id| table.binding(id)) else {
-            return Verdict::Drop(DropReason::IcmpErrorNoMapping);
-        };
-        let (outer, inner, target) = match dir {
-            Dir::In => (Side::Destination, Side::Source, b.internal),
-            Dir::Out => (Side::Source, Side::Destination, b.external),
-        };
-        let endpoint = (*target.ip(), target.port());
-        if let Err(e) = rewrite_icmp_error(packet, outer, *target.ip(), inner, endpoint) {
-            return Verdict::Drop(map_err(e));
-        }
-        self.counters.icmp_errors += 1;
-        match dir {
-            Dir::In => self.counters.inbound += 1,
-            Dir::Out => self.counters.outbound += 1,
-        }
-        Verdict::Forward
-    }
-
-    fn learn_fragments(&mut self, now_s: u32, key: FragmentKey, rewrite: FragmentRewrite) {
-        let (early, _) = self.fragments.learn(now_s, key, rewrite);
-        for mut p in early {
-            if apply_fragment(&mut p, rewrite).is_ok() {
-                if let Ok(mut ip) = Ipv4Packet::new_checked(&mut p[..]) {
-                    apply_ttl(&mut ip, self.config.ttl);
-                }
-                self.counters.fragments += 1;
-                self.out.push_back(p);
-            }
-        }
-    }
-
-    fn later_fragment(
-        &mut self,
-        server: &Server,
-        now: Instant,
-        packet: &mut [u8],
-        key: FragmentKey,
-    ) -> Verdict {
-        let now_s = server.seconds(now);
-        match self.fragments.lookup(now_s, &key) {
-            Some(rewrite) => match apply_fragment(packet, rewrite) {
-                Ok(()) => {
-                    self.counters.fragments += 1;
-                    Verdict::Forward
-                }
-                Err(e) => Verdict::Drop(map_err(e)),
-            },
-            None if self.fragments.hold_early(now_s, key, packet) => Verdict::Consumed,
-            None => Verdict::Drop(DropReason::FragmentOrphan),
-        }
-    }
 }
 
 /// One hop's worth of TTL (see [`TtlMode`]).
-fn apply_ttl(ip: &mut Ipv4Packet<&mut [u8]>, mode: TtlMode) {
+fn apply_ttl<T: AsRef<[u8]> + AsMut<[u8]>>(ip: &mut Ipv4Packet<T>, mode: TtlMode) {
     match mode {
         TtlMode::Decrement => ip.decrement_ttl(),
         TtlMode::KernelForwardsTwice => {
@@ -887,57 +588,17 @@ fn remote_of(protocol: u8, e: (Ipv4Addr, u16)) -> SocketAddrV4 {
     }
 }
 
-/// The fragment key of a first fragment with more to follow, as it arrives.
-fn first_fragment_key(packet: &[u8]) -> Option<FragmentKey> {
-    let ip = Ipv4Packet::new_checked(packet).ok()?;
-    (ip.more_fragments() && ip.is_first_fragment()).then(|| FragmentKey {
-        protocol: ip.protocol(),
-        src: ip.src(),
-        dst: ip.dst(),
-        ident: ip.ident(),
-    })
-}
-
-fn apply_fragment(packet: &mut [u8], rewrite: FragmentRewrite) -> Result<(), PacketError> {
-    match rewrite {
-        FragmentRewrite::Source(a) => rewrite_flow(packet, Side::Source, (a, 0)),
-        FragmentRewrite::Destination(a) => rewrite_flow(packet, Side::Destination, (a, 0)),
+/// The source endpoint of a UDP/TCP/ICMP-echo packet the view holds (after an outbound
+/// rewrite, for the hairpin's inbound half): read from the view, not parsed again.
+fn flow_src<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> (Ipv4Addr, u16) {
+    let l4 = ip.payload();
+    let port = match ip.protocol() {
+        proto::UDP | proto::TCP => l4.get(..2).map(|p| u16::from_be_bytes([p[0], p[1]])),
+        proto::ICMP => l4.get(4..6).map(|p| u16::from_be_bytes([p[0], p[1]])),
+        _ => None,
+    };
+    match port {
+        Some(port) => (ip.src(), port),
+        None => (Ipv4Addr::UNSPECIFIED, 0),
     }
-}
-
-/// Splits a packet without DF into fragments of at most `mtu` bytes (RFC 791).
-fn fragment(packet: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
-    let ip = Ipv4Packet::new_checked(packet).ok()?;
-    let hl = ip.header_len();
-    let payload = ip.payload();
-    let chunk = (mtu.checked_sub(hl)? / 8) * 8;
-    if chunk == 0 {
-        return None;
-    }
-    let base = ip.fragment_offset();
-    let last_mf = ip.more_fragments();
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off < payload.len() {
-        let end = (off + chunk).min(payload.len());
-        let more = end < payload.len() || last_mf;
-        let mut p = Vec::with_capacity(hl + end - off);
-        p.extend_from_slice(ip.header());
-        p.extend_from_slice(&payload[off..end]);
-        let total = u16::try_from(p.len()).ok()?;
-        p[2..4].copy_from_slice(&total.to_be_bytes());
-        let frag = u16::try_from((base + off) / 8).ok()? | if more { 0x2000 } else { 0 };
-        p[6..8].copy_from_slice(&frag.to_be_bytes());
-        let mut v = Ipv4Packet::new_checked(&mut p[..]).ok()?;
-        v.fill_checksum();
-        out.push(p);
-        off = end;
-    }
-    Some(out)
-}
-
-/// [`fragment`] for tests.
-#[cfg(test)]
-pub(crate) fn fragment_for_test(packet: &[u8], mtu: usize) -> Vec<Vec<u8>> {
-    fragment(packet, mtu).unwrap_or_default()
 }

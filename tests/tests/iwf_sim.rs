@@ -829,7 +829,7 @@ fn remote_host_goes_upstream_as_a_filter_for_that_peer_only() {
 fn without_nat1_another_internal_client_goes_upstream_as_third_party() {
     use upnp_iwf::iwf::NatMode;
     let mut config = server_config();
-    config.third_party_hosts = vec!["100.64.0.2/32".into()];
+    config.third_party_hosts = vec!["100.64.0.2/32".parse().expect("rule")];
     let mut sim = Sim::with_core_config(8, 0.0, config, |c| {
         c.nat = NatMode::None { third_party: true };
     });

@@ -266,6 +266,12 @@ pub enum Command {
 /// `cgn-sim ctl …` actions.
 #[derive(Debug, Subcommand)]
 pub enum CtlAction {
+    /// Pool usage per pool and section, and per subscriber (bindings, MAPs, quota, block).
+    Status {
+        /// JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the mapping table.
     Mappings {
         /// JSON instead of the firewall-style table.
@@ -307,6 +313,7 @@ impl CtlAction {
     /// The control request for this action.
     pub fn request(&self) -> crate::ctl::Request {
         match self {
+            CtlAction::Status { json } => crate::ctl::Request::Status { json: *json },
             CtlAction::Mappings { json } => crate::ctl::Request::Mappings { json: *json },
             CtlAction::Restart { keep_state } => crate::ctl::Request::Restart {
                 keep_state: *keep_state,

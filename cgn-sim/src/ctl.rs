@@ -9,6 +9,11 @@ use std::time::Duration;
 /// A control request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
+    /// Pool usage per pool and section, and per subscriber ([`crate::usage`]).
+    Status {
+        /// JSON instead of text.
+        json: bool,
+    },
     /// The mapping table, as operator lines or JSON.
     Mappings {
         /// JSON instead of text.
@@ -43,6 +48,8 @@ impl Request {
     /// The wire line.
     pub fn line(&self) -> String {
         match self {
+            Request::Status { json: false } => "status".into(),
+            Request::Status { json: true } => "status --json".into(),
             Request::Mappings { json: false } => "mappings".into(),
             Request::Mappings { json: true } => "mappings --json".into(),
             Request::Restart { keep_state: false } => "restart".into(),
@@ -64,6 +71,8 @@ impl Request {
     /// Parses a wire line.
     pub fn parse(line: &str) -> Option<Request> {
         Some(match line.trim() {
+            "status" => Request::Status { json: false },
+            "status --json" => Request::Status { json: true },
             "mappings" => Request::Mappings { json: false },
             "mappings --json" => Request::Mappings { json: true },
             "restart" => Request::Restart { keep_state: false },

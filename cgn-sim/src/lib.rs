@@ -81,3 +81,4 @@ pub mod table;
 pub mod timer;
 pub(crate) mod unsolicited;
 pub mod update;
+pub mod usage;

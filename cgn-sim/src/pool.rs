@@ -322,6 +322,23 @@ impl NatPool {
         }
     }
 
+    /// How many ports of protocol index `proto` an address offers clients (the configured
+    /// range without reserved and PCP ports).
+    pub fn capacity(&self, proto: usize) -> u32 {
+        (self.port_min.max(1)..=self.port_max)
+            .filter(|&p| self.is_allocatable(proto, p))
+            .map(|_| 1)
+            .sum()
+    }
+
+    /// How many of those are taken on address `index` (mappings, implicit bindings, holds).
+    pub fn used_ports(&self, index: u16, proto: usize) -> u32 {
+        (self.port_min.max(1)..=self.port_max)
+            .filter(|&p| self.is_allocatable(proto, p) && self.is_used(index, proto, p))
+            .map(|_| 1)
+            .sum()
+    }
+
     /// Free ports on an address for a protocol.
     pub fn free_ports(&self, index: u16, proto: usize) -> u32 {
         self.addrs

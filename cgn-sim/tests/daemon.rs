@@ -189,6 +189,56 @@ fn port_block_flags_put_mappings_in_a_block_shown_in_ctl_mappings() {
     assert!((ports.0..=ports.1).contains(&port), "{port} in {line}");
 }
 
+// Issue #13 item 2: `ctl status [--json]` shows pool usage per pool and section and per
+// subscriber: with Port Block Allocation, two UDP MAPs and one TCP MAP of 127.0.0.1 are 2 UDP
+// and 1 TCP ports used in pool 1 section 1 (16 addresses), and the subscriber line has 3
+// bindings, 3 MAPs, the quota and its block.
+#[test]
+fn ctl_status_shows_pool_usage_per_section_and_per_subscriber() {
+    let d = start("status", LO, free_port(LO), &["--port-block-size", "16"]);
+    let s = client();
+    for (n, proto, port) in [
+        (11, Protocol::UDP, 5000),
+        (12, Protocol::UDP, 5001),
+        (13, Protocol::TCP, 5000),
+    ] {
+        let req = emit(&map_req(LO, nonce(n), proto, port, 3600, None, &[]));
+        s.send_to(&req, d.addr).expect("send");
+        let answer = recv(&s);
+        let r = ResponseRepr::parse(&answer).expect("parses");
+        assert_eq!(r.result, ResultCode::Success);
+    }
+    let v: serde_json::Value = serde_json::from_str(&ctl(&d, &["status", "--json"])).expect("json");
+    assert_eq!(v["bindings"], 3, "{v}");
+    let sec = &v["pools"][0]["sections"][0];
+    assert_eq!(v["pools"][0]["pool"], 1, "{v}");
+    assert_eq!(sec["addresses"], 16, "{v}");
+    assert_eq!(sec["udp"]["used"], 2, "{v}");
+    assert_eq!(sec["tcp"]["used"], 1, "{v}");
+    let cap = sec["udp"]["capacity"].as_u64().expect("capacity");
+    assert!(cap > 16 * 60_000 && cap < 16 * 65_536, "{v}");
+    let sub = &v["subscribers"][0];
+    assert_eq!(sub["subscriber"], "127.0.0.1");
+    assert_eq!(
+        (&sub["bindings"], &sub["maps"]),
+        (&3.into(), &3.into()),
+        "{v}"
+    );
+    assert!(
+        sub["port_block"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("198.51.100.")),
+        "{v}"
+    );
+    let text = ctl(&d, &["status"]);
+    assert!(text.contains("Subscriber"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("127.0.0.1") && l.contains(" 3 ")),
+        "{text}"
+    );
+}
+
 // RFC 6887 §8.2 step 1: a request on the outside socket is ignored silently.
 #[test]
 fn daemon_ignores_requests_on_the_outside_address() {

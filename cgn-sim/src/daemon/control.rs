@@ -48,6 +48,8 @@ pub(crate) fn execute(
 ) -> String {
     let now = Instant::now();
     match req {
+        Request::Status { json: false } => crate::usage::status(server, now).to_text(),
+        Request::Status { json: true } => crate::usage::status(server, now).to_json(),
         Request::Mappings { json: false } => server.render_table(now),
         Request::Mappings { json: true } => server.render_table_json(now) + "\n",
         Request::Restart { keep_state } => {

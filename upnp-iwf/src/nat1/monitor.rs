@@ -51,12 +51,16 @@ impl Monitor {
     /// started (logged): installs then list the other tables every time.
     pub fn start(runner: &Runner, nft: &std::path::Path, own_table: &str) -> Option<Monitor> {
         // nft runs under a small shell that kills it when our end of its standard input
-        // closes: when this daemon exits, even by SIGKILL, no monitor is left behind. The
-        // shell keeps no copy of the output pipe, so if nft ends the reader sees end of file.
+        // closes (this daemon exited, even by SIGKILL) or when the shell gets SIGHUP, SIGINT
+        // or SIGTERM (a Ctrl-C to the process group: the background nft itself ignores
+        // SIGINT, as a non-interactive shell's background jobs do). No monitor is left
+        // behind. The shell keeps no copy of the output pipe, so if nft ends the reader sees
+        // end of file.
         let mut cmd = runner.command(std::path::Path::new("sh"));
         cmd.args([
             "-c",
-            "exec 3>&1 >/dev/null; \"$0\" -j monitor ruleset >&3 3>&- & exec 3>&-; read _; kill $!",
+            "exec 3>&1 >/dev/null; \"$0\" -j monitor ruleset >&3 3>&- & p=$!; exec 3>&-; \
+             trap 'kill $p; exit 0' HUP INT TERM; read _; kill $p",
         ])
         .arg(nft)
         .stdin(Stdio::piped())

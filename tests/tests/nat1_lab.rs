@@ -425,10 +425,6 @@ fn nat1_listing_is_kept_until_the_router_changes_its_ruleset() {
         ..NftConfig::default()
     });
     nat.reset(&wan(), &[]).expect("reset");
-    assert!(
-        eventually(|| nat.ruleset_changes().is_some()),
-        "the monitor hears the kernel"
-    );
     let calls = || std::fs::read_to_string(&log).unwrap_or_default();
     let first = Nat1Rule {
         wan_port: 40000,
@@ -436,6 +432,19 @@ fn nat1_listing_is_kept_until_the_router_changes_its_ruleset() {
     };
     nat.install(&first).expect("first install");
     assert!(calls().contains("-j list chains"), "{}", calls());
+    // The monitor has heard our table change (the reset's rebuild, or at the latest this
+    // install's rules); the install after that lists once more and keeps the listing.
+    assert!(
+        eventually(|| nat.ruleset_changes().is_some()),
+        "the monitor hears the kernel"
+    );
+    let warm = Nat1Rule {
+        wan_port: 40004,
+        client_port: 5004,
+        ..first
+    };
+    nat.install(&warm)
+        .expect("install after the monitor synced");
     std::fs::write(&log, "").expect("clear");
     let second = Nat1Rule {
         wan_port: 40001,
@@ -488,6 +497,8 @@ fn nat1_listing_is_kept_until_the_router_changes_its_ruleset() {
     nat.install(&third).expect("install rebuilds");
     let mut have = nat.installed().expect("read back");
     have.sort();
-    assert_eq!(have, vec![first, second, third]);
+    let mut want = vec![first, second, third, warm];
+    want.sort();
+    assert_eq!(have, want);
     nat.shutdown().expect("shutdown");
 }

@@ -333,7 +333,25 @@ async fn oversized_body_is_413_and_status_and_metrics_pages_answer() {
     assert_eq!(status(&r), "HTTP/1.1 413 Payload Too Large");
     call(a, "AddPortMapping", &add_args("4321", "TCP", "0"));
     let r = raw_http(a, format!("GET / HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes());
-    assert!(body(&r).contains("TCP 4321 -> 127.0.0.1:4321"), "{r}");
+    assert!(r.contains("text/html"), "{r}");
+    assert!(
+        body(&r).contains("<td data-label=\"Internal\">127.0.0.1:4321</td>"),
+        "{r}"
+    );
+    let r = raw_http(
+        a,
+        format!("GET /status.txt HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes(),
+    );
+    assert!(
+        body(&r).contains("TCP 127.0.0.1:4321 → - → 198.51.100.1:4321 local"),
+        "{r}"
+    );
+    let r = raw_http(
+        a,
+        format!("GET /status.json HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes(),
+    );
+    let v: serde_json::Value = serde_json::from_str(body(&r)).expect("status.json");
+    assert_eq!(v["mappings"][0]["external_port"], 4321, "{r}");
     let r = raw_http(
         a,
         format!("GET /metrics HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes(),

@@ -12,8 +12,9 @@
 //! that is not understood. Adding or deleting our own rules does not.
 //!
 //! The counter is trusted only once the monitor has shown that it hears the kernel: the first
-//! event it reads for our own table (the reset that follows its start rebuilds our table, so
-//! that event comes at once). Until then, and after the monitor stops, every install lists
+//! event it reads for our own table (the reset that follows its start rebuilds our table; if
+//! the monitor subscribed too late for that, the next install's rules do it). A listing taken
+//! before that is never reused. Until then, and after the monitor stops, every install lists
 //! the other tables as before. The window left is the time between a change in another table
 //! and the monitor reading its event: microseconds to a few milliseconds, against the
 //! listing's own window of the same size between listing and adding.
@@ -85,8 +86,7 @@ impl Monitor {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     match classify(&line, &own) {
-                        Event::Own => {}
-                        Event::OwnTouched => {
+                        Event::Own | Event::OwnTouched => {
                             s.synced.store(true, Ordering::SeqCst);
                         }
                         Event::Changed => {
@@ -134,7 +134,7 @@ impl Drop for Monitor {
 /// What one monitor line means for the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Event {
-    /// A rule of ours added or deleted: nothing to re-list.
+    /// A rule of ours added or deleted: nothing to re-list (and the monitor hears the kernel).
     Own,
     /// Our table or a chain of it added: nothing to re-list, and the monitor hears the kernel.
     OwnTouched,

@@ -15,13 +15,6 @@ use crate::pool::proto_index;
 use crate::server::Server;
 use crate::table::{InternalKey, flags};
 
-fn pcp_protocol(p: natpmp::Protocol) -> Protocol {
-    match p {
-        natpmp::Protocol::Udp => Protocol::UDP,
-        natpmp::Protocol::Tcp => Protocol::TCP,
-    }
-}
-
 fn natpmp_result(r: ResultCode) -> natpmp::ResultCode {
     match r {
         ResultCode::NotAuthorized | ResultCode::CannotProvideExternal => {
@@ -80,7 +73,7 @@ impl Server {
             } => match self.natpmp_map(
                 now_s,
                 subscriber,
-                pcp_protocol(protocol),
+                protocol.protocol(),
                 internal_port,
                 suggested_external_port,
                 lifetime.get(),
@@ -106,7 +99,7 @@ impl Server {
             } => match self.natpmp_delete(
                 now_s,
                 subscriber,
-                pcp_protocol(protocol),
+                protocol.protocol(),
                 internal_port.get(),
             ) {
                 Ok(()) => ResponseRepr::Map {
@@ -125,7 +118,7 @@ impl Server {
                 }),
             },
             RequestRepr::DeleteAll { protocol } => {
-                self.natpmp_delete_all(now_s, subscriber, pcp_protocol(protocol));
+                self.natpmp_delete_all(now_s, subscriber, protocol.protocol());
                 ResponseRepr::Map {
                     protocol,
                     epoch,

@@ -129,7 +129,7 @@ proptest! {
                     let _ = h.server.outbound(now, Protocol::UDP, SocketAddrV4::new(sub(s), 1000 + u16::from(port)));
                 }
                 Op::NatPmp { sub: s, port, lifetime } => {
-                    let r = pcp_client::natpmp::RequestRepr::from_fields(pcp_client::natpmp::Protocol::Udp, 1000 + u16::from(port), 0, lifetime);
+                    let r = pcp_client::natpmp::RequestRepr::from_fields(pcp_client::natpmp::Transport::Udp, 1000 + u16::from(port), 0, lifetime);
                     let mut b = [0u8; 16];
                     let n = r.emit(&mut b).expect("emit");
                     h.send(sub(s), &b[..n]);

@@ -37,7 +37,7 @@ fn natpmp_external_address_is_the_subscribers_pool_address() {
 #[test]
 fn natpmp_maps_renews_and_deletes_in_the_shared_table() {
     let mut h = Harness::new();
-    let m = RequestRepr::from_fields(natpmp::Protocol::Udp, 6000, 0, 7200);
+    let m = RequestRepr::from_fields(natpmp::Transport::Udp, 6000, 0, 7200);
     let ResponseRepr::Map {
         external_port,
         lifetime,
@@ -58,11 +58,11 @@ fn natpmp_maps_renews_and_deletes_in_the_shared_table() {
     assert_eq!(h.server.table().counts().maps, 1);
     natpmp(
         &mut h,
-        RequestRepr::from_fields(natpmp::Protocol::Udp, 6001, 0, 7200),
+        RequestRepr::from_fields(natpmp::Transport::Udp, 6001, 0, 7200),
     );
     let d = natpmp(
         &mut h,
-        RequestRepr::from_fields(natpmp::Protocol::Udp, 6000, 0, 0),
+        RequestRepr::from_fields(natpmp::Transport::Udp, 6000, 0, 0),
     );
     assert!(matches!(
         d,
@@ -75,7 +75,7 @@ fn natpmp_maps_renews_and_deletes_in_the_shared_table() {
     assert_eq!(h.server.table().counts().maps, 1);
     natpmp(
         &mut h,
-        RequestRepr::from_fields(natpmp::Protocol::Udp, 0, 0, 0),
+        RequestRepr::from_fields(natpmp::Transport::Udp, 0, 0, 0),
     );
     assert_eq!(h.server.table().counts().maps, 0);
 }
@@ -91,17 +91,17 @@ fn natpmp_and_pcp_cannot_take_over_each_others_mappings() {
     );
     let r = natpmp(
         &mut h,
-        RequestRepr::from_fields(natpmp::Protocol::Udp, 5000, 0, 7200),
+        RequestRepr::from_fields(natpmp::Transport::Udp, 5000, 0, 7200),
     );
     assert_eq!(r.result(), natpmp::ResultCode::NotAuthorized);
     let r = natpmp(
         &mut h,
-        RequestRepr::from_fields(natpmp::Protocol::Udp, 5000, 0, 0),
+        RequestRepr::from_fields(natpmp::Transport::Udp, 5000, 0, 0),
     );
     assert_eq!(r.result(), natpmp::ResultCode::NotAuthorized);
     natpmp(
         &mut h,
-        RequestRepr::from_fields(natpmp::Protocol::Tcp, 7000, 0, 7200),
+        RequestRepr::from_fields(natpmp::Transport::Tcp, 7000, 0, 7200),
     );
     let a = h.request(
         CLIENT,

@@ -137,7 +137,7 @@ fn tshark_decodes_every_kind_of_server_answer_cleanly() {
     let mut natpmp_answers = Vec::new();
     for r in [
         natpmp::RequestRepr::ExternalAddress,
-        natpmp::RequestRepr::from_fields(natpmp::Protocol::Udp, 6000, 0, 7200),
+        natpmp::RequestRepr::from_fields(natpmp::Transport::Udp, 6000, 0, 7200),
     ] {
         let mut b = [0u8; 16];
         let n = r.emit(&mut b).expect("emit");

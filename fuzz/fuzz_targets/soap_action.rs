@@ -52,7 +52,8 @@ fuzz_target!(|data: &[u8]| {
         policy: Policy {
             lan: vec![Ipv4Prefix::new(Ipv4Addr::new(192, 168, 0, 0), 24)],
             ..Policy::default()
-        },
+        }
+        .into(),
         identity: DeviceIdentity::new("2b9c0000-0000-4000-8000-000000000001"),
         link: LinkInfo::default(),
     };

@@ -12,6 +12,8 @@
 
 pub mod client;
 pub mod natpmp;
+pub mod prefix;
+pub mod transport;
 pub mod wire;
 
 #[cfg(feature = "tokio")]

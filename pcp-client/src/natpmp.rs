@@ -17,11 +17,11 @@
 //! * [`gateway_lost_state`] is the RFC 6886 §3.6 epoch test.
 //!
 //! ```
-//! use pcp_client::natpmp::{Protocol, RequestRepr, ResponseRepr, RECOMMENDED_LIFETIME};
+//! use pcp_client::natpmp::{Transport, RequestRepr, ResponseRepr, RECOMMENDED_LIFETIME};
 //! use std::net::Ipv4Addr;
 //!
 //! // A client asks for TCP port 8080 for the recommended two hours.
-//! let request = RequestRepr::from_fields(Protocol::Tcp, 8080, 8080, RECOMMENDED_LIFETIME);
+//! let request = RequestRepr::from_fields(Transport::Tcp, 8080, 8080, RECOMMENDED_LIFETIME);
 //! let mut buf = [0u8; pcp_client::natpmp::MAX_MESSAGE_LEN];
 //! let len = request.emit(&mut buf)?;
 //! assert_eq!(&buf[..len], &[0, 2, 0, 0, 0x1f, 0x90, 0x1f, 0x90, 0, 0, 0x1c, 0x20]);
@@ -306,22 +306,17 @@ impl fmt::Display for ResultCode {
     }
 }
 
-/// The transport protocol of a NAT-PMP mapping; NAT-PMP maps only UDP (opcode 1) and TCP
-/// (opcode 2) (RFC 6886 §3.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// UDP, request opcode 1, response opcode 129.
-    Udp,
-    /// TCP, request opcode 2, response opcode 130.
-    Tcp,
-}
+/// The transport protocol of a NAT-PMP mapping: NAT-PMP maps only UDP (opcode 1) and TCP
+/// (opcode 2) (RFC 6886 §3.3). The workspace's one closed UDP/TCP type, shared with UPnP IGD.
+pub use crate::transport::Transport;
 
-impl Protocol {
+/// NAT-PMP's opcodes for each transport.
+impl Transport {
     /// The protocol a mapping request opcode (1 or 2) names, or `None` for any other opcode.
     pub const fn from_request_opcode(opcode: u8) -> Option<Self> {
         match opcode {
-            OP_MAP_UDP => Some(Protocol::Udp),
-            OP_MAP_TCP => Some(Protocol::Tcp),
+            OP_MAP_UDP => Some(Transport::Udp),
+            OP_MAP_TCP => Some(Transport::Tcp),
             _ => None,
         }
     }
@@ -329,8 +324,8 @@ impl Protocol {
     /// The protocol a mapping response opcode (129 or 130) names, or `None` for any other.
     pub const fn from_response_opcode(opcode: u8) -> Option<Self> {
         match opcode {
-            0x81 => Some(Protocol::Udp),
-            0x82 => Some(Protocol::Tcp),
+            0x81 => Some(Transport::Udp),
+            0x82 => Some(Transport::Tcp),
             _ => None,
         }
     }
@@ -338,8 +333,8 @@ impl Protocol {
     /// The mapping request opcode: 1 for UDP, 2 for TCP.
     pub const fn request_opcode(self) -> u8 {
         match self {
-            Protocol::Udp => OP_MAP_UDP,
-            Protocol::Tcp => OP_MAP_TCP,
+            Transport::Udp => OP_MAP_UDP,
+            Transport::Tcp => OP_MAP_TCP,
         }
     }
 
@@ -494,15 +489,18 @@ mod tests {
     #[test]
     fn protocol_opcodes_match_rfc_6886_section_3_3() {
         // RFC 6886 §3.3: 1 UDP, 2 TCP; responses 128 + x
-        for p in [Protocol::Udp, Protocol::Tcp] {
-            assert_eq!(Protocol::from_request_opcode(p.request_opcode()), Some(p));
-            assert_eq!(Protocol::from_response_opcode(p.response_opcode()), Some(p));
+        for p in [Transport::Udp, Transport::Tcp] {
+            assert_eq!(Transport::from_request_opcode(p.request_opcode()), Some(p));
+            assert_eq!(
+                Transport::from_response_opcode(p.response_opcode()),
+                Some(p)
+            );
         }
-        assert_eq!(Protocol::Udp.response_opcode(), 129);
-        assert_eq!(Protocol::Tcp.response_opcode(), 130);
-        assert_eq!(Protocol::from_request_opcode(0), None);
-        assert_eq!(Protocol::from_request_opcode(3), None);
-        assert_eq!(Protocol::from_response_opcode(0x80), None);
+        assert_eq!(Transport::Udp.response_opcode(), 129);
+        assert_eq!(Transport::Tcp.response_opcode(), 130);
+        assert_eq!(Transport::from_request_opcode(0), None);
+        assert_eq!(Transport::from_request_opcode(3), None);
+        assert_eq!(Transport::from_response_opcode(0x80), None);
     }
 
     #[test]

@@ -462,7 +462,7 @@ fn natpmp_unsupp_version_falls_back_and_retries_pcp_on_renewal() {
         assert!(kinds.iter().any(|k| matches!(
             k,
             natpmp::RequestRepr::Map {
-                protocol: natpmp::Protocol::Udp,
+                protocol: natpmp::Transport::Udp,
                 internal_port: 5000,
                 ..
             }
@@ -476,7 +476,7 @@ fn natpmp_unsupp_version_falls_back_and_retries_pcp_on_renewal() {
         .expect("fits");
         h.deliver(&buf[..n]);
         let n = natpmp::ResponseRepr::Map {
-            protocol: natpmp::Protocol::Udp,
+            protocol: natpmp::Transport::Udp,
             epoch: 6,
             internal_port: 5000,
             external_port: 40000,
@@ -560,7 +560,7 @@ fn natpmp_epoch_state_loss_renews_everything() {
     let mut buf = [0u8; 16];
     for port in [5000, 5001] {
         let n = natpmp::ResponseRepr::Map {
-            protocol: natpmp::Protocol::Udp,
+            protocol: natpmp::Transport::Udp,
             epoch: 4096,
             internal_port: port,
             external_port: port,

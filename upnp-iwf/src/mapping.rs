@@ -15,37 +15,10 @@ use std::ops::RangeInclusive;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Transport protocol of a mapping (`PortMappingProtocol`). UPnP IGD knows only these two;
-/// parsing is case-insensitive and output is always upper case (igd-next rejects anything else).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    /// `TCP`
-    Tcp,
-    /// `UDP`
-    Udp,
-}
-
-impl Protocol {
-    /// Parses `TCP`/`UDP` in any case, surrounding blanks ignored; `None` for anything else.
-    pub fn parse(s: &str) -> Option<Protocol> {
-        let s = s.trim();
-        if s.eq_ignore_ascii_case("TCP") {
-            Some(Protocol::Tcp)
-        } else if s.eq_ignore_ascii_case("UDP") {
-            Some(Protocol::Udp)
-        } else {
-            None
-        }
-    }
-
-    /// The wire spelling, `TCP` or `UDP`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-        }
-    }
-}
+/// Transport protocol of a mapping (`PortMappingProtocol`). UPnP IGD knows only TCP and UDP:
+/// the workspace's one closed type for them; parsing is case-insensitive and output is always
+/// upper case (igd-next rejects anything else).
+pub use pcp_client::transport::Transport as Protocol;
 
 /// What identifies a mapping: `NewRemoteHost` + `NewExternalPort` + `NewProtocol`.
 /// Ordered by port first so listings come out sorted by external port.

@@ -7,37 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
-/// An IPv4 prefix `a.b.c.d/len`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Prefix {
-    /// Network address (host bits are ignored when matching).
-    pub addr: Ipv4Addr,
-    /// Prefix length 0..=32.
-    pub len: u8,
-}
-
-impl Ipv4Prefix {
-    /// Builds a prefix; `len` above 32 is clamped to 32.
-    pub fn new(addr: Ipv4Addr, len: u8) -> Ipv4Prefix {
-        Ipv4Prefix {
-            addr,
-            len: len.min(32),
-        }
-    }
-
-    fn mask(&self) -> u32 {
-        if self.len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.len))
-        }
-    }
-
-    /// Whether `ip` is inside the prefix.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        (u32::from(ip) & self.mask()) == (u32::from(self.addr) & self.mask())
-    }
-}
+pub use pcp_client::prefix::Ipv4Prefix;
 
 /// Error for a malformed prefix, port range or rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,26 +23,6 @@ fn perr(what: &'static str, text: &str) -> ParseError {
     ParseError {
         what,
         text: text.to_owned(),
-    }
-}
-
-impl FromStr for Ipv4Prefix {
-    type Err = ParseError;
-    /// `a.b.c.d/len` or a bare address (`/32`).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, l) = s.split_once('/').unwrap_or((s, "32"));
-        let addr = a.trim().parse().map_err(|_| perr("prefix", s))?;
-        let len: u8 = l.trim().parse().map_err(|_| perr("prefix", s))?;
-        if len > 32 {
-            return Err(perr("prefix", s));
-        }
-        Ok(Ipv4Prefix::new(addr, len))
-    }
-}
-
-impl fmt::Display for Ipv4Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
     }
 }
 
@@ -124,7 +74,7 @@ impl FromStr for PermissionRule {
         Ok(PermissionRule {
             action,
             external_ports: parse_range(ext)?,
-            client: client.parse()?,
+            client: client.parse().map_err(|_| perr("permission rule", s))?,
             internal_ports: parse_range(int)?,
         })
     }

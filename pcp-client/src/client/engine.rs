@@ -184,8 +184,6 @@ pub struct Stats {
     pub responses: u64,
     /// Datagrams dropped by the §8.3 rules (wrong source, short, R = 0, bad length, no match).
     pub dropped: u64,
-    /// The PORT_SET of the last successful response (RFC 7753: `None` means one port).
-    pub granted_port_set: Option<crate::wire::PortSet>,
     /// PREFER_FAILURE successes that did not echo the suggestion (stale Mapping Updates, §13.2).
     pub stale_updates: u64,
     /// Invalid epochs seen (state loss).

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::natpmp;
-use crate::wire::{OptionCode, PcpOption, Protocol, ResponseRepr, ResultCode, peek_response};
+use crate::wire::{OptionCode, PcpOption, ResponseRepr, ResultCode, peek_response};
 
 use super::config::{LONG_ERROR_LIFETIME, SHORT_ERROR_LIFETIME, UNSUPP_VERSION_RETRY};
 use super::engine::{Engine, Key};
@@ -520,11 +520,8 @@ impl Engine {
 
     /// The mapping a NAT-PMP map answer is for: same server, protocol and internal port, in a
     /// NAT-PMP exchange or granted over NAT-PMP.
-    fn natpmp_match(&self, server: usize, protocol: natpmp::Protocol, port: u16) -> Option<u64> {
-        let protocol = match protocol {
-            natpmp::Protocol::Udp => Protocol::UDP,
-            natpmp::Protocol::Tcp => Protocol::TCP,
-        };
+    fn natpmp_match(&self, server: usize, protocol: natpmp::Transport, port: u16) -> Option<u64> {
+        let protocol = protocol.protocol();
         let candidates = self.mappings.iter().filter(|(_, m)| {
             m.server == server
                 && m.spec.protocol == protocol

@@ -436,7 +436,7 @@ impl Spec {
 
 /// The variable parts of one transmission of a mapping's request.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Send {
+pub(crate) struct Attempt {
     pub client_ip: IpAddr,
     pub nonce: Nonce,
     /// Suggested external address and port (the last assigned ones on renewal).
@@ -447,7 +447,7 @@ pub(crate) struct Send {
 }
 
 /// Writes the PCP request for `spec` into `buf`.
-pub(crate) fn emit_pcp(spec: &Spec, send: Send, buf: &mut [u8]) -> Result<usize, EmitError> {
+pub(crate) fn emit_pcp(spec: &Spec, send: Attempt, buf: &mut [u8]) -> Result<usize, EmitError> {
     let o = &spec.options;
     let (lifetime, address, port) = if send.delete {
         (0, Spec::family_zero(send.suggested.0), 0)

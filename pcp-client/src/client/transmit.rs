@@ -8,7 +8,7 @@ use crate::wire::Protocol;
 
 use super::engine::{Engine, Job};
 use super::event::Transmit;
-use super::request::{self, Send};
+use super::request::{self, Attempt};
 
 impl Engine {
     /// Writes the next datagram to send into `buf` (at least 1100 bytes; a shorter buffer
@@ -63,9 +63,9 @@ impl Engine {
                 };
                 let len = if m.natpmp {
                     let protocol = if m.spec.protocol == Protocol::TCP {
-                        natpmp::Protocol::Tcp
+                        natpmp::Transport::Tcp
                     } else {
-                        natpmp::Protocol::Udp
+                        natpmp::Transport::Udp
                     };
                     let (port, lifetime) = if m.deleting {
                         (0, 0)
@@ -76,7 +76,7 @@ impl Engine {
                         .emit(buf)
                         .ok()?
                 } else {
-                    let send = Send {
+                    let send = Attempt {
                         client_ip: path.local,
                         nonce: m.nonce,
                         suggested,

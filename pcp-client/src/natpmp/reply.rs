@@ -2,8 +2,8 @@
 //! version, unsupported opcode, and failed external-address or mapping requests.
 
 use super::{
-    EXTERNAL_ADDRESS_REQUEST_LEN, Error, ErrorResponse, OP_EXTERNAL_ADDRESS, Protocol,
-    RESPONSE_BIT, ResponseRepr, ResultCode, VERSION,
+    EXTERNAL_ADDRESS_REQUEST_LEN, Error, ErrorResponse, OP_EXTERNAL_ADDRESS, RESPONSE_BIT,
+    ResponseRepr, ResultCode, Transport, VERSION,
 };
 
 impl ErrorResponse {
@@ -52,7 +52,7 @@ impl ErrorResponse {
         if opcode == OP_EXTERNAL_ADDRESS {
             return Ok(ErrorResponse::ExternalAddress { result, epoch });
         }
-        Ok(match Protocol::from_request_opcode(opcode) {
+        Ok(match Transport::from_request_opcode(opcode) {
             Some(protocol) => ErrorResponse::Map {
                 protocol,
                 result,

@@ -3,8 +3,8 @@
 use std::num::{NonZeroU16, NonZeroU32};
 
 use super::{
-    EXTERNAL_ADDRESS_REQUEST_LEN, Error, MAP_REQUEST_LEN, OP_EXTERNAL_ADDRESS, Packet, Protocol,
-    RESPONSE_BIT, VERSION,
+    EXTERNAL_ADDRESS_REQUEST_LEN, Error, MAP_REQUEST_LEN, OP_EXTERNAL_ADDRESS, Packet,
+    RESPONSE_BIT, Transport, VERSION,
 };
 
 /// A NAT-PMP request.
@@ -21,7 +21,7 @@ pub enum RequestRepr {
     /// suggested external port is the port previously granted.
     Map {
         /// UDP (opcode 1) or TCP (opcode 2).
-        protocol: Protocol,
+        protocol: Transport,
         /// The client's local port.
         internal_port: u16,
         /// The external port the client would like, or 0 for "any".
@@ -33,7 +33,7 @@ pub enum RequestRepr {
     /// suggested external port is sent as 0 and ignored on reception.
     Delete {
         /// UDP (opcode 1) or TCP (opcode 2).
-        protocol: Protocol,
+        protocol: Transport,
         /// The internal port of the mapping to delete.
         internal_port: NonZeroU16,
     },
@@ -41,7 +41,7 @@ pub enum RequestRepr {
     /// port and lifetime all 0 (RFC 6886 §3.4). PCP has no equivalent.
     DeleteAll {
         /// UDP (opcode 1) or TCP (opcode 2).
-        protocol: Protocol,
+        protocol: Transport,
     },
 }
 
@@ -51,7 +51,7 @@ impl RequestRepr {
     /// [`RequestRepr::Delete`] (the suggested external port is then ignored), anything else is
     /// [`RequestRepr::Map`]. Never fails.
     pub const fn from_fields(
-        protocol: Protocol,
+        protocol: Transport,
         internal_port: u16,
         suggested_external_port: u16,
         lifetime: u32,
@@ -80,7 +80,7 @@ impl RequestRepr {
     }
 
     /// The mapping protocol, or `None` for the external address request.
-    pub const fn protocol(&self) -> Option<Protocol> {
+    pub const fn protocol(&self) -> Option<Transport> {
         match *self {
             RequestRepr::ExternalAddress => None,
             RequestRepr::Map { protocol, .. }
@@ -117,7 +117,7 @@ impl RequestRepr {
         }
         let (expected, protocol) = match opcode {
             OP_EXTERNAL_ADDRESS => (EXTERNAL_ADDRESS_REQUEST_LEN, None),
-            _ => match Protocol::from_request_opcode(opcode) {
+            _ => match Transport::from_request_opcode(opcode) {
                 Some(protocol) => (MAP_REQUEST_LEN, Some(protocol)),
                 None => return Err(Error::UnknownOpcode { opcode }),
             },
@@ -220,7 +220,7 @@ mod tests {
             (
                 &MAP_UDP,
                 RequestRepr::Map {
-                    protocol: Protocol::Udp,
+                    protocol: Transport::Udp,
                     internal_port: 5000,
                     suggested_external_port: 5000,
                     lifetime: nz32(7200),
@@ -229,7 +229,7 @@ mod tests {
             (
                 &MAP_TCP_ANY,
                 RequestRepr::Map {
-                    protocol: Protocol::Tcp,
+                    protocol: Transport::Tcp,
                     internal_port: 22,
                     suggested_external_port: 0,
                     lifetime: nz32(3600),
@@ -238,14 +238,14 @@ mod tests {
             (
                 &DELETE_TCP,
                 RequestRepr::Delete {
-                    protocol: Protocol::Tcp,
+                    protocol: Transport::Tcp,
                     internal_port: nz16(8080),
                 },
             ),
             (
                 &DELETE_ALL_UDP,
                 RequestRepr::DeleteAll {
-                    protocol: Protocol::Udp,
+                    protocol: Transport::Udp,
                 },
             ),
         ]
@@ -280,7 +280,7 @@ mod tests {
         assert_eq!(
             RequestRepr::parse(&bytes),
             Ok(RequestRepr::Delete {
-                protocol: Protocol::Tcp,
+                protocol: Transport::Tcp,
                 internal_port: nz16(8080)
             })
         );
@@ -289,7 +289,7 @@ mod tests {
         assert_eq!(
             RequestRepr::parse(&bytes),
             Ok(RequestRepr::DeleteAll {
-                protocol: Protocol::Udp
+                protocol: Transport::Udp
             })
         );
     }
@@ -298,21 +298,21 @@ mod tests {
     fn lifetime_zero_means_delete_and_internal_port_zero_too_means_delete_all() {
         // RFC 6886 §3.4
         assert_eq!(
-            RequestRepr::from_fields(Protocol::Udp, 5000, 6000, 0),
+            RequestRepr::from_fields(Transport::Udp, 5000, 6000, 0),
             RequestRepr::Delete {
-                protocol: Protocol::Udp,
+                protocol: Transport::Udp,
                 internal_port: nz16(5000)
             }
         );
         assert_eq!(
-            RequestRepr::from_fields(Protocol::Tcp, 0, 6000, 0),
+            RequestRepr::from_fields(Transport::Tcp, 0, 6000, 0),
             RequestRepr::DeleteAll {
-                protocol: Protocol::Tcp
+                protocol: Transport::Tcp
             }
         );
         // Internal port 0 with a lifetime is a (meaningless) map request, not a delete-all.
         assert!(matches!(
-            RequestRepr::from_fields(Protocol::Tcp, 0, 0, 1),
+            RequestRepr::from_fields(Transport::Tcp, 0, 0, 1),
             RequestRepr::Map {
                 internal_port: 0,
                 ..
@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(RequestRepr::ExternalAddress.opcode(), 0);
         assert_eq!(
             RequestRepr::DeleteAll {
-                protocol: Protocol::Tcp
+                protocol: Transport::Tcp
             }
             .opcode(),
             2
@@ -421,7 +421,7 @@ mod tests {
         let mut buf = [0u8; 11];
         assert_eq!(
             RequestRepr::DeleteAll {
-                protocol: Protocol::Udp
+                protocol: Transport::Udp
             }
             .emit(&mut buf),
             Err(Error::BufferTooSmall { len: 11, need: 12 })
@@ -433,8 +433,8 @@ mod tests {
         );
     }
 
-    pub(crate) fn arb_protocol() -> impl Strategy<Value = Protocol> {
-        prop_oneof![Just(Protocol::Udp), Just(Protocol::Tcp)]
+    pub(crate) fn arb_protocol() -> impl Strategy<Value = Transport> {
+        prop_oneof![Just(Transport::Udp), Just(Transport::Tcp)]
     }
 
     fn arb_request() -> impl Strategy<Value = RequestRepr> {

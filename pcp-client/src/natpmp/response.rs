@@ -4,8 +4,8 @@
 use std::net::Ipv4Addr;
 
 use super::{
-    EXTERNAL_ADDRESS_RESPONSE_LEN, Error, MAP_RESPONSE_LEN, OP_EXTERNAL_ADDRESS, Packet, Protocol,
-    RESPONSE_BIT, RESPONSE_HEADER_LEN, ResultCode, VERSION,
+    EXTERNAL_ADDRESS_RESPONSE_LEN, Error, MAP_RESPONSE_LEN, OP_EXTERNAL_ADDRESS, Packet,
+    RESPONSE_BIT, RESPONSE_HEADER_LEN, ResultCode, Transport, VERSION,
 };
 
 /// The opcode of the external address response, 128 (RFC 6886 §3.2).
@@ -28,7 +28,7 @@ pub enum ResponseRepr {
     /// delete-all with internal port 0 too.
     Map {
         /// UDP (opcode 129) or TCP (opcode 130).
-        protocol: Protocol,
+        protocol: Transport,
         /// Seconds Since Start of Epoch (RFC 6886 §3.6).
         epoch: u32,
         /// The internal port, echoed from the request.
@@ -70,7 +70,7 @@ pub enum ErrorResponse {
     /// (RFC 6886 §3.4, §3.5).
     Map {
         /// UDP (opcode 129) or TCP (opcode 130).
-        protocol: Protocol,
+        protocol: Transport,
         /// The result code; never 0.
         result: ResultCode,
         /// Seconds Since Start of Epoch.
@@ -182,7 +182,7 @@ impl ResponseRepr {
         }
         let packet = Packet::new_unchecked(data);
         let (result, epoch) = (packet.result_code(), packet.epoch());
-        let protocol = Protocol::from_response_opcode(opcode);
+        let protocol = Transport::from_response_opcode(opcode);
         if !result.is_success() {
             return Ok(ResponseRepr::Error(match protocol {
                 Some(protocol) if len >= MAP_RESPONSE_LEN => ErrorResponse::Map {
@@ -335,7 +335,7 @@ mod tests {
     fn fixtures() -> [(&'static [u8], ResponseRepr); 10] {
         use ErrorResponse as E;
         use ResponseRepr as R;
-        let (udp, tcp) = (Protocol::Udp, Protocol::Tcp);
+        let (udp, tcp) = (Transport::Udp, Transport::Tcp);
         [
             (
                 &EXTERNAL_ADDRESS,
@@ -473,7 +473,7 @@ mod tests {
         assert_eq!(
             ResponseRepr::parse(&bytes),
             Ok(ResponseRepr::Error(ErrorResponse::Map {
-                protocol: Protocol::Tcp,
+                protocol: Transport::Tcp,
                 result: ResultCode::NotAuthorized,
                 epoch: 5,
                 internal_port: 80,
@@ -669,8 +669,8 @@ mod tests {
         (1u16..=u16::MAX).prop_map(ResultCode::from_u16)
     }
 
-    fn arb_protocol() -> impl Strategy<Value = Protocol> {
-        prop_oneof![Just(Protocol::Udp), Just(Protocol::Tcp)]
+    fn arb_protocol() -> impl Strategy<Value = Transport> {
+        prop_oneof![Just(Transport::Udp), Just(Transport::Tcp)]
     }
 
     fn arb_response() -> impl Strategy<Value = ResponseRepr> {

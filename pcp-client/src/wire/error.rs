@@ -1,8 +1,7 @@
 //! Parse and emit errors. Each parse error names the rule the message broke, and knows which
 //! result code a server answers it with.
 
-use super::option::OptionCode;
-use super::types::{Opcode, ResultCode};
+use super::types::{Opcode, OptionCode, ResultCode};
 
 /// Why a datagram is not a valid PCP message. Every variant names the rule broken; offsets are
 /// from the start of the datagram.

@@ -55,11 +55,9 @@ pub use address::{decode_address, encode_address, is_ipv4_mapped};
 pub use error::{EmitError, Error};
 pub use error_response::{ErrorResponse, emit_error_response};
 pub use message::{AuthData, MapData, OpcodeData, PeerData, RequestRepr, ResponseRepr};
-pub use option::{
-    Description, Filter, OptionCode, Options, OptionsIter, PcpOption, PortSet, UnknownOption,
-};
+pub use option::{Description, Filter, Options, OptionsIter, PcpOption, PortSet, UnknownOption};
 pub use packet::{Packet, peek_response};
-pub use types::{Nonce, NonceParseError, Opcode, Protocol, ResultCode};
+pub use types::{Nonce, NonceParseError, Opcode, OptionCode, Protocol, ResultCode};
 
 /// PCP version carried by every request and response (RFC 6887 §7.1). Version 1 is never used;
 /// version 0 is NAT-PMP (RFC 6886).

@@ -12,69 +12,8 @@ use std::net::IpAddr;
 
 use super::address::{decode_address, encode_address, read_field};
 use super::error::{EmitError, Error};
-use super::types::Opcode;
+use super::types::{Opcode, OptionCode};
 use super::{MAX_MESSAGE_LEN, OPTION_HEADER_LEN};
-
-/// An option code (RFC 6887 §19.4). Codes 128 to 255 are optional to process.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OptionCode(pub u8);
-
-impl OptionCode {
-    /// THIRD_PARTY (RFC 6887 §13.1): the request is on behalf of another internal host.
-    pub const THIRD_PARTY: OptionCode = OptionCode(1);
-    /// PREFER_FAILURE (RFC 6887 §13.2): fail rather than assign another external port.
-    pub const PREFER_FAILURE: OptionCode = OptionCode(2);
-    /// FILTER (RFC 6887 §13.3): admit inbound traffic only from these remote peers.
-    pub const FILTER: OptionCode = OptionCode(3);
-    /// THIRD_PARTY_ID (RFC 7843).
-    pub const THIRD_PARTY_ID: OptionCode = OptionCode(13);
-    /// DESCRIPTION (RFC 7220).
-    pub const DESCRIPTION: OptionCode = OptionCode(128);
-    /// PORT_SET (RFC 7753).
-    pub const PORT_SET: OptionCode = OptionCode(130);
-
-    /// True when a receiver that does not know the option may ignore it (the MSB is set).
-    pub const fn is_optional(self) -> bool {
-        self.0 & 0x80 != 0
-    }
-
-    /// The registered name, if known (RFC 6887, 7220, 7652, 7753, 7843).
-    pub const fn name(self) -> Option<&'static str> {
-        Some(match self.0 {
-            1 => "THIRD_PARTY",
-            2 => "PREFER_FAILURE",
-            3 => "FILTER",
-            4 => "NONCE",
-            5 => "AUTHENTICATION_TAG",
-            6 => "PA_AUTHENTICATION_TAG",
-            7 => "EAP_PAYLOAD",
-            8 => "PRF",
-            9 => "MAC_ALGORITHM",
-            10 => "SESSION_LIFETIME",
-            11 => "RECEIVED_PAK",
-            12 => "ID_INDICATOR",
-            13 => "THIRD_PARTY_ID",
-            128 => "DESCRIPTION",
-            130 => "PORT_SET",
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Debug for OptionCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OptionCode({self})")
-    }
-}
-
-impl fmt::Display for OptionCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.name() {
-            Some(name) => f.write_str(name),
-            None => write!(f, "option {}", self.0),
-        }
-    }
-}
 
 /// FILTER option data (RFC 6887 §13.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -11,7 +11,7 @@ use pcp_client::client::{
     Config as EngineConfig, Engine, ErrorCode, Event, Exchange, GiveUp, MapRequest, MappingId,
     MappingUpdate, Path, ServerId, Transmit,
 };
-use pcp_client::wire::{Nonce, Protocol as PcpProtocol, ResultCode};
+use pcp_client::wire::{Nonce, ResultCode};
 
 use super::entry::{AfterRemoval, Entry, Phase};
 
@@ -273,13 +273,6 @@ pub struct Core {
     deferred: Vec<(u64, AddRequest)>,
     /// GetExternalIPAddress requests waiting for the probe in flight.
     external_waiters: Vec<u64>,
-}
-
-fn pcp_protocol(p: Protocol) -> PcpProtocol {
-    match p {
-        Protocol::Tcp => PcpProtocol::TCP,
-        Protocol::Udp => PcpProtocol::UDP,
-    }
 }
 
 fn v4(addr: SocketAddr) -> Option<SocketAddrV4> {

@@ -186,7 +186,7 @@ impl Core {
         let _entered = span.enter();
         let restoring = e.phase == Phase::Recovering;
         let mut request = MapRequest::new(
-            pcp_protocol(key.protocol),
+            key.protocol.protocol(),
             e.nat1_port,
             Self::pcp_lifetime(now, e.mapping.lease),
         );

@@ -158,7 +158,7 @@ impl Core {
                         // A retry by the control point reuses the nonce (and drops this
                         // delete), so the server sees a refresh, not a stranger's request.
                         if let Some((port, Some(nonce))) = orphan {
-                            let request = MapRequest::new(pcp_protocol(key.protocol), port, 1)
+                            let request = MapRequest::new(key.protocol.protocol(), port, 1)
                                 .nonce(nonce)
                                 .give_up(GiveUp::after(ORPHAN_DELETE));
                             match self.engine.delete_mapping(now, self.server, request) {

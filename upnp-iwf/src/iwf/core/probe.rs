@@ -58,7 +58,7 @@ impl Core {
             }
             _ => (Protocol::Udp, PROBE_EXTERNAL_PORT),
         };
-        let mut map = MapRequest::new(pcp_protocol(protocol), port, PROBE_LIFETIME)
+        let mut map = MapRequest::new(protocol.protocol(), port, PROBE_LIFETIME)
             .give_up(self.config.create_give_up);
         if let (ProbeKind::Specific, Some(k)) = (kind, key) {
             map = map

@@ -72,8 +72,8 @@ pub use error::LabError;
 pub use multi::{MultiLab, MultiLabBuilder, Site};
 pub use plan::{Iface, Node};
 pub use privilege::{
-    Privileged, REQUIRE_PRIVILEGED_ENV, check_privileges, privileged_required, require_privileges,
-    require_tool,
+    Privileged, REQUIRE_PRIVILEGED_ENV, check_privileges, privileged_required, require_found,
+    require_privileges, require_tool,
 };
 pub use sweep::{GENERATED_PREFIX, list_namespaces, sweep_stale};
 

@@ -54,14 +54,7 @@ fn ctl(bin: &Path, sock: &Path, args: &[&str]) -> String {
 #[test]
 fn natpmpc_in_the_cpe_maps_through_cgn_sim() {
     require_privileges!();
-    if Command::new("natpmpc").arg("-h").output().is_err() {
-        let strict = std::env::var_os("NAT444_REQUIRE_PRIVILEGED")
-            .is_some_and(|v| !v.is_empty() && v != "0");
-        assert!(
-            !strict,
-            "natpmpc is not installed, and NAT444_REQUIRE_PRIVILEGED forbids skipping"
-        );
-        eprintln!("SKIPPED: natpmpc not installed (apt-get install natpmpc)");
+    if !nat444_tests::lab::require_tool("natpmpc", &["-h"], "natpmpc") {
         return;
     }
     let bin = cgn_sim();

@@ -73,14 +73,11 @@ fn have_parser() -> bool {
         .args(["-c", "import prometheus_client.openmetrics.parser"])
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("NAT444_REQUIRE_PRIVILEGED").is_none(),
-            "python3-prometheus-client is missing (CI installs it)"
-        );
-        println!("SKIPPED: python3-prometheus-client is not installed");
-    }
-    ok
+    nat444_tests::lab::require_found(
+        ok,
+        "Python's prometheus_client",
+        "python3-prometheus-client",
+    )
 }
 
 // Issue #13 item 3; design.md §3 "Observable"; README "Metrics" lists these names.

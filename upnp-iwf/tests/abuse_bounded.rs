@@ -5,36 +5,16 @@
 //! resident memory has stayed bounded.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::BinaryDaemon;
 
 const MALFORMED_HTTP: usize = 3000;
 const MALFORMED_SSDP: usize = 5000;
 const SLOW_CONNECTIONS: usize = 100;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port_tcp() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-fn free_port_udp() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -107,36 +87,9 @@ fn malformed(i: usize, addr: SocketAddr) -> Vec<u8> {
 
 #[test]
 fn daemon_survives_malformed_floods_and_slow_connections() {
-    let http_port = free_port_tcp();
-    let ssdp_port = free_port_udp();
-    let child = Command::new(env!("CARGO_BIN_EXE_upnp-iwf"))
-        .args([
-            "--lan",
-            "lo",
-            "--upstream",
-            "none",
-            "--ctl",
-            "none",
-            "--nat",
-            "none",
-            "--no-announce",
-            "--external-address",
-            "198.51.100.1",
-        ])
-        .args([
-            "--http-port",
-            &http_port.to_string(),
-            "--ssdp-port",
-            &ssdp_port.to_string(),
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("upnp-iwf starts");
-    let daemon = Daemon(child);
-    let pid = daemon.0.id();
-    let addr: SocketAddr = ([127, 0, 0, 1], http_port).into();
+    let daemon = BinaryDaemon::start("warn", None);
+    let pid = daemon.pid();
+    let addr = daemon.http;
     let deadline = Instant::now() + Duration::from_secs(10);
     while good(addr).0.is_empty() {
         assert!(Instant::now() < deadline, "daemon did not come up");
@@ -177,7 +130,7 @@ fn daemon_survives_malformed_floods_and_slow_connections() {
     }
     // Malformed and oversized SSDP.
     let u = UdpSocket::bind("127.0.0.1:0").expect("udp");
-    let to: SocketAddr = ([127, 0, 0, 1], ssdp_port).into();
+    let to = daemon.ssdp;
     for i in 0..MALFORMED_SSDP {
         let msg: Vec<u8> = match i % 4 {
             0 => vec![0xff; 3000],

@@ -6,9 +6,13 @@
 //! ("… N more suppressed in the last 10 s"). Counts are asserted, never times.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::BinaryDaemon;
 
 const SEARCHES: usize = 5000;
 const DTD_REQUESTS: usize = 200;
@@ -17,29 +21,6 @@ const BAD_SOAP_REQUESTS: usize = 200;
 /// budget, SSDP queue full, DTD, unparsable body, UPnP fault), one summary per kind, and the
 /// shutdown lines. Without rate limiting it writes thousands.
 const MAX_LINES: usize = 40;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
 
 fn post(addr: SocketAddr, body: &str) -> String {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
@@ -82,43 +63,16 @@ fn suppressed(line: &str) -> u64 {
 
 #[test]
 fn a_burst_of_bad_ssdp_and_http_input_leaves_a_bounded_number_of_log_lines() {
-    let http_port = free_port();
-    let ssdp_port = free_udp_port();
     let log = std::env::temp_dir().join(format!("upnp-iwf-flood-{}.log", std::process::id()));
     let file = std::fs::File::create(&log).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_upnp-iwf"))
-        .args([
-            "--lan",
-            "lo",
-            "--upstream",
-            "none",
-            "--ctl",
-            "none",
-            "--no-announce",
-            "--external-address",
-            "198.51.100.1",
-            "--http-port",
-            &http_port.to_string(),
-            "--ssdp-port",
-            &ssdp_port.to_string(),
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::from(file.try_clone().expect("dup")))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .expect("upnp-iwf starts");
-    let mut daemon = Daemon(child);
-    let addr: SocketAddr = ([127, 0, 0, 1], http_port).into();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut daemon = BinaryDaemon::start("info", Some(file));
+    let addr = daemon.http;
+    daemon.wait_http();
     let before = lines_of(&log).len();
 
     // 5 000 searches: even ones from one source, odd ones from 127.0.1.1–250.
     let search = b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: ssdp:all\r\n\r\n";
-    let to: SocketAddr = ([127, 0, 0, 1], ssdp_port).into();
+    let to = daemon.ssdp;
     let one = UdpSocket::bind("127.0.0.1:0").expect("udp");
     let many: Vec<UdpSocket> = (1..=250u8)
         .filter_map(|i| UdpSocket::bind(SocketAddr::from(([127, 0, 1, i], 0))).ok())
@@ -143,14 +97,14 @@ fn a_burst_of_bad_ssdp_and_http_input_leaves_a_bounded_number_of_log_lines() {
         assert!(r.starts_with("HTTP/1.1 500"), "{r}");
     }
     // SIGTERM: the daemon writes the summaries still pending and exits.
-    let pid = daemon.0.id().to_string();
+    let pid = daemon.pid().to_string();
     let st = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
     assert!(st.success());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while daemon.0.try_wait().ok().flatten().is_none() {
+    while daemon.child.try_wait().ok().flatten().is_none() {
         assert!(Instant::now() < deadline, "daemon did not exit on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }

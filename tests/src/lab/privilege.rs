@@ -98,20 +98,27 @@ fn skip_or_fail(reason: &str) -> Option<Privileged> {
 /// not: prints `SKIPPED: … (apt-get install PACKAGE)` and returns false, or panics when
 /// `NAT444_REQUIRE_PRIVILEGED` is set (CI installs every tool, so a missing one is a failure).
 pub fn require_tool(name: &str, args: &[&str], package: &str) -> bool {
-    if std::process::Command::new(name)
+    let runs = std::process::Command::new(name)
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
-        .is_ok()
-    {
+        .is_ok();
+    require_found(runs, name, package)
+}
+
+/// [`require_tool`] for a check the caller made (`found`), e.g. that a command succeeds or a
+/// Python module imports: `what` names what is missing, `package` the Debian package that
+/// brings it.
+pub fn require_found(found: bool, what: &str, package: &str) -> bool {
+    if found {
         return true;
     }
     assert!(
         !privileged_required(),
-        "{name} is not installed, and {REQUIRE_PRIVILEGED_ENV} forbids skipping (apt-get install {package})"
+        "{what} is not installed, and {REQUIRE_PRIVILEGED_ENV} forbids skipping (apt-get install {package})"
     );
-    println!("SKIPPED: {name} is not installed (apt-get install {package})");
+    println!("SKIPPED: {what} is not installed (apt-get install {package})");
     false
 }
 

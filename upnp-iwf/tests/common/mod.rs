@@ -208,3 +208,95 @@ pub fn require_program(program: &str, install: &str) -> bool {
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
     found || missing_tool(program, install)
 }
+
+/// The real `upnp-iwf` binary on 127.0.0.1, no upstream, no NAT, no control socket, on free
+/// HTTP and SSDP ports; killed (by its own pid) when dropped.
+pub struct BinaryDaemon {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its HTTP address.
+    pub http: SocketAddr,
+    /// Its SSDP address.
+    pub ssdp: SocketAddr,
+}
+
+impl BinaryDaemon {
+    /// Starts it with `RUST_LOG=log_level`, its output to `output` (`None`: discarded).
+    pub fn start(log_level: &str, output: Option<std::fs::File>) -> BinaryDaemon {
+        let http_port = free_tcp_port();
+        let ssdp_port = free_udp_port();
+        let (stdout, stderr) = match output {
+            Some(f) => (
+                Stdio::from(f.try_clone().expect("dup log file")),
+                Stdio::from(f),
+            ),
+            None => (Stdio::null(), Stdio::null()),
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_upnp-iwf"))
+            .args([
+                "--lan",
+                "lo",
+                "--upstream",
+                "none",
+                "--nat",
+                "none",
+                "--ctl",
+                "none",
+                "--no-announce",
+                "--external-address",
+                "198.51.100.1",
+                "--http-port",
+                &http_port.to_string(),
+                "--ssdp-port",
+                &ssdp_port.to_string(),
+            ])
+            .env("RUST_LOG", log_level)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("upnp-iwf starts");
+        BinaryDaemon {
+            child,
+            http: ([127, 0, 0, 1], http_port).into(),
+            ssdp: ([127, 0, 0, 1], ssdp_port).into(),
+        }
+    }
+
+    /// Waits until its HTTP port accepts connections (at most 20 s).
+    pub fn wait_http(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(self.http).is_err() {
+            assert!(Instant::now() < deadline, "daemon did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for BinaryDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP port free on 127.0.0.1 just now.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+/// A UDP port free on 127.0.0.1 just now.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}

@@ -22,6 +22,49 @@ pub fn find(name: &str) -> Option<PathBuf> {
     bin.exists().then_some(bin)
 }
 
+/// The command line of `upnp-iwf` (binary `bin`) on a lab CPE: LAN `lan0`, WAN `wan0`, its
+/// state directory `state`, its control socket `ctl` (`none`: none), and `extra` flags; all
+/// else at its defaults, as a router owner starts it (PCP towards the WAN's default gateway,
+/// nftables NAT1).
+pub fn cpe_iwf_argv<'a>(
+    bin: &'a str,
+    state: &'a str,
+    ctl: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut argv = vec![
+        bin,
+        "--lan",
+        "lan0",
+        "--wan",
+        "wan0",
+        "--state-dir",
+        state,
+        "--ctl",
+        ctl,
+    ];
+    argv.extend_from_slice(extra);
+    argv
+}
+
+/// A daemon binary `nat444-lab` needs is not built.
+#[derive(Debug, thiserror::Error)]
+#[error("{name} is not built in {}: run `cargo build --workspace` first", dir.display())]
+pub struct MissingBinary {
+    /// Binary name.
+    pub name: &'static str,
+    /// Where it was looked for.
+    pub dir: PathBuf,
+}
+
+/// Binary `name`, next to this executable, or which one is missing and where it was looked for.
+pub fn require(name: &'static str) -> Result<PathBuf, MissingBinary> {
+    find(name).ok_or_else(|| MissingBinary {
+        name,
+        dir: target_dir().unwrap_or_default(),
+    })
+}
+
 /// Binary `name` of workspace package `package` for a test: built with `cargo build` when it is
 /// missing (e.g. when only this test crate was asked for). Panics, as a test should, when it
 /// cannot be had.

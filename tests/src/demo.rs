@@ -94,13 +94,8 @@ pub enum DemoError {
     #[error("interrupted; the lab was torn down")]
     Interrupted,
     /// A daemon binary is not built.
-    #[error("{name} is not built in {dir}: run `cargo build --workspace` first")]
-    MissingBinary {
-        /// Binary name.
-        name: &'static str,
-        /// Where it was looked for.
-        dir: PathBuf,
-    },
+    #[error(transparent)]
+    MissingBinary(#[from] crate::bins::MissingBinary),
     /// A step of the tour did not do what it should.
     #[error("{step}: {detail}")]
     Step {
@@ -168,17 +163,10 @@ pub struct Binaries {
 impl Binaries {
     /// Finds the binaries next to this executable (see [`crate::bins`]).
     pub fn locate() -> Result<Binaries, DemoError> {
-        let dir = crate::bins::target_dir().unwrap_or_default();
-        let find = |name: &'static str| {
-            crate::bins::find(name).ok_or_else(|| DemoError::MissingBinary {
-                name,
-                dir: dir.clone(),
-            })
-        };
         Ok(Binaries {
-            cgn_sim: find("cgn-sim")?,
-            upnp_iwf: find("upnp-iwf")?,
-            pcpc: find("pcpc")?,
+            cgn_sim: crate::bins::require("cgn-sim")?,
+            upnp_iwf: crate::bins::require("upnp-iwf")?,
+            pcpc: crate::bins::require("pcpc")?,
         })
     }
 }

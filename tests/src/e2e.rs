@@ -377,18 +377,7 @@ pub fn spawn_iwf_with(lab: &Lab, cpe: Node, extra: &[&str]) -> LabChild {
     let ctl = iwf_ctl_path(lab, cpe);
     let ctl = ctl.to_string_lossy();
     let iwf_bin = bin("upnp-iwf");
-    let mut argv = vec![
-        iwf_bin.as_str(),
-        "--lan",
-        "lan0",
-        "--wan",
-        "wan0",
-        "--state-dir",
-        &state,
-        "--ctl",
-        &ctl,
-    ];
-    argv.extend_from_slice(extra);
+    let argv = crate::bins::cpe_iwf_argv(&iwf_bin, &state, &ctl, extra);
     let iwf = lab.spawn(cpe, &argv).expect("upnp-iwf starts");
     assert!(
         wait(10, || iwf.log().contains("serving UPnP IGD")),

@@ -84,13 +84,8 @@ pub enum ScaleError {
     #[error("interrupted; the lab was torn down")]
     Interrupted,
     /// A daemon binary is not built.
-    #[error("{name} is not built in {dir}: run `cargo build --workspace` first")]
-    MissingBinary {
-        /// Binary name.
-        name: &'static str,
-        /// Where it was looked for.
-        dir: PathBuf,
-    },
+    #[error(transparent)]
+    MissingBinary(#[from] crate::bins::MissingBinary),
     /// The options cannot be run.
     #[error("{0}")]
     Options(String),
@@ -170,16 +165,9 @@ struct Bins {
 }
 
 fn locate() -> Result<Bins, ScaleError> {
-    let dir = crate::bins::target_dir().unwrap_or_default();
-    let find = |name: &'static str| {
-        crate::bins::find(name).ok_or_else(|| ScaleError::MissingBinary {
-            name,
-            dir: dir.clone(),
-        })
-    };
     Ok(Bins {
-        cgn_sim: find("cgn-sim")?,
-        upnp_iwf: find("upnp-iwf")?,
+        cgn_sim: crate::bins::require("cgn-sim")?,
+        upnp_iwf: crate::bins::require("upnp-iwf")?,
     })
 }
 
@@ -354,17 +342,7 @@ impl Scale<'_> {
         for k in self.subscribers() {
             let state = s(&self.lab.log_dir().join(format!("iwf-state-{k}")));
             let ctl = s(&self.lab.log_dir().join(format!("iwf-ctl-{k}.sock")));
-            let argv = [
-                upnp_iwf.as_str(),
-                "--lan",
-                "lan0",
-                "--wan",
-                "wan0",
-                "--state-dir",
-                &state,
-                "--ctl",
-                &ctl,
-            ];
+            let argv = crate::bins::cpe_iwf_argv(&upnp_iwf, &state, &ctl, &[]);
             iwfs.push(self.lab.spawn(Site::Cpe(k), &argv)?);
         }
         let limit = START_TIMEOUT + START_PER_SUBSCRIBER * u32::from(self.opts.subscribers);

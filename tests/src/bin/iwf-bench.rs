@@ -412,18 +412,7 @@ impl Bench {
     ) -> anyhow::Result<LabChild> {
         let state = self.lab.log_dir().join(state);
         let state = state.display().to_string();
-        let mut argv = vec![
-            self.iwf_bin.as_str(),
-            "--lan",
-            "lan0",
-            "--wan",
-            "wan0",
-            "--state-dir",
-            &state,
-            "--ctl",
-            "none",
-        ];
-        argv.extend_from_slice(extra);
+        let argv = nat444_tests::bins::cpe_iwf_argv(&self.iwf_bin, &state, "none", extra);
         let iwf = self
             .lab
             .spawn(Node::Cpe, &argv)

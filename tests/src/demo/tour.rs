@@ -197,23 +197,14 @@ impl<'a> Tour<'a> {
             .lab
             .log_dir()
             .join(format!("iwf-state-{}", node.name()));
-        let iwf = self.lab.spawn(
-            node,
-            &[
-                &s(&self.bins.upnp_iwf),
-                "--lan",
-                "lan0",
-                "--wan",
-                "wan0",
-                "--state-dir",
-                &s(&state),
-                "--ctl",
-                &s(&self
-                    .lab
-                    .log_dir()
-                    .join(format!("iwf-ctl-{}.sock", node.name()))),
-            ],
-        )?;
+        let ctl = self
+            .lab
+            .log_dir()
+            .join(format!("iwf-ctl-{}.sock", node.name()));
+        let (bin, state, ctl) = (s(&self.bins.upnp_iwf), s(&state), s(&ctl));
+        let iwf = self
+            .lab
+            .spawn(node, &crate::bins::cpe_iwf_argv(&bin, &state, &ctl, &[]))?;
         if !self.wait(10, || iwf.log().contains("serving UPnP IGD")) {
             self.check()?;
             return Err(step_err("starting upnp-iwf", iwf.log()));

@@ -149,6 +149,78 @@ fn external_of(upnpc: &str, proto: &str) -> Option<String> {
     })
 }
 
+/// Lines of the CGN's table for the CPE's NAT1 port `port` of `proto` (`MAP IN` and
+/// `MAP OUT`).
+fn cgn_lines_of(table: &str, proto: &str, port: u16) -> usize {
+    table
+        .lines()
+        .filter(|l| l.contains(&format!("Protocol: {proto}")))
+        .filter(|l| {
+            l.contains(&format!("[100.64.0.2:{port}]"))
+                || l.contains(&format!(" 100.64.0.2:{port}["))
+        })
+        .count()
+}
+
+// RFC 6970 §5.8: upnpc -N (DeletePortMappingRange, IGD:2) over six UDP mappings deletes each
+// upstream (one MAP delete with its nonce each) and from NAT1, all at once; a UDP mapping
+// outside the range and a TCP one at a port inside it stay on both NATs.
+#[test]
+fn delete_range_removes_every_mapping_in_it_on_both_nats() {
+    require_privileges!();
+    let n = Nat444::start();
+    let range = 4000..4006u16;
+    for p in range.clone() {
+        let add = n.map(p, "UDP");
+        assert!(external_of(&add, "UDP").is_some(), "{add}\n{}", n.logs());
+    }
+    for (p, proto) in [(4100, "UDP"), (4002, "TCP")] {
+        let add = n.map(p, proto);
+        assert!(external_of(&add, proto).is_some(), "{add}\n{}", n.logs());
+    }
+    let table = n.cgn_ctl(&["mappings"]);
+    for p in range.clone() {
+        assert_eq!(
+            cgn_lines_of(&table, "UDP", p),
+            2,
+            "MAP IN + OUT of {p}: {table}"
+        );
+    }
+    let del = out(
+        &n.lab,
+        Node::Lan,
+        &["upnpc", "-u", URL, "-N", "4000", "4005", "UDP"],
+        30,
+    );
+    assert!(
+        del.contains("UPNP_DeletePortMappingRange() returned : 0"),
+        "{del}\n{}",
+        n.logs()
+    );
+    let gone = wait(5, || {
+        let t = n.cgn_ctl(&["mappings"]);
+        range.clone().all(|p| cgn_lines_of(&t, "UDP", p) == 0)
+    });
+    let table = n.cgn_ctl(&["mappings"]);
+    assert!(gone, "every MAP of the range deleted at the CGN: {table}");
+    assert_eq!(cgn_lines_of(&table, "UDP", 4100), 2, "{table}");
+    assert_eq!(cgn_lines_of(&table, "TCP", 4002), 2, "{table}");
+    let nft = n.nft_table();
+    for p in range {
+        assert!(
+            !nft.contains(&format!("udp dport {p} ")),
+            "NAT1 rule of {p} removed: {nft}"
+        );
+    }
+    assert!(nft.contains("dnat to 192.168.0.10:4100"), "{nft}");
+    assert!(nft.contains("dnat to 192.168.0.10:4002"), "{nft}");
+    let log = n.iwf.log();
+    assert!(
+        log.contains("igd{action=DeletePortMappingRange cp=192.168.0.10}"),
+        "the range's deletes are logged under its span: {log}"
+    );
+}
+
 // RFC 6970 §5.5, §5.6.2, §5.8; nat1-nftables.md: upnpc -a from the LAN creates a mapping that
 // the Internet host reaches over UDP and TCP through both NATs; the LAN app's reply comes back
 // from the same external endpoint; upnpc -d removes it on the CPE (nft) and on the CGN, and

@@ -568,8 +568,12 @@ impl<B: PortMappingBackend> Igd<B> {
                 if victims.is_empty() {
                     return Err(UpnpError::PortMappingNotFound);
                 }
-                for m in victims {
-                    match self.backend.delete(now, m.key).await {
+                // All deletes at once: each waits for its PCP answer (at most the core's
+                // delete wait), so the range is answered within one wait, not one per
+                // mapping, and under a control point's SOAP timeout whatever its size.
+                let deletes = victims.iter().map(|m| self.backend.delete(now, m.key));
+                for result in futures_util::future::join_all(deletes).await {
+                    match result {
                         Ok(_) | Err(MappingError::NotFound) => {}
                         Err(e) => return Err(map_err(e, v)),
                     }

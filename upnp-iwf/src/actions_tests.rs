@@ -552,6 +552,106 @@ fn delete_range_inconsistent_is_733_and_empty_is_730() {
     );
 }
 
+/// A backend whose deletes each wait, like a PCP delete waiting for its answer, until
+/// `expected` deletes are waiting at once: a DeletePortMappingRange that deleted one mapping
+/// after another would never finish.
+struct SlowDeletes {
+    inner: MemoryBackend,
+    expected: usize,
+    waiting: std::sync::atomic::AtomicUsize,
+    most_at_once: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::mapping::PortMappingBackend for SlowDeletes {
+    fn wan_status(&self, now: Instant) -> crate::mapping::WanStatus {
+        self.inner.wan_status(now)
+    }
+    fn add(
+        &self,
+        now: Instant,
+        request: crate::mapping::AddRequest,
+    ) -> impl Future<Output = Result<PortMapping, MappingError>> + Send {
+        self.inner.add(now, request)
+    }
+    fn delete(
+        &self,
+        now: Instant,
+        key: crate::mapping::MappingKey,
+    ) -> impl Future<Output = Result<PortMapping, MappingError>> + Send {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut counted = false;
+        std::future::poll_fn(move |_| {
+            if !counted {
+                counted = true;
+                let now_waiting = self.waiting.fetch_add(1, SeqCst) + 1;
+                self.most_at_once.fetch_max(now_waiting, SeqCst);
+            }
+            if self.most_at_once.load(SeqCst) < self.expected {
+                return Poll::Pending;
+            }
+            Poll::Ready(ready(self.inner.delete(now, key)))
+        })
+    }
+    fn get(&self, now: Instant, key: &crate::mapping::MappingKey) -> Option<PortMapping> {
+        self.inner.get(now, key)
+    }
+    fn list(&self, now: Instant) -> Vec<PortMapping> {
+        self.inner.list(now)
+    }
+    fn expire(&self, now: Instant) -> Vec<PortMapping> {
+        self.inner.expire(now)
+    }
+    fn update_id(&self) -> u32 {
+        self.inner.update_id()
+    }
+}
+
+// RFC 6970 §5.8: one PCP delete per mapping of the range. They run at once, so a range is
+// answered within one delete's wait (the core's 4 s at most), under a control point's 5 s
+// SOAP timeout however many mappings it holds, and not one wait per mapping.
+#[test]
+fn delete_range_sends_every_delete_at_once() {
+    let now = Instant::now();
+    let memory = igd(now);
+    let c = ctx(now, ME, IgdVersion::V2);
+    for p in 2000..2010u16 {
+        let p = p.to_string();
+        call(
+            &memory,
+            &c,
+            "AddPortMapping",
+            &add_req(&p, "UDP", &p, "", "0"),
+        )
+        .expect("ok");
+    }
+    let slow = Igd {
+        backend: Arc::new(SlowDeletes {
+            inner: Arc::try_unwrap(memory.backend).unwrap_or_else(|_| panic!("one owner")),
+            expected: 10,
+            waiting: 0.into(),
+            most_at_once: 0.into(),
+        }),
+        policy: memory.policy,
+        identity: memory.identity,
+        link: memory.link,
+    };
+    let range = req(&[
+        ("NewStartPort", "2000"),
+        ("NewEndPort", "2009"),
+        ("NewProtocol", "UDP"),
+        ("NewManage", "0"),
+    ]);
+    ready(slow.handle(&c, "DeletePortMappingRange", &range)).expect("deleted");
+    assert_eq!(
+        slow.backend
+            .most_at_once
+            .load(std::sync::atomic::Ordering::SeqCst),
+        10,
+        "all ten deletes waited at the same time"
+    );
+    assert_eq!(slow.backend.inner.count(now), 0);
+}
+
 // GetListOfPortMappings: CDATA-wrapped p:PortMappingList with NewDescription/NewLeaseTime;
 // descriptions with & < > stay well-formed.
 #[test]

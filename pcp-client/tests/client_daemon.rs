@@ -672,3 +672,80 @@ fn stale_delete_answer_before_a_grant_changes_nothing() {
         [Event::GaveUp { id: got, exchange: Exchange::Create, .. }] if *got == id
     ));
 }
+
+// RFC 6887 §11.5 (host renumbering), §8.4: the host's address towards the server changed.
+// Every mapping is created again from the new address at once — the request's Client IP and
+// the datagram's source are the new address, same nonce, PREFER_FAILURE kept, the last
+// external endpoint suggested — retransmitted on the §8.1.1 schedule until answered, and the
+// answer is a restore; an unchanged address or an unknown path changes nothing.
+#[test]
+fn renumbered_host_recreates_every_mapping_from_its_new_address() {
+    let mut h = Harness::new();
+    let (a_id, a) = granted_pf(&mut h, 5000, 3600, 1000);
+    let (b_id, b) = granted_pf(&mut h, 5001, 3600, 1000);
+    h.advance(secs(100.0));
+    assert!(h.take_sent().is_empty());
+    let old = ip(CLIENT);
+    let new = ip("192.168.0.77");
+    let server = h.server;
+    assert_eq!(h.engine.local_address_changed(h.now, server, 0, old), 0);
+    assert_eq!(h.engine.local_address_changed(h.now, server, 9, new), 0);
+    assert_eq!(h.engine.stats().renumberings, 0);
+    assert_eq!(h.engine.local_address_changed(h.now, server, 0, new), 2);
+    h.drain();
+    assert_eq!(
+        h.take_events(),
+        [Event::Renumbered {
+            server,
+            previous: old,
+            local: new
+        }]
+    );
+    assert_eq!(h.engine.server_paths(server).map(|p| p[0].local), Some(new));
+    let wave = h.take_sent();
+    assert_eq!(wave.len(), 2, "both re-created at once");
+    for (s, (port, first)) in wave.iter().zip([(15000, &a), (15001, &b)]) {
+        assert_eq!(s.from, new, "sent from the new address");
+        assert_eq!(s.request().client_ip, new, "Client IP is the new address");
+        assert_eq!(s.map().nonce, first.map().nonce, "same nonce");
+        assert_eq!(
+            s.map().external_port,
+            port,
+            "suggests the last external port"
+        );
+        assert!(has_prefer_failure(s));
+    }
+    // The first copies are lost: resent after IRT ± RAND, still from the new address.
+    h.advance(secs(3.31));
+    let again = h.take_sent();
+    assert_eq!(again.len(), 2, "resent until answered");
+    assert!(again.iter().all(|s| s.from == new));
+    // The answers come to the new address (one to the old address would be dropped).
+    for s in &again {
+        let bytes = response(
+            s,
+            ResultCode::Success,
+            3600,
+            1103,
+            s.map().external_port,
+            &[],
+        );
+        h.engine
+            .handle_datagram(h.now, s.to, SocketAddr::new(new, 40001), &bytes);
+    }
+    h.drain();
+    let events = h.take_events();
+    for id in [a_id, b_id] {
+        assert!(
+            events.iter().any(
+                |e| matches!(e, Event::Restored { id: got, same_endpoint: true, .. } if *got == id)
+            ),
+            "{events:?}"
+        );
+    }
+    assert_eq!(h.engine.stats().renumberings, 1);
+    // Back to renewals from the new address.
+    h.advance(secs(1900.0));
+    let renewals = h.take_sent();
+    assert!(!renewals.is_empty() && renewals.iter().all(|s| s.from == new));
+}

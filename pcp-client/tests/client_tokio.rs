@@ -260,7 +260,7 @@ fn fast(servers: Vec<SocketAddr>) -> ClientConfig {
             ..Config::default()
         },
         no_announce_listener: true,
-        announce_interface: None,
+        ..ClientConfig::default()
     }
 }
 

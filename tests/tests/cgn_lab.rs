@@ -209,3 +209,91 @@ fn pcpc_in_the_cpe_maps_peers_and_deletes_through_cgn_sim() {
     assert!(ann.contains(r#""result":"SUCCESS""#), "{ann}");
     let _ = std::fs::remove_file(&sock);
 }
+
+// RFC 6887 §11.5 (host renumbering) through the tokio client: `pcpc map --keep` holds a
+// mapping from the CPE; the CPE's WAN address changes (100.64.0.2 → 100.64.0.9); within a few
+// address checks (5 s each) the client creates the mapping again from the new address with
+// the same nonce — the CGN's table shows a MAP for 100.64.0.9 — and pcpc reports a restore.
+#[test]
+fn pcpc_keep_follows_the_hosts_new_address() {
+    require_privileges!();
+    let bin = cgn_sim();
+    let pcpc_bin = workspace_bin("pcp-client", "pcpc").display().to_string();
+    let lab = LabBuilder::new().build().expect("lab builds");
+    let (_daemon, sock) = start_cgn(&lab, &bin);
+    let keeper = lab
+        .spawn(
+            Node::Cpe,
+            &[
+                &pcpc_bin,
+                "--server",
+                "100.64.0.1",
+                "--json",
+                "map",
+                "--internal-port",
+                "7100",
+                "--lifetime",
+                "600",
+                "--keep",
+            ],
+        )
+        .expect("pcpc starts");
+    let wait = |secs: u64, cond: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(secs) {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cond()
+    };
+    assert!(
+        wait(10, &|| keeper.log().contains("\"nonce\"")),
+        "{}",
+        keeper.log()
+    );
+    let nonce = keeper
+        .log()
+        .split("\"nonce\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("nonce in pcpc's answer")
+        .to_string();
+    assert!(ctl(&bin, &sock, &["mappings"]).contains("[100.64.0.2:7100]"));
+    for cmd in [
+        vec!["ip", "addr", "del", "100.64.0.2/24", "dev", "wan0"],
+        vec!["ip", "addr", "add", "100.64.0.9/24", "dev", "wan0"],
+        vec![
+            "ip",
+            "route",
+            "replace",
+            "default",
+            "via",
+            "100.64.0.1",
+            "dev",
+            "wan0",
+        ],
+    ] {
+        lab.exec_ok(Node::Cpe, &cmd).expect("renumber the WAN");
+    }
+    let moved = wait(20, &|| {
+        ctl(&bin, &sock, &["mappings"])
+            .lines()
+            .any(|l| l.contains("Type: MAP IN") && l.contains("[100.64.0.9:7100]"))
+    });
+    let table = ctl(&bin, &sock, &["mappings"]);
+    assert!(moved, "{table}\n{}", keeper.log());
+    assert!(
+        table
+            .lines()
+            .filter(|l| l.contains("[100.64.0.9:7100]"))
+            .all(|l| l.contains(&nonce)),
+        "same nonce {nonce}: {table}"
+    );
+    assert!(
+        wait(5, &|| keeper.log().contains("\"event\":\"restored\"")),
+        "{}",
+        keeper.log()
+    );
+}

@@ -251,6 +251,7 @@ async fn run(cli: Cli) -> ExitCode {
             })
         ),
         announce_interface: cli.announce_interface.clone(),
+        ..ClientConfig::default()
     };
     let client = match Client::new(config).await {
         Ok(c) => c,

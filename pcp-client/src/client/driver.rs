@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
@@ -30,8 +30,13 @@ use super::{
     Path, PeerRequest, RequestError, ServerId, Stats, Version,
 };
 
+/// How often the driver looks up the source address it would use towards each server
+/// address (a route lookup: a UDP `connect` of a throw-away socket, no traffic), to follow the
+/// host when it is renumbered (RFC 6887 §11.5).
+pub const ADDRESS_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where the client finds its server and how it behaves.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// The addresses of the PCP server, in preference order (RFC 7488 §3: they are one server,
     /// tried in turn). Empty: the default gateways of this host (RFC 6887 §8.1).
@@ -47,6 +52,24 @@ pub struct ClientConfig {
     /// the server (IPv4) and accept only that membership (IP_MULTICAST_ALL off), so an
     /// ANNOUNCE sent by a LAN host on another interface never reaches the client.
     pub announce_interface: Option<String>,
+    /// How often to check whether the host's source address towards the server changed
+    /// ([`ADDRESS_CHECK`] by default; `None`: never). On a change the driver opens a new
+    /// socket from the new address and re-creates every mapping from it
+    /// ([`Engine::local_address_changed`], [`Event::Renumbered`], then [`Event::Restored`]
+    /// per mapping); [`Client::paths`] shows the new address.
+    pub address_check: Option<std::time::Duration>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            servers: Vec::new(),
+            engine: Config::default(),
+            no_announce_listener: false,
+            announce_interface: None,
+            address_check: Some(ADDRESS_CHECK),
+        }
+    }
 }
 
 /// Why a client operation failed.
@@ -162,7 +185,7 @@ type CreateReply = oneshot::Sender<Result<(MappingId, GrantInfo, Subscription), 
 #[derive(Debug, Clone)]
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
-    paths: Arc<Vec<Path>>,
+    paths: Arc<Mutex<Vec<Path>>>,
 }
 
 /// A granted mapping, renewed in the background for as long as this value lives.
@@ -231,10 +254,13 @@ impl Client {
                 }
             }
         }
+        let shared_paths = Arc::new(Mutex::new(paths));
         let driver = Driver {
             engine,
             server,
             sockets,
+            paths: shared_paths.clone(),
+            address_check: config.address_check,
             events: Vec::new(),
             updates: HashMap::new(),
             pending: HashMap::new(),
@@ -245,13 +271,17 @@ impl Client {
         tokio::spawn(driver.run(commands_rx, listeners));
         Ok(Client {
             commands,
-            paths: Arc::new(paths),
+            paths: shared_paths,
         })
     }
 
-    /// The server's addresses with the local address used towards each.
-    pub fn paths(&self) -> &[Path] {
-        &self.paths
+    /// The server's addresses with the local address used towards each (the current one,
+    /// after a renumbering).
+    pub fn paths(&self) -> Vec<Path> {
+        self.paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Every engine event from now on (granted, renewed, changed, restored, expired, failed,
@@ -465,6 +495,9 @@ struct Driver {
     engine: Engine,
     server: ServerId,
     sockets: Vec<Arc<UdpSocket>>,
+    /// The paths as [`Client::paths`] shows them.
+    paths: Arc<Mutex<Vec<Path>>>,
+    address_check: Option<std::time::Duration>,
     events: Vec<mpsc::UnboundedSender<Event>>,
     updates: HashMap<MappingId, oneshot::Sender<Result<(), ClientError>>>,
     pending: HashMap<MappingId, CreateReply>,
@@ -482,14 +515,20 @@ impl Driver {
         let (in_tx, mut incoming) = mpsc::channel::<Incoming>(256);
         // Reader tasks end when `readers` is dropped (JoinSet aborts on drop): no task leaks.
         let mut readers = JoinSet::new();
-        for socket in &self.sockets {
-            readers.spawn(read_loop(socket.clone(), in_tx.clone(), None));
-        }
+        let mut socket_readers: Vec<_> = self
+            .sockets
+            .iter()
+            .map(|socket| readers.spawn(read_loop(socket.clone(), in_tx.clone(), None)))
+            .collect();
         for listener in listeners {
             let to = listener.local_addr().ok();
             readers.spawn(read_loop(Arc::new(listener), in_tx.clone(), to));
         }
-        drop(in_tx);
+        let mut address_check = self.address_check.filter(|d| !d.is_zero()).map(|d| {
+            let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         loop {
             self.flush().await;
             let deadline = self.engine.poll_timeout();
@@ -514,6 +553,22 @@ impl Driver {
                     }
                 }
                 () = sleep => self.engine.handle_timeout(Instant::now()),
+                _ = async {
+                    match address_check.as_mut() {
+                        Some(i) => i.tick().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    for path in self.renumbered() {
+                        // The old socket's reader goes with it; the new one reads the new socket.
+                        socket_readers[path].abort();
+                        socket_readers[path] = readers.spawn(read_loop(
+                            self.sockets[path].clone(),
+                            in_tx.clone(),
+                            None,
+                        ));
+                    }
+                }
             }
         }
         readers.shutdown().await;
@@ -630,6 +685,48 @@ impl Driver {
         if self.announces.is_empty() {
             self.engine.cancel_announce(self.server);
         }
+    }
+
+    /// Looks up the source address towards each server address; where it changed, opens a
+    /// socket from the new address in place of the old one and tells the engine. The paths
+    /// that changed.
+    fn renumbered(&mut self) -> Vec<usize> {
+        let Some(paths) = self.engine.server_paths(self.server).map(<[Path]>::to_vec) else {
+            return Vec::new();
+        };
+        let mut changed = Vec::new();
+        for (i, path) in paths.iter().enumerate() {
+            // No route (an interface down): keep the old socket until one comes back.
+            let Ok(local) = source_towards(path.remote) else {
+                continue;
+            };
+            if local == path.local {
+                continue;
+            }
+            let socket = match connected_socket(path.remote) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!("new socket towards {}: {e}", path.remote);
+                    continue;
+                }
+            };
+            let Ok(bound) = socket.local_addr() else {
+                continue;
+            };
+            self.sockets[i] = Arc::new(socket);
+            self.engine
+                .local_address_changed(Instant::now(), self.server, i, bound.ip());
+            if let Some(p) = self
+                .paths
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(i)
+            {
+                p.local = bound.ip();
+            }
+            changed.push(i);
+        }
+        changed
     }
 
     fn path_index(&self, remote: SocketAddr) -> Option<usize> {
@@ -760,6 +857,19 @@ async fn read_loop(socket: Arc<UdpSocket>, tx: mpsc::Sender<Incoming>, to: Optio
             return;
         }
     }
+}
+
+/// The source address the host would use towards `remote` now: a route lookup by a UDP
+/// `connect` of a throw-away socket, which sends nothing.
+fn source_towards(remote: SocketAddr) -> io::Result<IpAddr> {
+    let any: SocketAddr = if remote.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let probe = std::net::UdpSocket::bind(any)?;
+    probe.connect(remote)?;
+    Ok(probe.local_addr()?.ip())
 }
 
 /// A UDP socket on a random local port (RFC 6056; RFC 6887 §8.1), connected to the server.

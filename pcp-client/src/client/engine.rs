@@ -195,6 +195,8 @@ pub struct Stats {
     pub restores: u64,
     /// Bounded exchanges that gave up ([`Event::GaveUp`]).
     pub gave_up: u64,
+    /// Changes of the host's address towards a server ([`Engine::local_address_changed`]).
+    pub renumberings: u64,
 }
 
 /// Where a mapping stands in the engine.
@@ -697,6 +699,52 @@ impl Engine {
             }
             self.fire(now, id);
         }
+    }
+
+    /// The host's source address towards `server`'s address number `path` (an index into
+    /// [`Engine::server_paths`]) is now `local`: the host was renumbered by DHCP, an IPv6
+    /// privacy address rotated, or it moved to another network (RFC 6887 §11.5, §8.4).
+    ///
+    /// A PCP server keys its mappings by the client's address, so every mapping at the
+    /// server is created again from the new address at once: same nonce and parameters,
+    /// suggesting its last external endpoint, on the §8.1.1 schedule until answered
+    /// ([`Event::Restored`]). Error hold-downs the server gave the old address are dropped
+    /// with it. The server's mappings for the old address are left to lapse: deleting them
+    /// takes a request from the old address, which is usually gone. Reports
+    /// [`Event::Renumbered`] and returns the number of mappings re-created; an unknown
+    /// server or path, or an unchanged address, changes nothing and returns 0.
+    pub fn local_address_changed(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        path: usize,
+        local: IpAddr,
+    ) -> usize {
+        let Some(p) = self
+            .servers
+            .get_mut(server.0)
+            .and_then(|s| s.paths.get_mut(path))
+        else {
+            return 0;
+        };
+        if p.local == local {
+            return 0;
+        }
+        let previous = std::mem::replace(&mut p.local, local);
+        let count = self
+            .mappings
+            .values()
+            .filter(|m| m.server == server.0)
+            .count();
+        tracing::info!(%previous, %local, mappings = count, "PCP client address changed: re-creating its mappings");
+        self.stats.renumberings += 1;
+        self.push_event(Event::Renumbered {
+            server,
+            previous,
+            local,
+        });
+        self.renew_all(now, server.0, None);
+        count
     }
 
     /// When the engine next needs [`Engine::handle_timeout`].

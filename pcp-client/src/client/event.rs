@@ -204,6 +204,17 @@ pub enum Event {
         /// True when an ANNOUNCE showed it (the engine then waits 0 to 5 s first).
         announced: bool,
     },
+    /// The host's address towards the server changed ([`super::Engine::local_address_changed`]):
+    /// every mapping there is being created again from the new address (RFC 6887 §11.5),
+    /// each reported as [`Event::Restored`] when answered.
+    Renumbered {
+        /// The server.
+        server: ServerId,
+        /// The address requests came from until now.
+        previous: IpAddr,
+        /// The address they come from from now on.
+        local: IpAddr,
+    },
     /// Every address of a multi-address server failed; the engine tries again in 15 min
     /// (RFC 7488 §3).
     ServerUnreachable {

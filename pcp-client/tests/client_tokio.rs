@@ -651,12 +651,14 @@ async fn pcpc_error_is_one_line_naming_the_result_code() {
 }
 
 /// Kills the spawned cgn-sim (by its own PID) when the test ends, however it ends.
-struct Daemon(std::process::Child);
+/// A cgn-sim process and its control socket, both gone when dropped.
+struct Daemon(std::process::Child, std::path::PathBuf);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_file(&self.1);
     }
 }
 
@@ -709,6 +711,7 @@ async fn against_cgn_sim_map_restart_and_delete() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("cgn-sim starts"),
+        ctl.clone(),
     );
     let server = SocketAddr::from(([127, 0, 0, 1], port));
     let mut config = fast(vec![server]);

@@ -17,7 +17,8 @@ fn cgn_sim() -> PathBuf {
 
 /// Starts cgn-sim in the lab's cgn namespace and waits for its control socket.
 fn start_cgn(lab: &nat444_tests::lab::Lab, bin: &Path) -> (nat444_tests::lab::LabChild, PathBuf) {
-    let sock = std::env::temp_dir().join(format!("{}-cgn.sock", lab.prefix()));
+    // In the lab's directory, which goes with the lab.
+    let sock = lab.log_dir().join("cgn.sock");
     let sock_s = sock.display().to_string();
     let bin_s = bin.display().to_string();
     let argv = cgn_sim_argv(&bin_s, "none", &sock_s);

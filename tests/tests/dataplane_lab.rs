@@ -176,7 +176,8 @@ impl Fixture {
         } else {
             vec![Node::Cpe]
         };
-        let sock = std::env::temp_dir().join(format!("{}-cgn.sock", lab.prefix()));
+        // In the lab's directory, which goes with the lab.
+        let sock = lab.log_dir().join("cgn.sock");
         let mut f = Fixture {
             nft_table,
             cpes,

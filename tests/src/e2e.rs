@@ -358,6 +358,33 @@ pub fn spawn_iwf_in(lab: &Lab, cpe: Node) -> LabChild {
     spawn_iwf_with(lab, cpe, &[])
 }
 
+/// Renumbers the home router's WAN (`wan0` of `Node::Cpe`) from 100.64.0.2 to `new` (a /24
+/// address of the CPE-CGN link), as a DHCP lease with another address does, and puts the
+/// default route back through the CGN.
+///
+/// # Panics
+/// When `ip` refuses.
+pub fn renumber_cpe_wan(lab: &Lab, new: &str) {
+    let new = format!("{new}/24");
+    // Delete first: an address added beside the old one is a secondary, and goes with it.
+    for cmd in [
+        vec!["ip", "addr", "del", "100.64.0.2/24", "dev", "wan0"],
+        vec!["ip", "addr", "add", new.as_str(), "dev", "wan0"],
+        vec![
+            "ip",
+            "route",
+            "replace",
+            "default",
+            "via",
+            "100.64.0.1",
+            "dev",
+            "wan0",
+        ],
+    ] {
+        lab.exec_ok(Node::Cpe, &cmd).expect("renumber the WAN");
+    }
+}
+
 /// The control socket (`upnp-iwf ctl --ctl PATH`) of the IWF on `cpe` started by
 /// [`spawn_iwf_with`]: in the lab's log directory, so each router has its own.
 pub fn iwf_ctl_path(lab: &Lab, cpe: Node) -> std::path::PathBuf {

@@ -262,22 +262,7 @@ fn pcpc_keep_follows_the_hosts_new_address() {
         .expect("nonce in pcpc's answer")
         .to_string();
     assert!(ctl(&bin, &sock, &["mappings"]).contains("[100.64.0.2:7100]"));
-    for cmd in [
-        vec!["ip", "addr", "del", "100.64.0.2/24", "dev", "wan0"],
-        vec!["ip", "addr", "add", "100.64.0.9/24", "dev", "wan0"],
-        vec![
-            "ip",
-            "route",
-            "replace",
-            "default",
-            "via",
-            "100.64.0.1",
-            "dev",
-            "wan0",
-        ],
-    ] {
-        lab.exec_ok(Node::Cpe, &cmd).expect("renumber the WAN");
-    }
+    nat444_tests::e2e::renumber_cpe_wan(&lab, "100.64.0.9");
     let moved = wait(20, &|| {
         ctl(&bin, &sock, &["mappings"])
             .lines()

@@ -583,23 +583,7 @@ fn wan_address_change_maps_everything_again_from_the_new_address() {
     let lab = &n.lab;
     let add = n.map(6600, "UDP");
     assert!(add.contains("is redirected"), "{add}");
-    // Delete first: an address added beside the old one is a secondary, and goes with it.
-    for cmd in [
-        vec!["ip", "addr", "del", "100.64.0.2/24", "dev", "wan0"],
-        vec!["ip", "addr", "add", "100.64.0.9/24", "dev", "wan0"],
-        vec![
-            "ip",
-            "route",
-            "replace",
-            "default",
-            "via",
-            "100.64.0.1",
-            "dev",
-            "wan0",
-        ],
-    ] {
-        lab.exec_ok(Node::Cpe, &cmd).expect("renumber the WAN");
-    }
+    nat444_tests::e2e::renumber_cpe_wan(lab, "100.64.0.9");
     let remapped = wait(20, || {
         map_in_lines(&n.cgn_ctl(&["mappings"]))
             .iter()

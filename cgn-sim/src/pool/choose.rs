@@ -10,7 +10,7 @@ use super::NatPool;
 /// How to pick a port.
 #[derive(Debug, Clone, Copy)]
 pub struct PortRequest {
-    /// Protocol index ([`proto_index`]).
+    /// Protocol index ([`proto_index`](super::proto_index)).
     pub proto: usize,
     /// Internal port: its range class (<1024 or not) and parity are kept.
     pub internal_port: u16,

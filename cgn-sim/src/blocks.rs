@@ -46,28 +46,62 @@ impl PortBlock {
     }
 }
 
-/// Dynamic block assignments.
+/// Dynamic block assignments (kept by [`crate::ports::Ports`]): a block is taken exactly
+/// while one subscriber holds it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BlockTable {
     /// (realm, subscriber) → block.
-    pub by_subscriber: std::collections::HashMap<(u16, Ipv4Addr), PortBlock>,
+    by_subscriber: std::collections::HashMap<(u16, Ipv4Addr), PortBlock>,
     /// (address index, block number) in use.
-    pub taken: HashSet<(u16, u16)>,
+    taken: HashSet<(u16, u16)>,
+}
+
+impl BlockTable {
+    /// The block the subscriber holds.
+    pub fn get(&self, realm: u16, subscriber: Ipv4Addr) -> Option<PortBlock> {
+        self.by_subscriber.get(&(realm, subscriber)).copied()
+    }
+
+    /// True if block `number` of address `addr_index` is held.
+    pub fn is_taken(&self, addr_index: u16, number: u16) -> bool {
+        self.taken.contains(&(addr_index, number))
+    }
+
+    /// Gives `block` to the subscriber; true if it held none before.
+    pub fn assign(&mut self, realm: u16, subscriber: Ipv4Addr, block: PortBlock) -> bool {
+        if self
+            .by_subscriber
+            .insert((realm, subscriber), block)
+            .is_none()
+        {
+            self.taken.insert((block.addr_index, block.number));
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes the subscriber's block back.
+    pub fn release(&mut self, realm: u16, subscriber: Ipv4Addr) -> Option<PortBlock> {
+        let b = self.by_subscriber.remove(&(realm, subscriber))?;
+        self.taken.remove(&(b.addr_index, b.number));
+        Some(b)
+    }
 }
 
 impl Server {
     /// Block settings, the lowest block port and blocks per address; `None`: option off.
     fn block_geometry(&self) -> Option<(PortBlocks, u16, u16)> {
-        let b = self.config.port_blocks?;
-        let lo = self.config.port_min.max(1024);
-        let span = (u32::from(self.config.port_max) + 1).saturating_sub(u32::from(lo));
+        let b = self.config().port_blocks?;
+        let lo = self.config().port_min.max(1024);
+        let span = (u32::from(self.config().port_max) + 1).saturating_sub(u32::from(lo));
         let per_addr = u16::try_from(span / u32::from(b.size.max(1))).unwrap_or(u16::MAX);
         Some((b, lo, per_addr))
     }
 
     fn block(&self, addr_index: u16, number: u16) -> Option<PortBlock> {
         let (b, lo, per_addr) = self.block_geometry()?;
-        if number >= per_addr || usize::from(addr_index) >= self.pool.len() {
+        if number >= per_addr || usize::from(addr_index) >= self.pool().len() {
             return None;
         }
         let first = u32::from(lo) + u32::from(number) * u32::from(b.size);
@@ -83,7 +117,7 @@ impl Server {
     /// mapping), if it is a subscriber address.
     fn subscriber_ordinal(&self, subscriber: Ipv4Addr) -> Option<u64> {
         let mut base = 0u64;
-        for p in self.subscribers.prefixes() {
+        for p in self.subscribers().prefixes() {
             let size = 1u64 << (32 - u32::from(p.len.min(32)));
             if p.contains(subscriber) {
                 return Some(base + u64::from(u32::from(subscriber) - u32::from(p.addr)));
@@ -103,7 +137,7 @@ impl Server {
         let Some((b, _, per_addr)) = self.block_geometry() else {
             return Ok(None);
         };
-        let n = self.pool.len() as u64;
+        let n = self.pool().len() as u64;
         match b.mode {
             BlockMode::Deterministic => {
                 let k = self
@@ -116,16 +150,16 @@ impl Server {
                     .ok_or(ResultCode::NoResources)
             }
             BlockMode::Dynamic => {
-                if let Some(held) = self.blocks.by_subscriber.get(&(realm, subscriber)) {
-                    return Ok(Some(*held));
+                if let Some(held) = self.ports().assigned_block(realm, subscriber) {
+                    return Ok(Some(held));
                 }
-                let start = preferred_index(subscriber, realm, self.pool.len());
-                let len = self.pool.len();
+                let start = preferred_index(subscriber, realm, self.pool().len());
+                let len = self.pool().len();
                 (0..len)
                     .map(|i| ((start + i) % len) as u16)
                     .find_map(|a| {
                         (0..per_addr)
-                            .find(|j| !self.blocks.taken.contains(&(a, *j)))
+                            .find(|j| !self.ports().is_block_taken(a, *j))
                             .and_then(|j| self.block(a, j))
                     })
                     .map(Some)
@@ -137,25 +171,18 @@ impl Server {
     /// Records that the subscriber uses `block` (dynamic mode: taken until its last mapping
     /// goes; logged once, RFC 7422 §2: dynamically assigned blocks MUST be logged).
     pub(crate) fn take_block(&mut self, realm: u16, subscriber: Ipv4Addr, block: PortBlock) {
-        if self.config.port_blocks.map(|b| b.mode) != Some(BlockMode::Dynamic) {
+        if self.config().port_blocks.map(|b| b.mode) != Some(BlockMode::Dynamic) {
             return;
         }
-        if self
-            .blocks
-            .by_subscriber
-            .insert((realm, subscriber), block)
-            .is_none()
-        {
-            self.blocks.taken.insert((block.addr_index, block.number));
-            let addr = self.pool.address(block.addr_index).map(|a| a.addr);
+        if self.ports_mut().assign_block(realm, subscriber, block) {
+            let addr = self.pool().address(block.addr_index).map(|a| a.addr);
             tracing::info!(%subscriber, external = ?addr, first = block.first, last = block.last, "port block assigned");
         }
     }
 
     /// The subscriber's last mapping went: its dynamic block is free again.
     pub(crate) fn release_block(&mut self, realm: u16, subscriber: Ipv4Addr) {
-        if let Some(b) = self.blocks.by_subscriber.remove(&(realm, subscriber)) {
-            self.blocks.taken.remove(&(b.addr_index, b.number));
+        if let Some(b) = self.ports_mut().release_block(realm, subscriber) {
             tracing::info!(%subscriber, first = b.first, last = b.last, "port block released");
         }
     }
@@ -163,7 +190,7 @@ impl Server {
     /// The port block of a subscriber with mappings (for `ctl mappings` and the dataplane);
     /// `None` when the option is off or the subscriber has no mapping.
     pub fn port_block(&self, realm: u16, subscriber: Ipv4Addr) -> Option<PortBlock> {
-        if !self.subscribers.has_bindings(realm, subscriber) {
+        if !self.subscribers().has_bindings(realm, subscriber) {
             return None;
         }
         self.block_for(realm, subscriber).ok().flatten()

@@ -45,23 +45,27 @@ impl Server {
         subscriber: Ipv4Addr,
         suggested: IpAddr,
     ) -> Option<u16> {
-        if let Some(anchor) = self.subscribers.anchor(realm, subscriber) {
+        if let Some(anchor) = self.subscribers().anchor(realm, subscriber) {
             let alone = self
-                .pool
+                .pool()
                 .address(anchor)
                 .is_some_and(|a| a.subscribers == 1);
             return alone.then_some(anchor);
         }
         if let IpAddr::V4(a) = suggested {
-            if let Some(i) = self.pool.index_of(a).filter(|i| self.pool.untouched(*i)) {
+            if let Some(i) = self
+                .pool()
+                .index_of(a)
+                .filter(|i| self.pool().untouched(*i))
+            {
                 return Some(i);
             }
         }
-        let n = self.pool.len();
+        let n = self.pool().len();
         let start = preferred_index(subscriber, realm, n);
         (0..n)
             .map(|i| ((start + i) % n) as u16)
-            .find(|i| self.pool.untouched(*i))
+            .find(|i| self.pool().untouched(*i))
     }
 
     /// MAP with protocol 0 and internal port 0, lifetime ≠ 0 (RFC 6887 §11.3 item 2): creates
@@ -86,8 +90,8 @@ impl Server {
             options: echo,
         };
         let expires = now_s.saturating_add(lifetime);
-        if let Some(id) = self.table.lookup_internal(&key) {
-            let Some(b) = self.table.binding(id).cloned() else {
+        if let Some(id) = self.table().lookup_internal(&key) {
+            let Some(b) = self.table().binding(id).cloned() else {
                 return self.err(ResultCode::NoResources);
             };
             if b.nonce != map.nonce {
@@ -102,10 +106,10 @@ impl Server {
                 Err(o) => return o,
             };
             let extra = build_extra(b.extra.clone(), filters, &opts, source);
-            self.table.refresh_map(id, expires, lifetime);
-            self.table.set_map_extra(id, extra);
+            self.table_mut().refresh_map(id, expires, lifetime);
+            self.table_mut().set_map_extra(id, extra);
             self.cancel_updates(id);
-            self.metrics.refreshed += 1;
+            self.metrics_mut().refreshed += 1;
             return response(*b.external.ip(), lifetime, opts.echo);
         }
         let filters = match self.merge_filters(Vec::new(), &opts) {
@@ -117,7 +121,7 @@ impl Server {
         }
         // §11.3 item 2: not grantable in full (every address is shared, or addresses are cut
         // into port blocks) → UNSUPP_PROTOCOL.
-        let index = if self.config.port_blocks.is_some() {
+        let index = if self.config().port_blocks.is_some() {
             None
         } else {
             self.dmz_address(opts.realm, subscriber, map.external_address)
@@ -125,7 +129,7 @@ impl Server {
         let Some(index) = index else {
             return self.err(ResultCode::UnsuppProtocol);
         };
-        let Some(addr) = self.pool.address(index).map(|a| a.addr) else {
+        let Some(addr) = self.pool().address(index).map(|a| a.addr) else {
             return self.err(ResultCode::NoResources);
         };
         let id = self.insert_pool_binding(
@@ -136,11 +140,11 @@ impl Server {
             index,
         );
         let extra = build_extra(None, filters, &opts, source);
-        self.table
+        self.table_mut()
             .set_map(id, map.nonce, expires, lifetime, 0, extra);
         self.account_new_binding(opts.realm, subscriber, index, now_s);
-        self.pool.set_dedicated(index, true);
-        self.metrics.created += 1;
+        self.ports_mut().set_dedicated(index, true);
+        self.metrics_mut().created += 1;
         tracing::info!(%subscriber, external = %addr, nonce = %map.nonce, lifetime, "all-protocol MAP created");
         response(addr, lifetime, opts.echo)
     }
@@ -149,7 +153,7 @@ impl Server {
     /// (its binding id; the internal host is the binding's internal address).
     #[inline]
     pub fn dmz_binding(&self, external: Ipv4Addr) -> Option<u32> {
-        self.table.lookup_external(&ExternalKey {
+        self.table().lookup_external(&ExternalKey {
             protocol: Protocol::ALL.0,
             addr: external,
             port: 0,
@@ -160,7 +164,9 @@ impl Server {
     /// the dataplane's realm), if it has one.
     #[inline]
     pub fn dmz_address_of(&self, subscriber: Ipv4Addr) -> Option<Ipv4Addr> {
-        let id = self.table.lookup_internal(&Self::dmz_key(0, subscriber))?;
-        self.table.binding(id).map(|b| *b.external.ip())
+        let id = self
+            .table()
+            .lookup_internal(&Self::dmz_key(0, subscriber))?;
+        self.table().binding(id).map(|b| *b.external.ip())
     }
 }

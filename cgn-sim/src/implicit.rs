@@ -27,9 +27,9 @@ impl Server {
         internal: SocketAddrV4,
     ) -> Result<SocketAddrV4, ResultCode> {
         let idle = if protocol == Protocol::TCP {
-            self.config.tcp_idle_secs
+            self.config().tcp_idle_secs
         } else {
-            self.config.udp_idle_secs
+            self.config().udp_idle_secs
         };
         self.outbound_with_idle(now, protocol, internal, idle)
     }
@@ -64,9 +64,10 @@ impl Server {
             addr: *internal.ip(),
             port: internal.port(),
         };
-        if let Some(id) = self.table.lookup_internal(&key) {
-            let ext = self.table.binding(id).map(|b| b.external);
-            self.table.touch_implicit(id, now_s.saturating_add(idle));
+        if let Some(id) = self.table().lookup_internal(&key) {
+            let ext = self.table().binding(id).map(|b| b.external);
+            self.table_mut()
+                .touch_implicit(id, now_s.saturating_add(idle));
             return ext.map(|e| (id, e)).ok_or(ResultCode::NoResources);
         }
         if proto_index(protocol).is_none() {
@@ -88,7 +89,8 @@ impl Server {
         })?;
         let id =
             self.insert_pool_binding(protocol, 0, internal, chosen.external, chosen.addr_index);
-        self.table.touch_implicit(id, now_s.saturating_add(idle));
+        self.table_mut()
+            .touch_implicit(id, now_s.saturating_add(idle));
         self.account_new_binding(0, *internal.ip(), chosen.addr_index, now_s);
         Ok((id, chosen.external))
     }
@@ -105,7 +107,7 @@ impl Server {
         internal: SocketAddrV4,
         external: SocketAddrV4,
     ) -> Option<&crate::table::Binding> {
-        self.table
+        self.table()
             .binding(id)
             .filter(|b| b.protocol == protocol && b.internal == internal && b.external == external)
     }
@@ -114,13 +116,13 @@ impl Server {
     /// in [`Server::outbound_binding`].
     #[inline]
     pub fn refresh_implicit(&mut self, id: u32, expires: u32) {
-        self.table.touch_implicit(id, expires);
+        self.table_mut().touch_implicit(id, expires);
     }
 
     /// Reads binding `id`'s first word, so its line is on its way to the cache when the fast
     /// path needs it (see [`crate::dataplane::flow_index`]).
     #[inline(always)]
     pub fn touch_binding(&self, id: u32) -> u8 {
-        self.table.binding_flags(id)
+        self.table().binding_flags(id)
     }
 }

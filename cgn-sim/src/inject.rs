@@ -41,33 +41,56 @@ pub fn parse_result(s: &str) -> Result<ResultCode, String> {
     }
 }
 
+/// The armed injection, if any: the error part of the server. While armed, `remaining` is
+/// at least 1; the last answer disarms it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Injector(Option<Injection>);
+
+impl Injector {
+    /// Arms `count` answers of `result` with `lifetime`; `count` 0 disarms.
+    pub fn arm(&mut self, result: ResultCode, lifetime: u32, count: u32) {
+        self.0 = (count > 0).then_some(Injection {
+            result,
+            lifetime,
+            remaining: count,
+        });
+    }
+
+    /// The pending injection, if any.
+    pub fn pending(&self) -> Option<Injection> {
+        self.0
+    }
+
+    /// Consumes one injected answer, if one is pending.
+    pub fn take(&mut self) -> Option<(ResultCode, u32)> {
+        let inj = self.0.as_mut()?;
+        let taken = (inj.result, inj.lifetime);
+        inj.remaining = inj.remaining.saturating_sub(1);
+        if inj.remaining == 0 {
+            self.0 = None;
+        }
+        Some(taken)
+    }
+}
+
 impl Server {
     /// Answers the next `count` MAP requests that would create or refresh a mapping with
     /// `result` and `lifetime` (default: the server's error lifetime for `result`), changing
     /// no state. `count` 0 cancels a pending injection.
     pub fn inject(&mut self, result: ResultCode, lifetime: Option<u32>, count: u32) {
         let lifetime = lifetime.unwrap_or_else(|| self.error_lifetime(result));
-        self.injection = (count > 0).then_some(Injection {
-            result,
-            lifetime,
-            remaining: count,
-        });
+        self.injector_mut().arm(result, lifetime, count);
         tracing::info!(%result, lifetime, count, "error injection armed");
     }
 
     /// The pending injection, if any.
     pub fn injection(&self) -> Option<Injection> {
-        self.injection
+        self.injector().pending()
     }
 
     /// Consumes one injected answer, if one is pending.
     pub(crate) fn take_injection(&mut self) -> Option<(ResultCode, u32)> {
-        let inj = self.injection.as_mut()?;
-        let taken = (inj.result, inj.lifetime);
-        inj.remaining = inj.remaining.saturating_sub(1);
-        if inj.remaining == 0 {
-            self.injection = None;
-        }
+        let taken = self.injector_mut().take()?;
         tracing::info!(result = %taken.0, lifetime = taken.1, "injected error answered");
         Some(taken)
     }

@@ -72,6 +72,7 @@ pub mod options;
 pub mod peer;
 pub mod pool;
 pub mod port_set;
+pub(crate) mod ports;
 pub mod prefix;
 pub mod recovery;
 pub mod sd_notify;

@@ -86,11 +86,11 @@ impl Server {
                 Err(e) => e,
             };
         }
-        let Some(id) = self.table.lookup_internal(&key) else {
+        let Some(id) = self.table().lookup_internal(&key) else {
             // Deleting what does not exist succeeds, so retransmissions agree (§15.1).
             return success(0);
         };
-        let Some(b) = self.table.binding(id) else {
+        let Some(b) = self.table().binding(id) else {
             return success(0);
         };
         if !b.has_map() && !b.is_static() && b.nonce == map.nonce && b.nonce.0 != [0; 12] {
@@ -112,10 +112,10 @@ impl Server {
         }
         // §15 anti-theft: outbound traffic keeps the binding; the answer says for how long.
         let idle_left = b.implicit_expires.saturating_sub(now_s);
-        if let Some(f) = self.table.remove_map(id) {
+        if let Some(f) = self.table_mut().remove_map(id) {
             self.on_freed(f, now_s);
         }
-        self.metrics.deleted += 1;
+        self.metrics_mut().deleted += 1;
         tracing::info!(%subscriber, port = map.internal_port, nonce = %map.nonce, "MAP deleted");
         success(idle_left)
     }
@@ -155,8 +155,8 @@ impl Server {
                     IpAddr::V6(_) => true,
                 }
         };
-        let existing = self.table.lookup_internal(&key).and_then(|id| {
-            self.table.binding(id).map(|b| {
+        let existing = self.table().lookup_internal(&key).and_then(|id| {
+            self.table().binding(id).map(|b| {
                 (
                     id,
                     b.has_map(),
@@ -195,7 +195,7 @@ impl Server {
                     lifetime: if has_map && !is_static {
                         expires.saturating_sub(now_s)
                     } else {
-                        self.config.short_error_lifetime
+                        self.config().short_error_lifetime
                     },
                 };
             }
@@ -222,14 +222,14 @@ impl Server {
             };
             if has_map {
                 // §11.3 item 7.3: refresh, same external endpoint whatever was suggested.
-                self.table.refresh_map(id, expires, lifetime);
-                self.table.set_map_extra(id, extra);
-                self.metrics.refreshed += 1;
+                self.table_mut().refresh_map(id, expires, lifetime);
+                self.table_mut().set_map_extra(id, extra);
+                self.metrics_mut().refreshed += 1;
             } else {
                 // §11.3 item 7.4: an inbound mapping over an outbound binding copies it.
-                self.table
+                self.table_mut()
                     .set_map(id, map.nonce, expires, lifetime, pf, extra);
-                self.metrics.created += 1;
+                self.metrics_mut().created += 1;
             }
             self.cancel_updates(id);
             return response(ext, lifetime, opts.echo);
@@ -269,7 +269,7 @@ impl Server {
         } else {
             0
         };
-        self.table.set_map(
+        self.table_mut().set_map(
             id,
             map.nonce,
             now_s.saturating_add(lifetime),
@@ -278,7 +278,7 @@ impl Server {
             extra,
         );
         self.account_new_binding(opts.realm, subscriber, chosen.addr_index, now_s);
-        self.metrics.created += 1;
+        self.metrics_mut().created += 1;
         tracing::info!(
             %subscriber,
             protocol = %map.protocol,
@@ -306,7 +306,7 @@ impl Server {
                 base.push(*f);
             }
         }
-        if base.len() > self.config.max_filters {
+        if base.len() > self.config().max_filters {
             return Err(self.err(ResultCode::ExcessiveRemotePeers));
         }
         Ok(base)
@@ -316,14 +316,14 @@ impl Server {
     /// returns it with lifetime 2^32−1 and cannot delete it (RFC 6887 §11.3, §15.1).
     pub fn add_static(&mut self, mapping: StaticMapping) -> Result<(), StaticError> {
         self.install_static(mapping)?;
-        self.statics.push(mapping);
+        self.remember_static(mapping);
         Ok(())
     }
 
     pub(crate) fn install_static(&mut self, s: StaticMapping) -> Result<(), StaticError> {
         let proto = proto_index(s.protocol).ok_or(StaticError::Protocol(s.protocol.0))?;
         let index = self
-            .pool
+            .pool()
             .index_of(*s.external.ip())
             .ok_or(StaticError::NotInPool(*s.external.ip()))?;
         let key = InternalKey {
@@ -332,13 +332,13 @@ impl Server {
             addr: *s.internal.ip(),
             port: s.internal.port(),
         };
-        if self.table.lookup_internal(&key).is_some()
-            || !self.pool.take(index, proto, s.external.port())
+        if self.table().lookup_internal(&key).is_some()
+            || !self.ports_mut().take(index, proto, s.external.port())
         {
             return Err(StaticError::InUse);
         }
         let id = self.insert_pool_binding(s.protocol, 0, s.internal, s.external, index);
-        self.table.set_map(
+        self.table_mut().set_map(
             id,
             Default::default(),
             u32::MAX,

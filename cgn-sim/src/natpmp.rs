@@ -38,10 +38,10 @@ impl Server {
             Ok(r) => r,
             Err(e) => {
                 let Some(code) = e.result_code() else {
-                    self.metrics.drop(DropReason::NatPmp);
+                    self.metrics_mut().drop(DropReason::NatPmp);
                     return None;
                 };
-                self.metrics.natpmp(code.to_u16());
+                self.metrics_mut().natpmp(code.to_u16());
                 return natpmp::emit_error_reply(bytes, code, epoch, out).ok();
             }
         };
@@ -53,7 +53,7 @@ impl Server {
                 let proto = proto_index(Protocol::UDP).unwrap_or(0);
                 match self
                     .anchor_for(0, subscriber, proto)
-                    .and_then(|i| self.pool.address(i))
+                    .and_then(|i| self.pool().address(i))
                 {
                     Some(a) => ResponseRepr::ExternalAddress {
                         epoch,
@@ -128,7 +128,7 @@ impl Server {
                 }
             }
         };
-        self.metrics.natpmp(response.result().to_u16());
+        self.metrics_mut().natpmp(response.result().to_u16());
         response.emit(out).ok()
     }
 
@@ -149,8 +149,8 @@ impl Server {
             port: internal_port,
         };
         let expires = now_s.saturating_add(lifetime);
-        if let Some(id) = self.table.lookup_internal(&key) {
-            let Some(b) = self.table.binding(id) else {
+        if let Some(id) = self.table().lookup_internal(&key) {
+            let Some(b) = self.table().binding(id) else {
                 return Err(ResultCode::NoResources);
             };
             let ext = b.external.port();
@@ -159,12 +159,18 @@ impl Server {
                     // A PCP (or static) mapping: NAT-PMP has no nonce to prove ownership.
                     return Err(ResultCode::NotAuthorized);
                 }
-                self.table.refresh_map(id, expires, lifetime);
-                self.metrics.refreshed += 1;
+                self.table_mut().refresh_map(id, expires, lifetime);
+                self.metrics_mut().refreshed += 1;
             } else {
-                self.table
-                    .set_map(id, Nonce::default(), expires, lifetime, flags::NATPMP, None);
-                self.metrics.created += 1;
+                self.table_mut().set_map(
+                    id,
+                    Nonce::default(),
+                    expires,
+                    lifetime,
+                    flags::NATPMP,
+                    None,
+                );
+                self.metrics_mut().created += 1;
             }
             return Ok((ext, lifetime));
         }
@@ -186,10 +192,10 @@ impl Server {
             chosen.external,
             chosen.addr_index,
         );
-        self.table
+        self.table_mut()
             .set_map(id, Nonce::default(), expires, lifetime, flags::NATPMP, None);
         self.account_new_binding(0, subscriber, chosen.addr_index, now_s);
-        self.metrics.created += 1;
+        self.metrics_mut().created += 1;
         tracing::info!(%subscriber, internal_port, external = %chosen.external, "NAT-PMP mapping created");
         Ok((chosen.external.port(), lifetime))
     }
@@ -207,18 +213,18 @@ impl Server {
             addr: subscriber,
             port: internal_port,
         };
-        let Some(id) = self.table.lookup_internal(&key) else {
+        let Some(id) = self.table().lookup_internal(&key) else {
             return Ok(());
         };
-        match self.table.binding(id) {
+        match self.table().binding(id) {
             Some(b) if b.has_map() && b.flags & flags::NATPMP != 0 => {}
             Some(b) if b.has_map() => return Err(ResultCode::NotAuthorized),
             _ => return Ok(()),
         }
-        if let Some(f) = self.table.remove_map(id) {
+        if let Some(f) = self.table_mut().remove_map(id) {
             self.on_freed(f, now_s);
         }
-        self.metrics.deleted += 1;
+        self.metrics_mut().deleted += 1;
         Ok(())
     }
 
@@ -226,7 +232,7 @@ impl Server {
     /// mappings of the protocol (PCP mappings belong to their nonces and stay).
     fn natpmp_delete_all(&mut self, now_s: u32, subscriber: Ipv4Addr, protocol: Protocol) {
         let ids: Vec<u32> = self
-            .table
+            .table()
             .bindings()
             .filter(|(_, b)| {
                 *b.internal.ip() == subscriber
@@ -238,10 +244,10 @@ impl Server {
             .map(|(id, _)| id)
             .collect();
         for id in ids {
-            if let Some(f) = self.table.remove_map(id) {
+            if let Some(f) = self.table_mut().remove_map(id) {
                 self.on_freed(f, now_s);
             }
-            self.metrics.deleted += 1;
+            self.metrics_mut().deleted += 1;
         }
     }
 }

@@ -77,12 +77,12 @@ impl Server {
             };
             port_ok && addr_ok
         };
-        if let Some(id) = self.table.lookup_internal(&key) {
-            let Some(ext) = self.table.binding(id).map(|b| b.external) else {
+        if let Some(id) = self.table().lookup_internal(&key) {
+            let Some(ext) = self.table().binding(id).map(|b| b.external) else {
                 return self.err(ResultCode::NoResources);
             };
-            if let Some(sid) = self.table.lookup_peer(id, remote) {
-                let Some(s) = self.table.peer(sid) else {
+            if let Some(sid) = self.table().lookup_peer(id, remote) {
+                let Some(s) = self.table().peer(sid) else {
                     return self.err(ResultCode::NoResources);
                 };
                 if s.by_peer && s.nonce != map.nonce {
@@ -96,10 +96,10 @@ impl Server {
                 let expires = s.expires.max(now_s.saturating_add(lifetime));
                 let granted = expires - now_s;
                 let desc = opts.description.map(|d| (!d.is_empty()).then(|| d.into()));
-                self.table
+                self.table_mut()
                     .refresh_peer(sid, map.nonce, expires, granted, desc);
                 self.cancel_peer_updates(id, remote);
-                self.metrics.refreshed += 1;
+                self.metrics_mut().refreshed += 1;
                 return response(ext, granted, opts.echo);
             }
             // EIM: a new remote peer from a bound internal endpoint gets that endpoint's
@@ -107,13 +107,13 @@ impl Server {
             if !suggested(ext) {
                 return Outcome::Error {
                     result: ResultCode::CannotProvideExternal,
-                    lifetime: self.config.short_error_lifetime,
+                    lifetime: self.config().short_error_lifetime,
                 };
             }
             let expires = now_s.saturating_add(lifetime);
-            self.table
+            self.table_mut()
                 .insert_peer(id, remote, map.nonce, expires, lifetime, description);
-            self.metrics.created += 1;
+            self.metrics_mut().created += 1;
             return response(ext, lifetime, opts.echo);
         }
         if let Err(result) = self.admit_new_binding(opts.realm, subscriber, now_s) {
@@ -140,7 +140,7 @@ impl Server {
             chosen.external,
             chosen.addr_index,
         );
-        self.table.insert_peer(
+        self.table_mut().insert_peer(
             id,
             remote,
             map.nonce,
@@ -149,7 +149,7 @@ impl Server {
             description,
         );
         self.account_new_binding(opts.realm, subscriber, chosen.addr_index, now_s);
-        self.metrics.created += 1;
+        self.metrics_mut().created += 1;
         // The remote peer is a destination: not logged (RFC 6888 REQ-12).
         tracing::info!(%subscriber, internal_port = map.internal_port, external = %chosen.external, nonce = %map.nonce, "PEER created");
         response(chosen.external, lifetime, opts.echo)

@@ -19,9 +19,9 @@ impl Server {
     fn port_set_want(&self, first: u16, set: &PortSet) -> u16 {
         let room = 65535 - u32::from(first) + 1;
         let want = if set.size == u16::MAX {
-            u32::from(self.config.max_port_set)
+            u32::from(self.config().max_port_set)
         } else {
-            u32::from(set.size).min(u32::from(self.config.max_port_set))
+            u32::from(set.size).min(u32::from(self.config().max_port_set))
         };
         want.min(room) as u16
     }
@@ -73,8 +73,8 @@ impl Server {
                 options: echo,
             }
         };
-        if let Some(id0) = self.table.lookup_internal(&k(self, 0)) {
-            let Some(b0) = self.table.binding(id0).cloned() else {
+        if let Some(id0) = self.table().lookup_internal(&k(self, 0)) {
+            let Some(b0) = self.table().binding(id0).cloned() else {
                 return self.err(ResultCode::NoResources);
             };
             if !b0.has_map() || b0.is_static() {
@@ -89,10 +89,10 @@ impl Server {
             // Renew the set as a unit: every consecutive port of it with this nonce.
             let mut count = 0u16;
             while count < want {
-                let Some(id) = self.table.lookup_internal(&k(self, count)) else {
+                let Some(id) = self.table().lookup_internal(&k(self, count)) else {
                     break;
                 };
-                let same = self.table.binding(id).is_some_and(|b| {
+                let same = self.table().binding(id).is_some_and(|b| {
                     b.has_map()
                         && b.nonce == map.nonce
                         && b.external.ip() == b0.external.ip()
@@ -102,11 +102,11 @@ impl Server {
                 if !same {
                     break;
                 }
-                self.table.refresh_map(id, expires, lifetime);
+                self.table_mut().refresh_map(id, expires, lifetime);
                 self.cancel_updates(id);
                 count += 1;
             }
-            self.metrics.refreshed += u64::from(count);
+            self.metrics_mut().refreshed += u64::from(count);
             self.refresh_overlapped(
                 source, map, opts.realm, subscriber, count, want, lifetime, set,
             );
@@ -115,7 +115,7 @@ impl Server {
         }
         // A new set: as many free internal ports from `p` as asked, within the quota.
         let mut n = 0u16;
-        while n < want && self.table.lookup_internal(&k(self, n)).is_none() {
+        while n < want && self.table().lookup_internal(&k(self, n)).is_none() {
             n += 1;
         }
         let filters = match self.merge_filters(Vec::new(), &opts) {
@@ -125,12 +125,12 @@ impl Server {
         if let Err(result) = self.admit_new_binding(opts.realm, subscriber, now_s) {
             return self.err(result);
         }
-        let held = self.subscribers.held(opts.realm, subscriber);
-        let quota_left = self.config.quota_per_subscriber.saturating_sub(held);
+        let held = self.subscribers().held(opts.realm, subscriber);
+        let quota_left = self.config().quota_per_subscriber.saturating_sub(held);
         let system_left = self
-            .config
+            .config()
             .max_mappings
-            .saturating_sub(self.table.counts().bindings);
+            .saturating_sub(self.table().counts().bindings);
         n = n
             .min(quota_left.min(u32::from(u16::MAX)) as u16)
             .min(system_left.min(65535) as u16);
@@ -154,13 +154,12 @@ impl Server {
         // The longest run that fits, halving on failure (RFC 7753: fewer ports are allowed).
         let mut start = None;
         while n > 0 {
-            if let Some(s) = self.pool.allocate_run(
+            if let Some(s) = self.ports_mut().allocate_run(
                 index,
                 req,
                 n,
                 parity,
                 block.map(|b| (b.first, b.last)),
-                &mut *self.rng,
             ) {
                 start = Some(s);
                 break;
@@ -179,7 +178,7 @@ impl Server {
             self.take_block(opts.realm, subscriber, b);
         }
         let Some((addr, pool_id, section)) = self
-            .pool
+            .pool()
             .address(index)
             .map(|a| (a.addr, a.pool, a.section))
         else {
@@ -187,7 +186,7 @@ impl Server {
         };
         let extra = crate::map::build_extra(None, filters, &opts, source);
         for i in 0..n {
-            let id = self.table.insert_binding(
+            let id = self.table_mut().insert_binding(
                 map.protocol,
                 opts.realm,
                 SocketAddrV4::new(subscriber, p + i),
@@ -196,11 +195,11 @@ impl Server {
                 pool_id,
                 section,
             );
-            self.table
+            self.table_mut()
                 .set_map(id, map.nonce, expires, lifetime, 0, extra.clone());
             self.account_new_binding(opts.realm, subscriber, index, now_s);
         }
-        self.metrics.created += u64::from(n);
+        self.metrics_mut().created += u64::from(n);
         tracing::info!(%subscriber, first_internal = p, first_external = start, ports = n, "PORT_SET mapped");
         self.refresh_overlapped(source, map, opts.realm, subscriber, n, want, lifetime, set);
         let echo = std::mem::take(&mut opts.echo);
@@ -229,18 +228,18 @@ impl Server {
         lifetime: u32,
         set: PortSet,
     ) {
-        let now = self.clock.now();
+        let now = self.clock().now();
         let now_s = self.seconds(now);
         let expires = now_s.saturating_add(lifetime);
         let p = map.internal_port;
         let owned = |s: &Server, i: u16| {
-            let id = s.table.lookup_internal(&s.key(
+            let id = s.table().lookup_internal(&s.key(
                 map.protocol.0,
                 realm,
                 subscriber,
                 p.checked_add(i)?,
             ))?;
-            let b = s.table.binding(id)?;
+            let b = s.table().binding(id)?;
             (b.has_map() && !b.is_static() && b.nonce == map.nonce).then_some((id, b.external))
         };
         let mut i = from;
@@ -261,11 +260,11 @@ impl Server {
             }
             for k in 0..n {
                 if let Some((id, _)) = owned(self, i + k) {
-                    self.table.refresh_map(id, expires, lifetime);
+                    self.table_mut().refresh_map(id, expires, lifetime);
                     self.cancel_updates(id);
                 }
             }
-            self.metrics.refreshed += u64::from(n);
+            self.metrics_mut().refreshed += u64::from(n);
             let options: Vec<PcpOption<'_>> = if n > 1 {
                 vec![PcpOption::PortSet(PortSet {
                     size: n,
@@ -278,7 +277,7 @@ impl Server {
             let response = ResponseRepr {
                 result: ResultCode::Success,
                 lifetime,
-                epoch: self.clock.epoch(now),
+                epoch: self.clock().epoch(now),
                 data: OpcodeData::Map(MapData {
                     internal_port: p + i,
                     external_port: ext0.port(),
@@ -289,7 +288,7 @@ impl Server {
             };
             let mut buf = [0u8; pcp_client::wire::MAX_MESSAGE_LEN];
             if let Ok(len) = response.emit(&mut buf) {
-                self.unsolicited.queue_update(PendingUpdate {
+                self.unsolicited_mut().queue_update(PendingUpdate {
                     binding: id0,
                     remote: None,
                     destination: SocketAddr::V4(source),
@@ -325,10 +324,10 @@ impl Server {
         let mut count = 0u16;
         while count < want {
             let key = self.key(map.protocol.0, realm, subscriber, p + count);
-            let Some(id) = self.table.lookup_internal(&key) else {
+            let Some(id) = self.table().lookup_internal(&key) else {
                 break;
             };
-            let Some(b) = self.table.binding(id) else {
+            let Some(b) = self.table().binding(id) else {
                 break;
             };
             if !b.has_map() || b.is_static() {
@@ -346,12 +345,12 @@ impl Server {
                 }
                 break;
             }
-            if let Some(f) = self.table.remove_map(id) {
+            if let Some(f) = self.table_mut().remove_map(id) {
                 self.on_freed(f, now_s);
             }
             count += 1;
         }
-        self.metrics.deleted += u64::from(count);
+        self.metrics_mut().deleted += u64::from(count);
         Ok(count)
     }
 }

@@ -8,6 +8,7 @@ use pcp_client::wire::{self, Nonce, OpcodeData, Options, Protocol, ResponseRepr,
 
 use crate::announce::ANNOUNCE_MULTICAST;
 use crate::pool::proto_index;
+use crate::ports::Ports;
 use crate::server::{Server, Transmit};
 use crate::table::FreedBinding;
 
@@ -19,7 +20,7 @@ impl Server {
         let r = ResponseRepr {
             result: ResultCode::Success,
             lifetime: 0,
-            epoch: self.clock.epoch(now),
+            epoch: self.clock().epoch(now),
             data: OpcodeData::Announce,
             options: Options::EMPTY,
         };
@@ -34,21 +35,21 @@ impl Server {
         let mut dests: Vec<SocketAddr> = Vec::new();
         for c in self.remembered_clients() {
             dests.push(SocketAddr::V4(c));
-            if self.config.announce_client_port {
+            if self.config().announce_client_port {
                 let p = SocketAddr::V4(SocketAddrV4::new(*c.ip(), wire::CLIENT_PORT));
                 if !dests.contains(&p) {
                     dests.push(p);
                 }
             }
         }
-        if self.config.announce_multicast {
+        if self.config().announce_multicast {
             dests.push(ANNOUNCE_MULTICAST);
         }
-        let sources = self.unsolicited.sources();
+        let sources = self.unsolicited().sources();
         for source in sources {
             for d in &dests {
-                self.metrics.announces_sent += 1;
-                self.unsolicited.push(Transmit {
+                self.metrics_mut().announces_sent += 1;
+                self.unsolicited_mut().push(Transmit {
                     source,
                     destination: *d,
                     payload: payload.clone(),
@@ -56,8 +57,8 @@ impl Server {
             }
         }
         tracing::info!(
-            epoch = self.clock.epoch(now),
-            copy = self.unsolicited.announce_copy(),
+            epoch = self.clock().epoch(now),
+            copy = self.unsolicited().announce_copy(),
             destinations = dests.len(),
             "unsolicited ANNOUNCE"
         );
@@ -77,7 +78,7 @@ impl Server {
         let now_s = self.seconds(now);
         if !keep_state {
             let bindings: Vec<FreedBinding> = self
-                .table
+                .table()
                 .bindings()
                 .filter(|(_, b)| !b.is_static())
                 .map(|(id, b)| FreedBinding {
@@ -87,7 +88,7 @@ impl Server {
                     nonce: if b.has_map() {
                         b.nonce
                     } else {
-                        self.table
+                        self.table()
                             .peer_sessions()
                             .find(|(_, p)| p.binding == id)
                             .map_or(Nonce::default(), |(_, p)| p.nonce)
@@ -95,7 +96,7 @@ impl Server {
                 })
                 .collect();
             let statics: Vec<_> = self
-                .table
+                .table()
                 .bindings()
                 .filter(|(_, b)| b.is_static())
                 .map(|(_, b)| {
@@ -108,33 +109,33 @@ impl Server {
                 .collect();
             for (addr, proto, port) in statics {
                 if let Some(p) = proto {
-                    self.pool.release(addr, p, port);
+                    self.ports_mut().release(addr, p, port);
                 }
             }
-            self.table.clear(now_s);
-            self.pool.clear_dedicated();
-            self.clock.skip_to(now_s);
-            for anchor in self.subscribers.clear_usage() {
-                self.pool.anchor_delta(anchor, -1);
+            self.table_mut().clear(now_s);
+            self.ports_mut().clear_dedicated();
+            self.clock_mut().skip_to(now_s);
+            for anchor in self.subscribers_mut().clear_usage() {
+                self.ports_mut().anchor_delta(anchor, -1);
             }
-            self.blocks = Default::default();
-            self.unsolicited.clear_updates();
+            self.ports_mut().clear_blocks();
+            self.unsolicited_mut().clear_updates();
             let mut seen = std::collections::HashSet::new();
             for f in bindings {
-                if seen.insert(Server::held_port(&f)) {
+                if seen.insert(Ports::held_port(&f)) {
                     self.release_or_hold(&f, now_s);
                 }
             }
-            self.clock.reset_epoch(now);
-            for s in self.statics.clone() {
+            self.clock_mut().reset_epoch(now);
+            for s in self.statics().to_vec() {
                 let _ = self.install_static(s);
             }
             tracing::warn!("state lost: mappings dropped, epoch reset");
         } else {
             tracing::info!("engine restart with state kept");
         }
-        self.unsolicited
-            .start_announce(now, self.config.announce_count);
+        let count = self.config().announce_count;
+        self.unsolicited_mut().start_announce(now, count);
         self.handle_timeout(now);
     }
 }

@@ -20,10 +20,11 @@ use rand::RngCore;
 
 use crate::clock::Clock;
 use crate::config::{ConfigError, EngineConfig};
-use crate::hold::{HeldPort, HoldDown, HoldOwner};
+use crate::inject::Injector;
 use crate::metrics::{DropReason, Metrics};
 use crate::options::{self, OptionPolicy};
-use crate::pool::{NatPool, proto_index};
+use crate::pool::NatPool;
+use crate::ports::Ports;
 use crate::subscribers::Subscribers;
 use crate::table::{FreedBinding, Table};
 use crate::unsolicited::Unsolicited;
@@ -76,31 +77,32 @@ pub struct StaticMapping {
 
 /// The PCP + NAT-PMP server engine.
 pub struct Server {
-    pub(crate) config: EngineConfig,
+    /// The configuration in force (validated; the pools change with renumbering).
+    config: EngineConfig,
     /// Who is served, THIRD_PARTY policy, and what each subscriber holds.
-    pub(crate) subscribers: Subscribers,
-    pub(crate) table: Table,
-    pub(crate) pool: NatPool,
-    pub(crate) holds: HoldDown,
-    /// Dynamic port blocks in use ([`crate::blocks`]).
-    pub(crate) blocks: crate::blocks::BlockTable,
-    pub(crate) statics: Vec<StaticMapping>,
+    subscribers: Subscribers,
+    /// Bindings, PEER sessions, their indexes and expiry.
+    table: Table,
+    /// External ports: pool, hold-down, port blocks and the port-choice RNG.
+    ports: Ports,
+    /// Static (operator) mappings, reinstalled after state loss.
+    statics: Vec<StaticMapping>,
     /// Engine seconds, the handled instant and the Epoch.
-    pub(crate) clock: Clock,
-    pub(crate) rng: Box<dyn RngCore + Send>,
+    clock: Clock,
     /// ANNOUNCE, Mapping Updates and the queue of unsolicited datagrams.
-    pub(crate) unsolicited: Unsolicited,
-    pub(crate) metrics: Metrics,
+    unsolicited: Unsolicited,
+    /// Counters.
+    metrics: Metrics,
     /// Error injection for tests (`cgn-sim ctl inject`, [`Server::inject`]): the next
     /// creating or refreshing MAP requests get this error and change nothing.
-    pub(crate) injection: Option<crate::inject::Injection>,
+    injection: Injector,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("mappings", &self.table.counts())
-            .field("pool", &self.pool.len())
+            .field("pool", &self.ports.pool().len())
             .finish_non_exhaustive()
     }
 }
@@ -117,15 +119,12 @@ impl Server {
         Ok(Server {
             subscribers: Subscribers::new(&config),
             table: Table::new(crate::clock::FIRST_SECOND),
-            pool,
-            holds: HoldDown::default(),
-            blocks: Default::default(),
+            ports: Ports::new(pool, rng),
             statics: Vec::new(),
             clock: Clock::new(now),
-            rng,
             unsolicited: Unsolicited::new(config.max_remembered_clients),
             metrics: Metrics::default(),
-            injection: None,
+            injection: Injector::default(),
             config,
         })
     }
@@ -142,7 +141,7 @@ impl Server {
 
     /// The NAT pool.
     pub fn pool(&self) -> &NatPool {
-        &self.pool
+        self.ports.pool()
     }
 
     /// Counters.
@@ -152,7 +151,82 @@ impl Server {
 
     /// Ports in hold-down.
     pub fn held_ports(&self) -> usize {
-        self.holds.len()
+        self.ports.held()
+    }
+
+    /// Replaces the configuration (renumbering: the same settings with new pools).
+    pub(crate) fn set_config(&mut self, config: EngineConfig) {
+        self.config = config;
+    }
+
+    /// The mapping table, to change through its API.
+    pub(crate) fn table_mut(&mut self) -> &mut Table {
+        &mut self.table
+    }
+
+    /// The allocation part: pool, hold-down, port blocks, port choice.
+    pub(crate) fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    /// The allocation part, to change through its API.
+    pub(crate) fn ports_mut(&mut self) -> &mut Ports {
+        &mut self.ports
+    }
+
+    /// The subscribers part.
+    pub(crate) fn subscribers(&self) -> &Subscribers {
+        &self.subscribers
+    }
+
+    /// The subscribers part, to change through its API.
+    pub(crate) fn subscribers_mut(&mut self) -> &mut Subscribers {
+        &mut self.subscribers
+    }
+
+    /// The engine clock.
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The engine clock, to change through its API.
+    pub(crate) fn clock_mut(&mut self) -> &mut Clock {
+        &mut self.clock
+    }
+
+    /// The unsolicited-message part.
+    pub(crate) fn unsolicited(&self) -> &Unsolicited {
+        &self.unsolicited
+    }
+
+    /// The unsolicited-message part, to change through its API.
+    pub(crate) fn unsolicited_mut(&mut self) -> &mut Unsolicited {
+        &mut self.unsolicited
+    }
+
+    /// Counters, to count with.
+    pub(crate) fn metrics_mut(&mut self) -> &mut Metrics {
+        &mut self.metrics
+    }
+
+    /// The static mappings, in the order they were installed.
+    pub(crate) fn statics(&self) -> &[StaticMapping] {
+        &self.statics
+    }
+
+    /// Remembers a static mapping, to reinstall after state loss.
+    pub(crate) fn remember_static(&mut self, mapping: StaticMapping) {
+        self.statics.push(mapping);
+    }
+
+    /// The error-injection state.
+    pub(crate) fn injector(&self) -> &Injector {
+        &self.injection
+    }
+
+    /// The error-injection state, to arm or consume.
+    pub(crate) fn injector_mut(&mut self) -> &mut Injector {
+        &mut self.injection
     }
 
     /// The Epoch Time at `now`.
@@ -191,7 +265,7 @@ impl Server {
             self.table.counts(),
             self.clock.epoch(now),
             self.clock.epoch_resets(),
-            self.holds.len(),
+            self.ports.held(),
         )
     }
 
@@ -459,51 +533,20 @@ impl Server {
         self.unsolicited.clients()
     }
 
-    /// A binding lost its last part: its port goes into hold-down for its owner
-    /// (RFC 6888 REQ-8; RFC 6887 §15), and the subscriber's count drops.
-    /// The external port a freed binding held.
-    pub(crate) fn held_port(f: &FreedBinding) -> HeldPort {
-        let proto = proto_index(Protocol(f.internal.protocol)).unwrap_or(0);
-        HeldPort {
-            proto: proto as u8,
-            addr: f.addr_index,
-            port: f.external.port,
-        }
-    }
-
     /// Releases the external port of a freed binding, or holds it for its owner (the same
     /// internal endpoint and nonce) for `port_hold_secs` (RFC 6888 REQ-8, RFC 6887 §15).
     pub(crate) fn release_or_hold(&mut self, f: &FreedBinding, now_s: u32) {
-        if f.internal.protocol == Protocol::ALL.0 {
-            // An all-protocol mapping holds no port: its address goes back to the shared
-            // pool (crate::dmz).
-            self.pool.set_dedicated(f.addr_index, false);
-            return;
-        }
-        let held = Self::held_port(f);
-        if self.config.port_hold_secs == 0 {
-            self.pool
-                .release(held.addr, usize::from(held.proto), held.port);
-        } else {
-            self.holds.hold(
-                held,
-                HoldOwner {
-                    proto: held.proto,
-                    realm: f.internal.realm,
-                    addr: f.internal.addr,
-                    port: f.internal.port,
-                    nonce: f.nonce,
-                },
-                now_s.saturating_add(self.config.port_hold_secs),
-            );
-        }
+        let hold_secs = self.config.port_hold_secs;
+        self.ports.release_or_hold(f, now_s, hold_secs);
     }
 
+    /// A binding lost its last part: its port goes into hold-down for its owner
+    /// (RFC 6888 REQ-8; RFC 6887 §15), and the subscriber's count drops.
     pub(crate) fn on_freed(&mut self, f: FreedBinding, now_s: u32) {
         self.release_or_hold(&f, now_s);
         let (realm, subscriber) = (f.internal.realm, f.internal.addr);
         if let Some(anchor) = self.subscribers.release(realm, subscriber) {
-            self.pool.anchor_delta(anchor, -1);
+            self.ports.anchor_delta(anchor, -1);
             self.release_block(realm, subscriber);
         }
     }
@@ -518,10 +561,7 @@ impl Server {
                 self.on_freed(f, now_s);
             }
             let max = self.config.max_held_ports;
-            let pool = &mut self.pool;
-            self.holds.expire(now_s, max, |h| {
-                pool.release(h.addr, usize::from(h.proto), h.port)
-            });
+            self.ports.expire_holds(now_s, max);
         }
         while self.unsolicited.announce_due(now) {
             self.queue_announce(now);
@@ -534,7 +574,7 @@ impl Server {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.unsolicited.next_deadline();
         let c = self.table.counts();
-        if c.bindings > 0 || !self.holds.is_empty() {
+        if c.bindings > 0 || self.ports.has_holds() {
             let second = self.clock.next_second();
             next = Some(next.map_or(second, |n| n.min(second)));
         }

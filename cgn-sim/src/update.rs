@@ -21,23 +21,23 @@ use crate::unsolicited::PendingUpdate;
 impl Server {
     /// Stops the Mapping Update of binding `binding`'s MAP part (the client refreshed it).
     pub(crate) fn cancel_updates(&mut self, binding: u32) {
-        self.unsolicited.cancel_updates(binding, None);
+        self.unsolicited_mut().cancel_updates(binding, None);
     }
 
     /// Stops the Mapping Update of the PEER session of `binding` with `remote`.
     pub(crate) fn cancel_peer_updates(&mut self, binding: u32, remote: SocketAddrV4) {
-        self.unsolicited.cancel_updates(binding, Some(remote));
+        self.unsolicited_mut().cancel_updates(binding, Some(remote));
     }
 
     pub(crate) fn send_due_updates(&mut self, now: Instant) {
-        self.metrics.mapping_updates_sent += self.unsolicited.send_due_updates(now);
+        self.metrics_mut().mapping_updates_sent += self.unsolicited_mut().send_due_updates(now);
     }
 
     fn client_of(&self, b: &Binding) -> Option<SocketAddr> {
         if let Some(e) = b.extra.as_ref().filter(|e| e.third_party.is_some()) {
             return e.requester.map(SocketAddr::V4);
         }
-        self.unsolicited
+        self.unsolicited()
             .latest_client(*b.internal.ip())
             .map(SocketAddr::V4)
     }
@@ -49,8 +49,8 @@ impl Server {
     fn move_target(&mut self, b: &Binding) -> Option<(u16, u16)> {
         let subscriber = *b.internal.ip();
         if b.protocol == Protocol::ALL.0 {
-            let kept = self.pool.index_of(*b.external.ip()).filter(|i| {
-                self.pool.untouched(*i) && !self.subscribers.has_bindings(b.realm, subscriber)
+            let kept = self.pool().index_of(*b.external.ip()).filter(|i| {
+                self.pool().untouched(*i) && !self.subscribers().has_bindings(b.realm, subscriber)
             });
             let index = kept.or_else(|| {
                 self.dmz_address(
@@ -59,7 +59,7 @@ impl Server {
                     IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
                 )
             })?;
-            self.pool.set_dedicated(index, true);
+            self.ports_mut().set_dedicated(index, true);
             return Some((index, 0));
         }
         let proto = proto_index(Protocol(b.protocol))?;
@@ -67,17 +67,16 @@ impl Server {
             // Port Block Allocation: into the subscriber's block of the new pool.
             let addr = block.addr_index;
             let port = if block.contains(b.external.port())
-                && self.pool.take(addr, proto, b.external.port())
+                && self.ports_mut().take(addr, proto, b.external.port())
             {
                 b.external.port()
             } else {
-                self.pool.allocate_in(
+                self.ports_mut().allocate_in(
                     addr,
                     proto,
                     b.internal.port(),
                     block.first,
                     block.last,
-                    &mut *self.rng,
                 )?
             };
             self.take_block(b.realm, subscriber, block);
@@ -86,22 +85,21 @@ impl Server {
         if let Some(t) = self.take_old_endpoint(b) {
             return Some(t);
         }
-        let anchored = self.subscribers.anchor(b.realm, subscriber);
+        let anchored = self.subscribers().anchor(b.realm, subscriber);
         let anchor = match anchored {
             Some(a) => a,
             None => self.anchor_for(b.realm, subscriber, proto)?,
         };
-        if self.pool.take(anchor, proto, b.external.port()) {
+        if self.ports_mut().take(anchor, proto, b.external.port()) {
             return Some((anchor, b.external.port()));
         }
-        self.pool
+        self.ports_mut()
             .allocate(
                 anchor,
                 PortRequest {
                     proto,
                     internal_port: b.internal.port(),
                 },
-                &mut *self.rng,
             )
             .map(|p| (anchor, p))
     }
@@ -109,11 +107,12 @@ impl Server {
     /// Takes binding `b`'s old external endpoint in the new pool, if it is there and free.
     fn take_old_endpoint(&mut self, b: &Binding) -> Option<(u16, u16)> {
         let proto = proto_index(Protocol(b.protocol))?;
-        let i = self.pool.index_of(*b.external.ip())?;
-        let anchored = self.subscribers.anchor(b.realm, *b.internal.ip());
-        let fits =
-            anchored.is_none_or(|a| a == i) && (anchored == Some(i) || !self.pool.is_dedicated(i));
-        (fits && self.pool.take(i, proto, b.external.port())).then_some((i, b.external.port()))
+        let i = self.pool().index_of(*b.external.ip())?;
+        let anchored = self.subscribers().anchor(b.realm, *b.internal.ip());
+        let fits = anchored.is_none_or(|a| a == i)
+            && (anchored == Some(i) || !self.pool().is_dedicated(i));
+        (fits && self.ports_mut().take(i, proto, b.external.port()))
+            .then_some((i, b.external.port()))
     }
 
     /// Queues a Mapping Update: `response` to `destination`, three copies.
@@ -129,7 +128,7 @@ impl Server {
         let Ok(len) = response.emit(&mut buf) else {
             return;
         };
-        self.unsolicited.queue_update(PendingUpdate {
+        self.unsolicited_mut().queue_update(PendingUpdate {
             binding,
             remote,
             destination,
@@ -156,30 +155,28 @@ impl Server {
         now: Instant,
         pools: Vec<PoolConfig>,
     ) -> Result<(), ConfigError> {
-        let mut config = self.config.clone();
+        let mut config = self.config().clone();
         config.pools = pools;
         let pool = NatPool::new(&config)?;
         let now_s = self.seconds(now);
         let mut old: Vec<(u32, Binding)> = self
-            .table
+            .table()
             .bindings()
             .map(|(id, b)| (id, b.clone()))
             .collect();
         // All-protocol mappings first: each needs an address nobody is on yet.
         old.sort_by_key(|(id, b)| (b.protocol != Protocol::ALL.0, *id));
         let mut peers: HashMap<u32, Vec<PeerSession>> = HashMap::new();
-        for (_, p) in self.table.peer_sessions() {
+        for (_, p) in self.table().peer_sessions() {
             peers.entry(p.binding).or_default().push(p.clone());
         }
-        self.config = config;
-        self.pool = pool;
-        self.table.clear(now_s);
+        self.set_config(config);
+        self.ports_mut().replace_pool(pool);
+        self.table_mut().clear(now_s);
         // The new pool counts no anchors yet: nothing to give back.
-        let _ = self.subscribers.clear_usage();
-        self.blocks = Default::default();
-        self.holds.clear();
-        self.unsolicited.clear_updates();
-        self.clock.reset_epoch(now);
+        let _ = self.subscribers_mut().clear_usage();
+        self.unsolicited_mut().clear_updates();
+        self.clock_mut().reset_epoch(now);
         for (old_id, b) in old {
             let sessions = peers.remove(&old_id).unwrap_or_default();
             // A PREFER_FAILURE or static MAP part moves only onto its old endpoint; the
@@ -198,10 +195,10 @@ impl Server {
                 None => None,
             };
             let moved = target.and_then(|(i, port)| {
-                let a = self.pool.address(i)?;
+                let a = self.pool().address(i)?;
                 let (addr, pool_id, section) = (a.addr, a.pool, a.section);
                 let ext = SocketAddrV4::new(addr, port);
-                let id = self.table.insert_binding(
+                let id = self.table_mut().insert_binding(
                     Protocol(b.protocol),
                     b.realm,
                     b.internal,
@@ -211,7 +208,7 @@ impl Server {
                     section,
                 );
                 if map_moves {
-                    self.table.set_map(
+                    self.table_mut().set_map(
                         id,
                         b.nonce,
                         b.map_expires,
@@ -221,10 +218,10 @@ impl Server {
                     );
                 }
                 if b.implicit_expires != 0 {
-                    self.table.touch_implicit(id, b.implicit_expires);
+                    self.table_mut().touch_implicit(id, b.implicit_expires);
                 }
                 for p in &sessions {
-                    self.table.insert_peer(
+                    self.table_mut().insert_peer(
                         id,
                         p.remote,
                         p.nonce,
@@ -239,7 +236,7 @@ impl Server {
             let Some(destination) = self.client_of(&b) else {
                 continue;
             };
-            let epoch = self.clock.epoch(now);
+            let epoch = self.clock().epoch(now);
             if b.has_map() && !b.is_static() && b.flags & flags::NATPMP == 0 {
                 let mut options: Vec<PcpOption<'_>> = Vec::new();
                 if let Some(extra) = &b.extra {
@@ -255,7 +252,7 @@ impl Server {
                     None => (
                         ResultCode::CannotProvideExternal,
                         b.external,
-                        self.config.short_error_lifetime,
+                        self.config().short_error_lifetime,
                     ),
                 };
                 let response = ResponseRepr {
@@ -280,7 +277,7 @@ impl Server {
                     None => (
                         ResultCode::CannotProvideExternal,
                         b.external,
-                        self.config.short_error_lifetime,
+                        self.config().short_error_lifetime,
                     ),
                 };
                 let response = ResponseRepr {

@@ -1,46 +1,22 @@
 //! Choosing the external endpoint of a new binding: quotas (RFC 6888 REQ-4, RFC 6887 §17.2),
 //! paired address pooling (RFC 6888 REQ-2), the suggested address and port (RFC 6887 §11.3
-//! item 8), port hold-down with reclaim by the same owner (RFC 6887 §15), and random port
-//! choice (RFC 6056).
+//! item 8), port hold-down with reclaim by the same owner (RFC 6887 §15), random port
+//! choice (RFC 6056), and which port block a subscriber gets (RFC 7422, [`crate::blocks`]).
+//! The ports themselves are taken and given back by the allocation part
+//! ([`crate::ports::Ports`]); this file decides for the server which ones.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 
-use pcp_client::wire::{Nonce, Protocol, ResultCode};
+use pcp_client::wire::{Protocol, ResultCode};
 
+use crate::blocks::PortBlock;
+use crate::config::{BlockMode, PortBlocks};
 use crate::pool::proto_index;
 use crate::server::Server;
 use crate::subscribers::Limits;
 
-/// What a request asks of a new binding.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BindingRequest {
-    pub protocol: Protocol,
-    pub realm: u16,
-    pub subscriber: Ipv4Addr,
-    pub internal_port: u16,
-    pub nonce: Nonce,
-    /// Suggested external address (as decoded: V4 0.0.0.0 = none, V6 = the other family).
-    pub suggested_address: IpAddr,
-    /// Suggested external port (0 = none).
-    pub suggested_port: u16,
-    /// Fail rather than take another endpoint (PREFER_FAILURE; always for PEER).
-    pub exact: bool,
-}
-
-/// A chosen endpoint, with the port already taken in the pool.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Chosen {
-    pub addr_index: u16,
-    pub external: SocketAddrV4,
-}
-
-/// A deterministic starting address for a subscriber without an anchor, so the same
-/// subscriber lands on the same address after a restart even without a suggestion.
-pub(crate) fn preferred_index(subscriber: Ipv4Addr, realm: u16, n: usize) -> usize {
-    let x = (u64::from(u32::from(subscriber)) ^ (u64::from(realm) << 32))
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    ((x >> 32) as usize) % n.max(1)
-}
+pub(crate) use crate::pool::preferred_index;
+pub(crate) use crate::ports::{BindingRequest, Chosen};
 
 impl Server {
     /// The address a subscriber is (or would be) anchored to, for NAT-PMP's external address
@@ -126,5 +102,114 @@ impl Server {
         {
             self.ports_mut().anchor_delta(anchor, 1);
         }
+    }
+}
+
+/// Port Block Allocation (RFC 7422): which block a subscriber gets, and its assignment.
+impl Server {
+    /// Block settings, the lowest block port and blocks per address; `None`: option off.
+    fn block_geometry(&self) -> Option<(PortBlocks, u16, u16)> {
+        let b = self.config().port_blocks?;
+        let lo = self.config().port_min.max(1024);
+        let span = (u32::from(self.config().port_max) + 1).saturating_sub(u32::from(lo));
+        let per_addr = u16::try_from(span / u32::from(b.size.max(1))).unwrap_or(u16::MAX);
+        Some((b, lo, per_addr))
+    }
+
+    fn block(&self, addr_index: u16, number: u16) -> Option<PortBlock> {
+        let (b, lo, per_addr) = self.block_geometry()?;
+        if number >= per_addr || usize::from(addr_index) >= self.pool().len() {
+            return None;
+        }
+        let first = u32::from(lo) + u32::from(number) * u32::from(b.size);
+        Some(PortBlock {
+            addr_index,
+            number,
+            first: u16::try_from(first).ok()?,
+            last: u16::try_from(first + u32::from(b.size) - 1).ok()?,
+        })
+    }
+
+    /// The subscriber's ordinal among the subscriber prefixes (RFC 7422 deterministic
+    /// mapping), if it is a subscriber address.
+    fn subscriber_ordinal(&self, subscriber: Ipv4Addr) -> Option<u64> {
+        let mut base = 0u64;
+        for p in self.subscribers().prefixes() {
+            let size = 1u64 << (32 - u32::from(p.len.min(32)));
+            if p.contains(subscriber) {
+                return Some(base + u64::from(u32::from(subscriber) - u32::from(p.addr)));
+            }
+            base += size;
+        }
+        None
+    }
+
+    /// The block a subscriber holds, or (none yet) the one it would get now. `Ok(None)`: Port
+    /// Block Allocation is off. `Err(NO_RESOURCES)`: no block is left for it.
+    pub(crate) fn block_for(
+        &self,
+        realm: u16,
+        subscriber: Ipv4Addr,
+    ) -> Result<Option<PortBlock>, ResultCode> {
+        let Some((b, _, per_addr)) = self.block_geometry() else {
+            return Ok(None);
+        };
+        let n = self.pool().len() as u64;
+        match b.mode {
+            BlockMode::Deterministic => {
+                let k = self
+                    .subscriber_ordinal(subscriber)
+                    .ok_or(ResultCode::NoResources)?;
+                let number = u16::try_from(k / n.max(1)).map_err(|_| ResultCode::NoResources)?;
+                self.block((k % n.max(1)) as u16, number)
+                    .filter(|_| number < per_addr)
+                    .map(Some)
+                    .ok_or(ResultCode::NoResources)
+            }
+            BlockMode::Dynamic => {
+                if let Some(held) = self.ports().assigned_block(realm, subscriber) {
+                    return Ok(Some(held));
+                }
+                let start = preferred_index(subscriber, realm, self.pool().len());
+                let len = self.pool().len();
+                (0..len)
+                    .map(|i| ((start + i) % len) as u16)
+                    .find_map(|a| {
+                        (0..per_addr)
+                            .find(|j| !self.ports().is_block_taken(a, *j))
+                            .and_then(|j| self.block(a, j))
+                    })
+                    .map(Some)
+                    .ok_or(ResultCode::NoResources)
+            }
+        }
+    }
+
+    /// Records that the subscriber uses `block` (dynamic mode: taken until its last mapping
+    /// goes; logged once, RFC 7422 §2: dynamically assigned blocks MUST be logged).
+    pub(crate) fn take_block(&mut self, realm: u16, subscriber: Ipv4Addr, block: PortBlock) {
+        if self.config().port_blocks.map(|b| b.mode) != Some(BlockMode::Dynamic) {
+            return;
+        }
+        if self.ports_mut().assign_block(realm, subscriber, block) {
+            let addr = self.pool().address(block.addr_index).map(|a| a.addr);
+            tracing::info!(%subscriber, external = ?addr, first = block.first, last = block.last, "port block assigned");
+        }
+    }
+
+    /// The subscriber's last mapping went: its dynamic block is free again.
+    pub(crate) fn release_block(&mut self, realm: u16, subscriber: Ipv4Addr) {
+        if let Some(b) = self.ports_mut().release_block(realm, subscriber) {
+            tracing::info!(%subscriber, first = b.first, last = b.last, "port block released");
+        }
+    }
+
+    /// The port block of a subscriber with mappings (for `ctl mappings` and the dataplane);
+    /// `None` when the option is off or the subscriber has no mapping.
+    pub fn port_block(&self, realm: u16, subscriber: Ipv4Addr) -> Option<PortBlock> {
+        if !self.subscribers().has_bindings(realm, subscriber) {
+            return None;
+        }
+        self.block_for(realm, subscriber).ok().flatten()
     }
 }

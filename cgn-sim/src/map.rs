@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use pcp_client::wire::{MapData, OpcodeData, Protocol, RequestRepr, ResultCode};
 
 use crate::allocate::BindingRequest;
+use crate::inject::Injection;
 use crate::options::{self, Processed};
 use crate::pool::{pcp_proto_index, proto_index};
 use crate::server::{Outcome, Server, StaticMapping};
@@ -371,4 +372,28 @@ pub(crate) fn build_extra(
         extra.third_party_id = Some(id.to_vec());
     }
     (extra != MapExtra::default()).then(|| Box::new(extra))
+}
+
+/// Error injection for tests (`cgn-sim ctl inject`): an injected error is a MAP answer.
+impl Server {
+    /// Answers the next `count` MAP requests that would create or refresh a mapping with
+    /// `result` and `lifetime` (default: the server's error lifetime for `result`), changing
+    /// no state. `count` 0 cancels a pending injection.
+    pub fn inject(&mut self, result: ResultCode, lifetime: Option<u32>, count: u32) {
+        let lifetime = lifetime.unwrap_or_else(|| self.error_lifetime(result));
+        self.injector_mut().arm(result, lifetime, count);
+        tracing::info!(%result, lifetime, count, "error injection armed");
+    }
+
+    /// The pending injection, if any.
+    pub fn injection(&self) -> Option<Injection> {
+        self.injector().pending()
+    }
+
+    /// Consumes one injected answer, if one is pending.
+    pub(crate) fn take_injection(&mut self) -> Option<(ResultCode, u32)> {
+        let taken = self.injector_mut().take()?;
+        tracing::info!(result = %taken.0, lifetime = taken.1, "injected error answered");
+        Some(taken)
+    }
 }

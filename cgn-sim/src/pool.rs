@@ -21,6 +21,14 @@ mod choose;
 mod tests;
 
 use bitmap::PortBitmap;
+
+/// A deterministic starting address for a subscriber without an anchor, so the same
+/// subscriber lands on the same address after a restart even without a suggestion.
+pub(crate) fn preferred_index(subscriber: Ipv4Addr, realm: u16, n: usize) -> usize {
+    let x = (u64::from(u32::from(subscriber)) ^ (u64::from(realm) << 32))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((x >> 32) as usize) % n.max(1)
+}
 pub use choose::PortRequest;
 
 /// Protocols the pool hands ports out for. ICMP "ports" are query identifiers, used by the

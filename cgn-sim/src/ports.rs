@@ -19,14 +19,36 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
-use pcp_client::wire::{Protocol, ResultCode};
+use pcp_client::wire::{Nonce, Protocol, ResultCode};
 use rand::RngCore;
 
-use crate::allocate::{BindingRequest, Chosen, preferred_index};
 use crate::blocks::{BlockTable, PortBlock};
 use crate::hold::{HeldPort, HoldDown, HoldOwner};
-use crate::pool::{NatPool, PortRequest, proto_index};
+use crate::pool::{NatPool, PortRequest, preferred_index, proto_index};
 use crate::table::FreedBinding;
+
+/// What a request asks of a new binding.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BindingRequest {
+    pub protocol: Protocol,
+    pub realm: u16,
+    pub subscriber: Ipv4Addr,
+    pub internal_port: u16,
+    pub nonce: Nonce,
+    /// Suggested external address (as decoded: V4 0.0.0.0 = none, V6 = the other family).
+    pub suggested_address: IpAddr,
+    /// Suggested external port (0 = none).
+    pub suggested_port: u16,
+    /// Fail rather than take another endpoint (PREFER_FAILURE; always for PEER).
+    pub exact: bool,
+}
+
+/// A chosen endpoint, with the port already taken in the pool.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chosen {
+    pub addr_index: u16,
+    pub external: SocketAddrV4,
+}
 
 /// The external ports: the pool, hold-down, dynamic port blocks and the port-choice RNG.
 pub(crate) struct Ports {

@@ -39,16 +39,8 @@ pub enum Interface {
     Outside,
 }
 
-/// An unsolicited datagram to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// The server address to send from (port 5351 by default); `None`: the default socket.
-    pub source: Option<SocketAddr>,
-    /// Where to send it.
-    pub destination: SocketAddr,
-    /// The datagram.
-    pub payload: Vec<u8>,
-}
+/// An unsolicited datagram to send (it lives with the queue that holds it).
+pub use crate::unsolicited::Transmit;
 
 /// What the engine answers a MAP or PEER request with, before encoding.
 #[derive(Debug)]

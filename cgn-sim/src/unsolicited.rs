@@ -13,7 +13,17 @@ use std::time::{Duration, Instant};
 
 use crate::announce::{AnnounceSchedule, MAPPING_UPDATE_COPIES};
 use crate::clients::RememberedClients;
-use crate::server::Transmit;
+
+/// An unsolicited datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The server address to send from (port 5351 by default); `None`: the default socket.
+    pub source: Option<SocketAddr>,
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// The datagram.
+    pub payload: Vec<u8>,
+}
 
 /// A Mapping Update in flight (RFC 6887 §14.2).
 #[derive(Debug, Clone)]

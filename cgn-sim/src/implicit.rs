@@ -1,5 +1,5 @@
 //! The dataplane's view of the mapping table: implicit (traffic-made) bindings, RFC 4787 and
-//! RFC 6888, and the fast path's checks and fetches on the bindings its sessions run on.
+//! RFC 6888, their refresh, and the log of freed or changed bindings the translator drains.
 //!
 //! The translator ([`crate::dataplane::translate`], [`crate::dataplane::fast`]) reaches the
 //! server's table only through these methods and the read-only accessors
@@ -44,8 +44,11 @@ impl Server {
         internal: SocketAddrV4,
         idle: u32,
     ) -> Result<SocketAddrV4, ResultCode> {
-        self.outbound_binding(now, protocol, internal, idle)
-            .map(|(_, external)| external)
+        let (id, external) = self.outbound_binding(now, protocol, internal, idle)?;
+        // Not the translator's own refresh: tell it the binding changed, so the session that
+        // believed it set the binding's deadline checks again.
+        self.table_mut().changes_mut().push(id);
+        Ok(external)
     }
 
     /// [`Server::outbound_with_idle`], also returning the binding's id in the table.
@@ -95,21 +98,11 @@ impl Server {
         Ok((id, chosen.external))
     }
 
-    /// Binding `id`, if it is live and maps `internal` to `external` for `protocol`: the fast
-    /// path's check that a session still runs on the binding it was made on (outbound, the
-    /// binding must also have no THIRD_PARTY_ID realm, as [`Server::outbound_binding`]
-    /// looks up realm 0).
-    #[inline]
-    pub fn binding_mapping(
-        &self,
-        id: u32,
-        protocol: u8,
-        internal: SocketAddrV4,
-        external: SocketAddrV4,
-    ) -> Option<&crate::table::Binding> {
-        self.table()
-            .binding(id)
-            .filter(|b| b.protocol == protocol && b.internal == internal && b.external == external)
+    /// The log of bindings freed or changed since the dataplane last drained it: the
+    /// translator marks the sessions on them stale, so its fast path can trust a session's
+    /// binding without reading it ([`crate::table::Changes`]).
+    pub fn binding_changes(&mut self) -> &mut crate::table::Changes {
+        self.table_mut().changes_mut()
     }
 
     /// Refreshes the implicit part of binding `id` to `expires`, as outbound traffic does
@@ -117,12 +110,5 @@ impl Server {
     #[inline]
     pub fn refresh_implicit(&mut self, id: u32, expires: u32) {
         self.table_mut().touch_implicit(id, expires);
-    }
-
-    /// Reads binding `id`'s first word, so its line is on its way to the cache when the fast
-    /// path needs it (see [`crate::dataplane::flow_index`]).
-    #[inline(always)]
-    pub fn touch_binding(&self, id: u32) -> u8 {
-        self.table().binding_flags(id)
     }
 }

@@ -62,6 +62,38 @@ pub struct Table {
     nonce_state: KeyedState,
     wheel: TimerWheel<u32>,
     counts: TableCounts,
+    changes: Changes,
+}
+
+/// Bindings freed (or changed outside the dataplane) since the dataplane last looked, so the
+/// translator can invalidate the sessions on them without reading each binding per packet.
+/// Bounded: past [`Changes::MAX`] ids, or when the table is cleared, the log gives up and
+/// counts a loss instead (the translator then invalidates every session).
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Ids freed or changed, oldest first.
+    pub ids: Vec<u32>,
+    /// Times the log was lost (a clear, or more than [`Changes::MAX`] ids undrained).
+    pub losses: u64,
+}
+
+impl Changes {
+    /// Most ids kept undrained.
+    pub const MAX: usize = 4096;
+
+    /// Records that binding `id` was freed or changed.
+    pub fn push(&mut self, id: u32) {
+        if self.ids.len() < Self::MAX {
+            self.ids.push(id);
+        } else {
+            self.lose();
+        }
+    }
+
+    fn lose(&mut self) {
+        self.ids.clear();
+        self.losses += 1;
+    }
 }
 
 impl Table {
@@ -79,7 +111,18 @@ impl Table {
             nonce_state: KeyedState::random(),
             wheel: TimerWheel::new(now),
             counts: TableCounts::default(),
+            changes: Changes::default(),
         }
+    }
+
+    /// The log of freed or changed binding ids (see [`Changes`]).
+    pub fn changes(&self) -> &Changes {
+        &self.changes
+    }
+
+    /// The log of freed or changed binding ids (see [`Changes`]); the dataplane drains it.
+    pub fn changes_mut(&mut self) -> &mut Changes {
+        &mut self.changes
     }
 
     /// Reserves room for `n` more bindings.
@@ -156,7 +199,10 @@ impl Table {
 
     /// Drops everything (state loss) and restarts the clock at `now`.
     pub fn clear(&mut self, now: u32) {
+        let mut changes = std::mem::take(&mut self.changes);
+        changes.lose();
         *self = Table::new(now);
+        self.changes = changes;
     }
 
     /// Live bindings with their ids.

@@ -191,8 +191,10 @@ impl Translator {
     ) {
         let n = packets.len().min(verdicts.len());
         // The full path runs the server's timers before each outbound packet; once per batch
-        // gives the same table, as the clock does not move within a batch.
+        // gives the same table, as the clock does not move within a batch. Then the sessions
+        // of the bindings that freed (or anything else did) go stale.
         server.handle_timeout(now);
+        self.sync_bindings(server);
         let now_s = server.seconds(now);
         let mut start = 0;
         while start < n {
@@ -219,30 +221,28 @@ impl Translator {
     ) {
         let mut metas: [Option<Meta>; CHUNK] = [None; CHUNK];
         let mut slots = [u32::MAX; CHUNK];
-        let mut bindings = [u32::MAX; CHUNK];
         // Stage 1: parse and hash (the packets are in the cache already).
         for (m, p) in metas.iter_mut().zip(packets.iter()) {
             *m = self.meta(server, p);
         }
         // The fetch loops are kept tight: their loads are plain reads, which the CPU only
         // overlaps as far as its out-of-order window reaches, so the less work between two
-        // loads, the more of them are in flight at once.
+        // loads, the more of them are in flight at once. (A prefetch instruction would not
+        // hold up retirement, but `_mm_prefetch` still needs `unsafe` outside a
+        // `#[target_feature]` function, which this crate does not allow.)
         let mut warm = 0u32;
         for m in metas.iter().flatten() {
             warm ^= self.sessions.touch_index(m.hash, m.inbound);
         }
-        // Stage 2: the slots the index lines suggest, then fetch them.
+        // Stage 2: the slots the index lines suggest, then fetch them. The binding is not
+        // fetched: the slot's flags say whether the session may use the fast path.
         for (m, slot) in metas.iter().zip(slots.iter_mut()) {
             if let Some(m) = m {
                 *slot = self.sessions.candidate(m.hash, m.inbound);
             }
         }
-        for (slot, b) in slots.iter().zip(bindings.iter_mut()) {
-            *b = self.sessions.touch_slot_binding(*slot);
-        }
-        // Stage 3: fetch the bindings those slots name.
-        for b in &bindings {
-            warm ^= u32::from(server.touch_binding(*b));
+        for slot in &slots {
+            warm ^= self.sessions.fetch_slot(*slot);
         }
         black_box(warm);
         // Stage 4: translate, the lines now (most likely) in the cache.
@@ -327,33 +327,31 @@ impl Translator {
         candidate: u32,
     ) -> Option<Verdict> {
         let protocol = m.key.protocol;
-        let endpoint = SocketAddrV4::new(Ipv4Addr::from(m.key.addr), m.key.port);
         let t = self.config.timeouts;
         if m.inbound {
             let id = self.sessions.resolve(candidate, m.hash, &m.key, true)?;
-            let (s, internal) = self.sessions.slot(id)?;
-            // The session admits the packet (as in the full path) if its binding still owns
-            // the external endpoint.
-            server.binding_mapping(s.binding, protocol, internal, endpoint)?;
+            // The session admits the packet (as in the full path) while its binding still
+            // owns the external endpoint: it has not gone stale since it was put on it.
+            let s = self.sessions.fast_slot(id, true)?;
             self.sessions
                 .touch_slot(id, now_s, Dir::In, m.tcp_flags, &t);
-            rewrite(p, true, internal, self.config.ttl);
+            rewrite(p, true, s.internal, self.config.ttl);
             self.counters.inbound += 1;
         } else {
             let id = self.sessions.resolve(candidate, m.hash, &m.key, false)?;
-            let (s, _) = self.sessions.slot(id)?;
-            let outbound = server
-                .binding_mapping(s.binding, protocol, endpoint, s.external)
-                .is_some_and(|b| b.realm == 0);
-            if !outbound {
-                return None;
-            }
-            // The binding's implicit part lives as long as the session's new deadline, as
-            // the full path's `outbound_binding` sets it.
-            let touched = self
+            // Outbound, the binding must also be the realm-0 one `outbound_binding` finds.
+            let s = self.sessions.fast_slot(id, false)?;
+            let (touched, covered) = self
                 .sessions
                 .touch_slot(id, now_s, Dir::Out, m.tcp_flags, &t);
-            server.refresh_implicit(s.binding, touched.expires);
+            if !covered {
+                // The binding's implicit part lives as long as the session's new deadline,
+                // as the full path's `outbound_binding` sets it. Only when that deadline
+                // moved, or another session or the server set the binding's since: else
+                // the write would change nothing, and the binding's line is not touched.
+                server.refresh_implicit(s.binding, touched.expires);
+                self.sessions.cover(id);
+            }
             if protocol == proto::TCP && m.tcp_flags & TCP_SYN != 0 {
                 let remote =
                     SocketAddrV4::new(Ipv4Addr::from(m.key.remote_addr), m.key.remote_port);

@@ -273,3 +273,57 @@ fn a_new_flow_and_its_followers_in_one_batch() {
     assert_eq!(c.nat.session_count(), 1);
     assert_eq!(c.nat.counters().outbound, 40);
 }
+
+// The fast path does not read the binding: it learns from the mapping table's change log
+// that a binding was freed. A session refreshed by inbound packets outlives its binding's
+// implicit part (outbound refresh only, RFC 4787 REQ-6); once the binding is gone an
+// inbound packet must be refused as on the full path (no mapping), not translated by the
+// session, and outbound traffic then makes a binding the fast path trusts again.
+#[test]
+fn a_session_whose_binding_was_freed_leaves_the_fast_path() {
+    let start = Instant::now();
+    let mut c = cgn(start, &DataplaneConfig::default());
+    let mut rng = StdRng::seed_from_u64(9);
+    let inside = (SUBSCRIBERS[0], 5000);
+    let remote = (REMOTES[0], 53);
+    let batch = |c: &mut Cgn, secs: u64, mut p: Vec<u8>| {
+        let mut verdicts = [Verdict::Consumed];
+        let now = start + Duration::from_secs(secs);
+        c.nat
+            .process_batch(&mut c.server, now, &mut [&mut p[..]], &mut verdicts);
+        (verdicts[0], p)
+    };
+    let out = build(&mut rng, inside, remote, 64, 17);
+    let (v, p) = batch(&mut c, 1, out.clone());
+    assert_eq!(v, Verdict::Forward);
+    let ext = flow_src(&p).expect("translated");
+    let reply = build(&mut rng, remote, (ext.1, ext.2), 64, 17);
+    let (v, _) = batch(&mut c, 250, reply.clone());
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(
+        c.nat.counters().fast_path,
+        1,
+        "the reply took the fast path"
+    );
+    // At 301 s the binding's implicit part ends (the last outbound packet was at 1 s); the
+    // session lives on to 550 s.
+    let (v, _) = batch(&mut c, 320, reply.clone());
+    assert_eq!(
+        v,
+        Verdict::Drop(super::translate::DropReason::NoMapping),
+        "no binding owns the external endpoint any more"
+    );
+    assert_eq!(c.nat.session_count(), 1);
+    assert_eq!(c.nat.counters().fast_path, 1);
+    let (v, p) = batch(&mut c, 330, out);
+    assert_eq!(v, Verdict::Forward, "a new binding (full path)");
+    let ext = flow_src(&p).expect("translated");
+    let reply = build(&mut rng, remote, (ext.1, ext.2), 64, 17);
+    let (v, _) = batch(&mut c, 331, reply);
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(
+        c.nat.counters().fast_path,
+        2,
+        "the session is on the fast path again"
+    );
+}

@@ -1,6 +1,16 @@
 //! Per-connection state of the translator: one session per (protocol, internal endpoint,
-//! remote endpoint), carrying the TCP state of RFC 7857 §2 (the NAT64 state machine of RFC 6146
-//! §3.5.2, simplified) and the idle deadline that state implies.
+//! remote endpoint), on the binding of the mapping table it was translated with, carrying the
+//! TCP state of RFC 7857 §2 and the idle deadline that state implies.
+//!
+//! This file is the session table itself ([`Sessions`]): the slab, its two flow indexes and
+//! the timer wheel, kept consistent with each other. Its parts:
+//!
+//! * [`state`]: the TCP state machine and the idle timers ([`TcpState`], [`Timeouts`]);
+//! * [`slot`]: how one session is stored (32 bytes) and the flags in its binding word that
+//!   tell the fast path whether it may trust the session's binding without reading it;
+//! * [`links`]: which sessions run on each binding, so that when the mapping table frees or
+//!   changes a binding exactly its sessions go stale ([`Sessions::invalidate`]), and which
+//!   session last wrote each binding's implicit deadline.
 //!
 //! Sessions expire on the crate's timing wheel with one wheel entry per session at any time:
 //! refreshing only moves the session's deadline, and when its wheel entry fires early the entry
@@ -12,6 +22,14 @@ use std::net::SocketAddrV4;
 use super::flow_index::{FlowHash, FlowIndex, FlowKey};
 use crate::timer::TimerWheel;
 
+mod links;
+mod slot;
+mod state;
+
+use links::{Links, NIL};
+use slot::{FREE_SLOT, Slot, flags};
+pub use state::{Dir, TcpState, Timeouts};
+
 /// Session key: protocol, internal endpoint, remote endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionKey {
@@ -21,116 +39,6 @@ pub struct SessionKey {
     pub internal: SocketAddrV4,
     /// Remote endpoint.
     pub remote: SocketAddrV4,
-}
-
-/// Direction of a packet relative to the subscriber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dir {
-    /// Subscriber → Internet.
-    Out,
-    /// Internet → subscriber.
-    In,
-}
-
-/// TCP connection state (RFC 7857 §2.1, RFC 6146 §3.5.2.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum TcpState {
-    /// Not TCP, or nothing seen yet.
-    Closed,
-    /// SYN seen from the inside only.
-    OutInit,
-    /// SYN seen from the outside only (admitted by a MAP or by filtering).
-    InInit,
-    /// Both SYNs seen.
-    Established,
-    /// FIN seen from the inside.
-    OutFin,
-    /// FIN seen from the outside.
-    InFin,
-    /// FINs from both sides.
-    BothFin,
-    /// RST seen: kept for the RST hold time (RFC 7857 §2.2), revived by any other packet.
-    Trans,
-}
-
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-
-impl TcpState {
-    /// The state after a packet with `flags` travelling in `dir`.
-    pub fn next(self, dir: Dir, flags: u8) -> TcpState {
-        use TcpState::*;
-        if flags & RST != 0 {
-            return Trans;
-        }
-        let syn = flags & SYN != 0;
-        let fin = flags & FIN != 0;
-        match (self, dir) {
-            (Closed, Dir::Out) if syn => OutInit,
-            (Closed, Dir::In) if syn => InInit,
-            (OutInit, Dir::In) | (InInit, Dir::Out) if syn => Established,
-            (Established, Dir::Out) if fin => OutFin,
-            (Established, Dir::In) if fin => InFin,
-            (OutFin, Dir::In) | (InFin, Dir::Out) if fin => BothFin,
-            // RFC 6146: any packet other than RST brings a TRANS session back.
-            (Trans, _) => Established,
-            (s, _) => s,
-        }
-    }
-
-    /// True while the connection is opening or closing (the transitory timer applies).
-    pub fn is_transitory(self) -> bool {
-        matches!(
-            self,
-            TcpState::OutInit | TcpState::InInit | TcpState::BothFin | TcpState::Trans
-        )
-    }
-}
-
-/// Idle timers, in seconds (RFC 4787 REQ-5, RFC 5382 REQ-5, RFC 5508 REQ-2, RFC 7857 §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// UDP idle (≥ 120; default 300).
-    pub udp: u32,
-    /// TCP established (≥ 7440 = 2 h 4 min).
-    pub tcp_established: u32,
-    /// TCP closing (FINs from both sides) and RST hold (≥ 240 recommended, RFC 7857 §2.1,
-    /// §2.2).
-    pub tcp_transitory: u32,
-    /// TCP opening: a SYN seen in one direction only, or no SYN yet (RFC 7857 §2.1 asks for
-    /// opening and closing timeouts to be configurable separately; default 240 as well).
-    pub tcp_opening: u32,
-    /// ICMP query (≥ 60).
-    pub icmp: u32,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            udp: 300,
-            tcp_established: 7440,
-            tcp_transitory: 240,
-            tcp_opening: 240,
-            icmp: 60,
-        }
-    }
-}
-
-impl Timeouts {
-    /// Idle time of a session of `protocol` in `state`.
-    pub fn idle(&self, protocol: u8, state: TcpState) -> u32 {
-        match (protocol, state) {
-            (super::ipv4::proto::TCP, TcpState::Closed | TcpState::OutInit | TcpState::InInit) => {
-                self.tcp_opening
-            }
-            (super::ipv4::proto::TCP, s) if s.is_transitory() => self.tcp_transitory,
-            (super::ipv4::proto::TCP, _) => self.tcp_established,
-            (super::ipv4::proto::ICMP, _) => self.icmp,
-            _ => self.udp,
-        }
-    }
 }
 
 /// One session, as the table reports it.
@@ -144,82 +52,6 @@ pub struct Session {
     pub tcp: TcpState,
     /// Deadline, engine seconds.
     pub expires: u32,
-}
-
-/// A session as stored: 32 bytes, so two share a cache line and none straddles one.
-/// `protocol == 0` marks a free slot.
-#[derive(Debug, Clone, Copy)]
-#[repr(C, align(32))]
-struct Slot {
-    internal_addr: u32,
-    remote_addr: u32,
-    external_addr: u32,
-    internal_port: u16,
-    remote_port: u16,
-    external_port: u16,
-    protocol: u8,
-    tcp: TcpState,
-    expires: u32,
-    /// The deadline of this session's wheel entry.
-    scheduled: u32,
-    binding: u32,
-}
-
-const FREE_SLOT: Slot = Slot {
-    internal_addr: 0,
-    remote_addr: 0,
-    external_addr: 0,
-    internal_port: 0,
-    remote_port: 0,
-    external_port: 0,
-    protocol: 0,
-    tcp: TcpState::Closed,
-    expires: 0,
-    scheduled: 0,
-    binding: 0,
-};
-
-impl Slot {
-    fn out_key(&self) -> FlowKey {
-        FlowKey {
-            protocol: self.protocol,
-            addr: self.internal_addr,
-            port: self.internal_port,
-            remote_addr: self.remote_addr,
-            remote_port: self.remote_port,
-        }
-    }
-
-    fn in_key(&self) -> FlowKey {
-        FlowKey {
-            protocol: self.protocol,
-            addr: self.external_addr,
-            port: self.external_port,
-            remote_addr: self.remote_addr,
-            remote_port: self.remote_port,
-        }
-    }
-
-    fn key(&self) -> SessionKey {
-        SessionKey {
-            protocol: self.protocol,
-            internal: SocketAddrV4::new(self.internal_addr.into(), self.internal_port),
-            remote: SocketAddrV4::new(self.remote_addr.into(), self.remote_port),
-        }
-    }
-
-    fn external(&self) -> SocketAddrV4 {
-        SocketAddrV4::new(self.external_addr.into(), self.external_port)
-    }
-
-    fn session(&self) -> Session {
-        Session {
-            external: self.external(),
-            binding: self.binding,
-            tcp: self.tcp,
-            expires: self.expires,
-        }
-    }
 }
 
 impl SessionKey {
@@ -239,6 +71,8 @@ impl SessionKey {
 /// keyed by (protocol, internal endpoint, remote endpoint) for outbound packets and one by
 /// (protocol, external endpoint, remote endpoint) for inbound ones, so either direction finds
 /// its session with one index probe and one slot read, both of which a batch can fetch ahead.
+/// Each binding's sessions are also on a list ([`links`]), so that a freed binding's sessions
+/// can be marked stale and the fast path need not read the binding to trust a session.
 #[derive(Debug, Clone)]
 pub struct Sessions {
     slots: Vec<Slot>,
@@ -246,6 +80,7 @@ pub struct Sessions {
     by_out: FlowIndex,
     by_in: FlowIndex,
     wheel: TimerWheel<u32>,
+    links: Links,
     max: usize,
 }
 
@@ -258,6 +93,56 @@ pub enum Touch {
     Full,
 }
 
+/// Which packets of a session the fast path may take, judged from its binding when the full
+/// path puts the session on it (a binding's endpoints and realm do not change while it lives;
+/// when it is freed or changed the session goes stale, [`Sessions::invalidate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastPath {
+    /// Both directions: the binding maps the session's internal endpoint to its external one
+    /// for its protocol, without a THIRD_PARTY_ID realm.
+    Both,
+    /// Inbound only (the binding has a realm: outbound traffic looks up realm 0).
+    InboundOnly,
+    /// Neither (a DMZ host's all-protocol binding).
+    None,
+}
+
+/// The binding a session is put on by [`Sessions::touch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// The mapping table's id of the binding.
+    pub id: u32,
+    /// What the fast path may take.
+    pub fast: FastPath,
+    /// The caller has just set the binding's implicit deadline to the deadline this touch
+    /// gives the session (an outbound packet, `Server::outbound_binding`).
+    pub wrote_implicit: bool,
+}
+
+impl Bound {
+    /// The slot's binding word for this binding (see [`flags`]).
+    fn word(&self) -> u32 {
+        let id = self.id & flags::ID;
+        match self.fast {
+            _ if id != self.id => flags::STALE,
+            FastPath::Both => id,
+            FastPath::InboundOnly => id | flags::NO_OUT,
+            FastPath::None => id | flags::STALE,
+        }
+    }
+}
+
+/// A session the fast path may take a packet of, from [`Sessions::fast_slot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastSlot {
+    /// Internal endpoint.
+    pub internal: SocketAddrV4,
+    /// External endpoint.
+    pub external: SocketAddrV4,
+    /// The binding's id.
+    pub binding: u32,
+}
+
 impl Sessions {
     /// An empty table holding at most `max` sessions, its clock at engine second `now`.
     pub fn new(now: u32, max: usize) -> Sessions {
@@ -267,6 +152,7 @@ impl Sessions {
             by_out: FlowIndex::new(),
             by_in: FlowIndex::new(),
             wheel: TimerWheel::new(now),
+            links: Links::default(),
             max,
         }
     }
@@ -314,11 +200,11 @@ impl Sessions {
         self.index(inbound).first_candidate(h).unwrap_or(u32::MAX)
     }
 
-    /// Reads the binding id of slot `id` (0 if there is none): starts fetching the slot, and
-    /// tells which binding to fetch next.
+    /// Reads a word of slot `id` (0 if there is none), so its line is on its way to the cache
+    /// when the fast path needs it.
     #[inline(always)]
-    pub fn touch_slot_binding(&self, id: u32) -> u32 {
-        self.slots.get(id as usize).map_or(u32::MAX, |s| s.binding)
+    pub fn fetch_slot(&self, id: u32) -> u32 {
+        self.slots.get(id as usize).map_or(0, |s| s.binding)
     }
 
     /// The slot of the session with key `key` (hash `h`) in the outbound or inbound index,
@@ -341,7 +227,7 @@ impl Sessions {
     #[inline(always)]
     fn slot_has(&self, id: u32, key: &FlowKey, inbound: bool) -> bool {
         self.slots.get(id as usize).is_some_and(|s| {
-            s.protocol != 0 && (if inbound { s.in_key() } else { s.out_key() }) == *key
+            s.is_live() && (if inbound { s.in_key() } else { s.out_key() }) == *key
         })
     }
 
@@ -352,17 +238,28 @@ impl Sessions {
             .find(h, |id| self.slot_has(id, key, inbound))
     }
 
-    /// The session in slot `id` with its internal endpoint, if live.
-    #[inline]
-    pub fn slot(&self, id: u32) -> Option<(Session, SocketAddrV4)> {
-        let s = self.slots.get(id as usize).filter(|s| s.protocol != 0)?;
-        Some((
-            s.session(),
-            SocketAddrV4::new(s.internal_addr.into(), s.internal_port),
-        ))
+    /// The live session in slot `id`, if the fast path may take its packet in this
+    /// direction: its binding has not been freed or changed since the session was put on it
+    /// (and, outbound, has no realm). No read of the binding: the slot's flags say it.
+    #[inline(always)]
+    pub fn fast_slot(&self, id: u32, inbound: bool) -> Option<FastSlot> {
+        let s = self.slots.get(id as usize).filter(|s| s.is_live())?;
+        let refuse = if inbound {
+            flags::STALE
+        } else {
+            flags::STALE | flags::NO_OUT
+        };
+        if s.binding & refuse != 0 {
+            return None;
+        }
+        Some(FastSlot {
+            internal: SocketAddrV4::new(s.internal_addr.into(), s.internal_port),
+            external: s.external(),
+            binding: s.binding_id(),
+        })
     }
 
-    /// Records a packet of the session `key` on binding `binding` with `external` endpoint:
+    /// Records a packet of the session `key` on binding `bound` with `external` endpoint:
     /// creates the session if `create` (and there is room), advances the TCP state, and
     /// moves the deadline to `now + idle(state)`.
     #[allow(clippy::too_many_arguments)]
@@ -371,7 +268,7 @@ impl Sessions {
         now: u32,
         key: SessionKey,
         external: SocketAddrV4,
-        binding: u32,
+        bound: Bound,
         dir: Dir,
         tcp_flags: u8,
         timeouts: &Timeouts,
@@ -380,20 +277,29 @@ impl Sessions {
         let k = key.flow_key();
         let id = match self.find(self.by_out.hash(&k), &k, false) {
             Some(id) => {
-                self.rebind(id, external, binding);
+                self.rebind(id, external, bound);
                 id
             }
-            None if !create => return None,
-            None if self.len() >= self.max => return Some(Touch::Full),
-            None => self.insert(&k, external, binding),
+            None if !create || self.len() >= self.max => {
+                if bound.wrote_implicit {
+                    // Written for no session: whoever held the deadline holds it no more.
+                    self.uncover(bound.id);
+                }
+                return if create { Some(Touch::Full) } else { None };
+            }
+            None => self.insert(&k, external, bound),
         };
-        Some(Touch::Live(
-            self.touch_slot(id, now, dir, tcp_flags, timeouts),
-        ))
+        let (session, _) = self.touch_slot(id, now, dir, tcp_flags, timeouts);
+        if bound.wrote_implicit {
+            self.cover(id);
+        }
+        Some(Touch::Live(session))
     }
 
     /// Records a packet of the live session in slot `id` (found with [`Sessions::find`]
-    /// or [`Sessions::resolve`]): TCP state and deadline, as [`Sessions::touch`].
+    /// or [`Sessions::resolve`]): TCP state and deadline, as [`Sessions::touch`]. Also
+    /// returns whether the binding's implicit deadline is still the session's
+    /// ([`flags::COVERED`]): if so, an outbound packet need not write it.
     #[inline(always)]
     pub fn touch_slot(
         &mut self,
@@ -402,43 +308,109 @@ impl Sessions {
         dir: Dir,
         tcp_flags: u8,
         timeouts: &Timeouts,
-    ) -> Session {
+    ) -> (Session, bool) {
         let Some(s) = self.slots.get_mut(id as usize) else {
-            return FREE_SLOT.session();
+            return (FREE_SLOT.session(), false);
         };
         if s.protocol == super::ipv4::proto::TCP {
             s.tcp = s.tcp.next(dir, tcp_flags);
         }
-        s.expires = now.saturating_add(timeouts.idle(s.protocol, s.tcp));
+        let expires = now.saturating_add(timeouts.idle(s.protocol, s.tcp));
+        if expires != s.expires {
+            // The binding's deadline, if this session set it, is its old one.
+            s.binding &= !flags::COVERED;
+        }
+        s.expires = expires;
         if s.scheduled == 0 || s.scheduled > s.expires {
             // First entry, or the deadline moved earlier (e.g. RST): schedule it.
             s.scheduled = s.expires;
             let at = s.expires;
             self.wheel.insert(at, id);
         }
-        s.session()
+        (s.session(), s.binding & flags::COVERED != 0)
+    }
+
+    /// The binding of live session `id` has just had its implicit deadline set to the
+    /// session's deadline: the session now holds it ([`flags::COVERED`]), and the session
+    /// that held it before does not.
+    pub fn cover(&mut self, id: u32) {
+        let Some(s) = self.slots.get(id as usize).filter(|s| s.is_live()) else {
+            return;
+        };
+        let binding = s.binding_id();
+        if !s.is_linked() {
+            self.uncover(binding);
+            return;
+        }
+        let before = self.links.set_writer(binding, id);
+        if before != id {
+            self.clear_cover(before);
+        }
+        self.slots[id as usize].binding |= flags::COVERED;
+    }
+
+    /// Binding `binding`'s implicit deadline was set by something other than a session of it:
+    /// no session holds it any more.
+    pub fn uncover(&mut self, binding: u32) {
+        let before = self.links.set_writer(binding, NIL);
+        self.clear_cover(before);
+    }
+
+    fn clear_cover(&mut self, slot: u32) {
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            s.binding &= !flags::COVERED;
+        }
+    }
+
+    /// Binding `binding` was freed or changed: its sessions go stale (their packets take the
+    /// full path until it puts them on a binding again).
+    pub fn invalidate(&mut self, binding: u32) {
+        let slots = &mut self.slots;
+        self.links.take(binding, |slot| {
+            if let Some(s) = slots.get_mut(slot as usize) {
+                s.binding = (s.binding & flags::ID) | flags::STALE;
+            }
+        });
+    }
+
+    /// Every binding may have changed (the mapping table was cleared, or its change log
+    /// overflowed): every session goes stale.
+    pub fn invalidate_all(&mut self) {
+        for s in &mut self.slots {
+            s.binding = (s.binding & flags::ID) | flags::STALE;
+        }
+        self.links.clear();
     }
 
     /// Moves session `id` to another binding or external endpoint (its binding expired and
-    /// outbound traffic made a new one), keeping the inbound index in step.
-    fn rebind(&mut self, id: u32, external: SocketAddrV4, binding: u32) {
+    /// outbound traffic made a new one), keeping the inbound index and the binding lists in
+    /// step.
+    fn rebind(&mut self, id: u32, external: SocketAddrV4, bound: Bound) {
         let Some(s) = self.slots.get_mut(id as usize) else {
             return;
         };
-        s.binding = binding;
-        if s.external() == external {
-            return;
-        }
+        let (was_linked, old_binding) = (s.is_linked(), s.binding_id());
+        s.binding = bound.word();
+        let now_linked = s.is_linked();
+        let moved = s.external() != external;
         let old = s.in_key();
         s.external_addr = (*external.ip()).into();
         s.external_port = external.port();
         let new = s.in_key();
-        self.by_in.remove(&old, id);
-        let slots = &self.slots;
-        self.by_in.insert(&new, id, |i| slots[i as usize].in_key());
+        if was_linked {
+            self.links.unlink(id, old_binding);
+        }
+        if now_linked {
+            self.links.link(id, bound.id);
+        }
+        if moved {
+            self.by_in.remove(&old, id);
+            let slots = &self.slots;
+            self.by_in.insert(&new, id, |i| slots[i as usize].in_key());
+        }
     }
 
-    fn insert(&mut self, k: &FlowKey, external: SocketAddrV4, binding: u32) -> u32 {
+    fn insert(&mut self, k: &FlowKey, external: SocketAddrV4, bound: Bound) -> u32 {
         let slot = Slot {
             internal_addr: k.addr,
             remote_addr: k.remote_addr,
@@ -450,7 +422,7 @@ impl Sessions {
             tcp: TcpState::Closed,
             expires: 0,
             scheduled: 0,
-            binding,
+            binding: bound.word(),
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -462,6 +434,9 @@ impl Sessions {
                 (self.slots.len() - 1) as u32
             }
         };
+        if slot.is_linked() {
+            self.links.link(id, bound.id);
+        }
         let slots = &self.slots;
         self.by_out.insert(k, id, |i| slots[i as usize].out_key());
         self.by_in
@@ -470,9 +445,12 @@ impl Sessions {
     }
 
     fn remove(&mut self, id: u32) -> Option<(SessionKey, Session)> {
-        let s = *self.slots.get(id as usize).filter(|s| s.protocol != 0)?;
+        let s = *self.slots.get(id as usize).filter(|s| s.is_live())?;
         self.by_out.remove(&s.out_key(), id);
         self.by_in.remove(&s.in_key(), id);
+        if s.is_linked() {
+            self.links.unlink(id, s.binding_id());
+        }
         self.slots[id as usize] = FREE_SLOT;
         self.free.push(id);
         Some((s.key(), s.session()))
@@ -487,7 +465,7 @@ impl Sessions {
             let Some(s) = self.slots.get_mut(id as usize) else {
                 continue;
             };
-            if s.protocol == 0 || s.scheduled != deadline {
+            if !s.is_live() || s.scheduled != deadline {
                 continue; // a stale entry; the current one is elsewhere in the wheel
             }
             if s.expires > now {
@@ -512,6 +490,7 @@ impl Sessions {
         self.free = Vec::new();
         self.by_out.clear();
         self.by_in.clear();
+        self.links.clear();
         self.wheel.clear(now);
     }
 
@@ -521,155 +500,10 @@ impl Sessions {
             + self.free.capacity() * 4
             + self.by_out.heap_bytes()
             + self.by_in.heap_bytes()
+            + self.links.heap_bytes()
             + self.wheel.len() * 8
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::Ipv4Addr;
-
-    const ACK: u8 = 0x10;
-
-    fn key(protocol: u8) -> SessionKey {
-        SessionKey {
-            protocol,
-            internal: SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 2), 5000),
-            remote: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 50), 80),
-        }
-    }
-
-    fn ext() -> SocketAddrV4 {
-        SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 3), 40000)
-    }
-
-    // RFC 7857 §2.1 / RFC 6146 §3.5.2.2: the simplified state machine.
-    #[test]
-    fn tcp_state_machine_follows_rfc7857() {
-        use TcpState::*;
-        let s = Closed.next(Dir::Out, SYN);
-        assert_eq!(s, OutInit);
-        assert_eq!(s.next(Dir::In, SYN | ACK), Established);
-        assert_eq!(
-            Closed.next(Dir::In, SYN).next(Dir::Out, SYN | ACK),
-            Established
-        );
-        assert_eq!(Established.next(Dir::Out, FIN | ACK), OutFin);
-        assert_eq!(OutFin.next(Dir::In, FIN | ACK), BothFin);
-        assert_eq!(Established.next(Dir::In, FIN), InFin);
-        assert_eq!(InFin.next(Dir::Out, FIN), BothFin);
-        assert_eq!(Established.next(Dir::In, RST), Trans);
-        assert_eq!(
-            Trans.next(Dir::Out, ACK),
-            Established,
-            "revived by a non-RST packet"
-        );
-        assert_eq!(Closed.next(Dir::Out, ACK), Closed, "no SYN, no connection");
-    }
-
-    // RFC 5382 REQ-5, RFC 7857 §2: transitory 4 min, established 2 h 4 min; UDP 5 min;
-    // ICMP 60 s.
-    #[test]
-    fn idle_timers_by_protocol_and_state() {
-        let t = Timeouts::default();
-        assert_eq!(t.idle(6, TcpState::OutInit), 240);
-        assert_eq!(t.idle(6, TcpState::Established), 7440);
-        assert_eq!(t.idle(6, TcpState::OutFin), 7440);
-        assert_eq!(t.idle(6, TcpState::BothFin), 240);
-        assert_eq!(t.idle(6, TcpState::Trans), 240);
-        assert_eq!(t.idle(17, TcpState::Closed), 300);
-        assert_eq!(t.idle(1, TcpState::Closed), 60);
-    }
-
-    // RFC 7857 §2.1: opening and closing timeouts are configured separately.
-    #[test]
-    fn opening_and_closing_timeouts_are_separate() {
-        let t = Timeouts {
-            tcp_opening: 30,
-            tcp_transitory: 500,
-            ..Timeouts::default()
-        };
-        assert_eq!(t.idle(6, TcpState::OutInit), 30);
-        assert_eq!(t.idle(6, TcpState::InInit), 30);
-        assert_eq!(t.idle(6, TcpState::Closed), 30);
-        assert_eq!(t.idle(6, TcpState::BothFin), 500);
-        assert_eq!(t.idle(6, TcpState::Trans), 500);
-        assert_eq!(t.idle(6, TcpState::Established), 7440);
-        let mut s = Sessions::new(1, 100);
-        s.touch(10, key(6), ext(), 7, Dir::Out, SYN, &t, true);
-        let mut gone = 0;
-        s.expire(39, |_, _| gone += 1);
-        assert_eq!(gone, 0);
-        s.expire(40, |_, _| gone += 1);
-        assert_eq!(
-            gone, 1,
-            "a SYN nobody answered is gone after the opening timeout"
-        );
-    }
-
-    // Fake clock: a UDP session lives 300 s after its last packet, not less, not more.
-    #[test]
-    fn udp_session_expires_after_idle_time_since_last_packet() {
-        let t = Timeouts::default();
-        let mut s = Sessions::new(1, 100);
-        s.touch(10, key(17), ext(), 7, Dir::Out, 0, &t, true);
-        s.touch(100, key(17), ext(), 7, Dir::Out, 0, &t, true);
-        let mut gone = Vec::new();
-        s.expire(399, |k, _| gone.push(k));
-        assert!(gone.is_empty(), "refreshed at 100: lives until 400");
-        s.expire(400, |k, _| gone.push(k));
-        assert_eq!(gone, vec![key(17)]);
-        assert!(s.is_empty());
-    }
-
-    // RFC 7857 §2.2: after an RST the session is held 4 minutes, then removed.
-    #[test]
-    fn rst_shortens_an_established_session_to_the_hold_time() {
-        let t = Timeouts::default();
-        let mut s = Sessions::new(1, 100);
-        s.touch(10, key(6), ext(), 7, Dir::Out, SYN, &t, true);
-        s.touch(11, key(6), ext(), 7, Dir::In, SYN | ACK, &t, false);
-        match s.touch(12, key(6), ext(), 7, Dir::Out, ACK, &t, false) {
-            Some(Touch::Live(x)) => {
-                assert_eq!((x.tcp, x.expires), (TcpState::Established, 12 + 7440))
-            }
-            other => panic!("{other:?}"),
-        }
-        s.touch(20, key(6), ext(), 7, Dir::In, RST, &t, false);
-        let mut gone = 0;
-        s.expire(259, |_, _| gone += 1);
-        assert_eq!(gone, 0);
-        s.expire(260, |_, _| gone += 1);
-        assert_eq!(gone, 1);
-    }
-
-    // The wheel holds one entry per session whatever the packet rate.
-    #[test]
-    fn refreshing_does_not_grow_the_wheel() {
-        let t = Timeouts::default();
-        let mut s = Sessions::new(1, 100);
-        for now in 2..2000 {
-            s.touch(now, key(17), ext(), 7, Dir::Out, 0, &t, true);
-            s.expire(now, |_, _| {});
-        }
-        assert_eq!(s.len(), 1);
-        assert!(s.wheel_len() <= 2, "wheel has {} entries", s.wheel_len());
-    }
-
-    #[test]
-    fn table_limit_is_enforced_and_existing_sessions_survive() {
-        let t = Timeouts::default();
-        let mut s = Sessions::new(1, 1);
-        s.touch(2, key(17), ext(), 7, Dir::Out, 0, &t, true);
-        assert_eq!(
-            s.touch(2, key(6), ext(), 7, Dir::Out, SYN, &t, true),
-            Some(Touch::Full)
-        );
-        assert!(matches!(
-            s.touch(3, key(17), ext(), 7, Dir::Out, 0, &t, true),
-            Some(Touch::Live(_))
-        ));
-        assert_eq!(s.touch(3, key(1), ext(), 7, Dir::In, 0, &t, false), None);
-    }
-}
+mod tests;

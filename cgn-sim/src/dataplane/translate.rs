@@ -44,7 +44,7 @@ use super::ipv4::{Ipv4Packet, MIN_HEADER_LEN, PacketError, field, proto};
 use super::rewrite::{
     Classified, Flow, Side, classify_checked, rewrite_flow_checked, rewrite_icmp_error_checked,
 };
-use super::session::{Dir, SessionKey, Sessions, Timeouts, Touch};
+use super::session::{Bound, Dir, FastPath, SessionKey, Sessions, Timeouts, Touch};
 use crate::server::Server;
 use crate::table::{ExternalKey, InternalKey, filter_matches};
 
@@ -240,6 +240,8 @@ pub struct Translator {
     out: VecDeque<Vec<u8>>,
     pub(super) counters: Counters,
     ident: u16,
+    /// The mapping table's change-log losses seen so far ([`Translator::sync_bindings`]).
+    seen_losses: u64,
 }
 
 impl std::fmt::Debug for Translator {
@@ -274,6 +276,8 @@ impl Translator {
     pub fn new(config: DataplaneConfig, server: &Server, now: Instant) -> Translator {
         let now_s = server.seconds(now);
         Translator {
+            // Ids already in the log are of bindings no session of this translator is on.
+            seen_losses: server.table().changes().losses,
             sessions: Sessions::new(now_s, config.max_sessions),
             fragments: Fragments::new(30, 65_536, 256),
             pending_syns: VecDeque::new(),
@@ -316,6 +320,23 @@ impl Translator {
         self.pending_syns.clear();
     }
 
+    /// Marks stale the sessions on every binding the mapping table freed or changed since the
+    /// last call (all of them if the table was cleared or its log overflowed), so that the
+    /// fast path may trust a session's flags instead of reading its binding. Runs before every
+    /// packet of the full path and at the start of every batch.
+    pub(super) fn sync_bindings(&mut self, server: &mut Server) {
+        let changes = server.binding_changes();
+        if changes.losses != self.seen_losses {
+            self.seen_losses = changes.losses;
+            changes.ids.clear();
+            self.sessions.invalidate_all();
+            return;
+        }
+        for id in changes.ids.drain(..) {
+            self.sessions.invalidate(id);
+        }
+    }
+
     /// Expires sessions, fragments and held SYNs (answering the SYNs, RFC 5382 REQ-4).
     pub fn handle_timeout(&mut self, server: &mut Server, now: Instant) {
         let now_s = server.seconds(now);
@@ -349,6 +370,7 @@ impl Translator {
 
     /// Translates `packet` in place (see the module docs).
     pub fn process(&mut self, server: &mut Server, now: Instant, packet: &mut [u8]) -> Verdict {
+        self.sync_bindings(server);
         let verdict = self.process_inner(server, now, packet);
         if let Verdict::Drop(reason) = verdict {
             self.counters.count(reason);

@@ -44,6 +44,7 @@ impl Table {
                     b.implicit_expires = 0;
                     let nonce = b.nonce;
                     self.counts.implicit -= 1;
+                    self.changes.push(id);
                     if let Some(f) = self.free_if_unused(id, nonce) {
                         freed(f);
                     }

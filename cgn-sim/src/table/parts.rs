@@ -272,6 +272,7 @@ impl Table {
             b.extra = None;
         }
         self.free.push(id);
+        self.changes.push(id);
         self.counts.bindings -= 1;
         Some(freed)
     }

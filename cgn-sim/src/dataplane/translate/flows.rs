@@ -42,9 +42,16 @@ impl Translator {
             }
         };
         let t = self.config.timeouts;
+        // `outbound_binding` looked up realm 0 and set the implicit deadline to the one this
+        // touch gives the session.
+        let bound = Bound {
+            id: binding,
+            fast: FastPath::Both,
+            wrote_implicit: true,
+        };
         match self
             .sessions
-            .touch(now_s, key, external, binding, Dir::Out, tcp_flags, &t, true)
+            .touch(now_s, key, external, bound, Dir::Out, tcp_flags, &t, true)
         {
             Some(Touch::Live(_)) => {}
             Some(Touch::Full) | None => {
@@ -107,9 +114,25 @@ impl Translator {
         }
         let t = self.config.timeouts;
         // A full session table does not stop traffic a mapping admits; only state is lost.
-        let _ = self
-            .sessions
-            .touch(now_s, key, ep(flow.dst), id, Dir::In, tcp_flags, &t, true);
+        let bound = Bound {
+            id,
+            fast: if b.realm == 0 {
+                FastPath::Both
+            } else {
+                FastPath::InboundOnly
+            },
+            wrote_implicit: false,
+        };
+        let _ = self.sessions.touch(
+            now_s,
+            key,
+            ep(flow.dst),
+            bound,
+            Dir::In,
+            tcp_flags,
+            &t,
+            true,
+        );
         let verdict = self.rewrite(now_s, ip, Side::Destination, internal);
         if verdict == Verdict::Forward {
             self.counters.inbound += 1;
@@ -143,9 +166,21 @@ impl Translator {
         let t = self.config.timeouts;
         // The host's answer makes its own binding on this port (the server keeps a DMZ host's
         // ports) and the session moves onto it.
-        let _ = self
-            .sessions
-            .touch(now_s, key, ep(flow.dst), id, Dir::In, tcp_flags, &t, true);
+        let bound = Bound {
+            id,
+            fast: FastPath::None,
+            wrote_implicit: false,
+        };
+        let _ = self.sessions.touch(
+            now_s,
+            key,
+            ep(flow.dst),
+            bound,
+            Dir::In,
+            tcp_flags,
+            &t,
+            true,
+        );
         let verdict = self.rewrite(now_s, ip, Side::Destination, internal);
         if verdict == Verdict::Forward {
             self.counters.inbound += 1;

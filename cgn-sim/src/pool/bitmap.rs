@@ -48,6 +48,22 @@ impl PortBitmap {
     }
     /// First free port in `lo..=hi` at or after `start` (wrapping), whose parity matches
     /// `parity` when given.
+    /// Takes the first free port of `lo..=hi` from `start` on (wrapping) with `parity` if
+    /// given, else of either parity; `None`: the range is full.
+    pub(super) fn take_scanned(
+        &mut self,
+        lo: u16,
+        hi: u16,
+        start: u16,
+        parity: Option<u16>,
+    ) -> Option<u16> {
+        let port = self
+            .scan(lo, hi, start, parity)
+            .or_else(|| parity.and_then(|_| self.scan(lo, hi, start, None)))?;
+        self.set(port);
+        Some(port)
+    }
+
     pub(super) fn scan(&self, lo: u16, hi: u16, start: u16, parity: Option<u16>) -> Option<u16> {
         let mask = match parity {
             Some(0) => 0x5555_5555_5555_5555u64,

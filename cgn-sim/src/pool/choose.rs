@@ -81,14 +81,8 @@ impl NatPool {
                 }
             }
             let start = lo + (rng.next_u32() % span) as u16;
-            for want in [parity, None] {
-                if let Some(port) = bitmap.scan(lo, hi, start, want) {
-                    bitmap.set(port);
-                    return Some(port);
-                }
-                if parity.is_none() {
-                    break;
-                }
+            if let Some(port) = bitmap.take_scanned(lo, hi, start, parity) {
+                return Some(port);
             }
         }
         None
@@ -119,16 +113,7 @@ impl NatPool {
             .get_mut(usize::from(index))?
             .ports
             .get_mut(proto)?;
-        for want in [parity, None] {
-            if let Some(port) = bitmap.scan(lo, hi, start, want) {
-                bitmap.set(port);
-                return Some(port);
-            }
-            if parity.is_none() {
-                break;
-            }
-        }
-        None
+        bitmap.take_scanned(lo, hi, start, parity)
     }
 
     /// Takes `n` consecutive free ports on `index` (RFC 7753 port sets), starting at a random

@@ -112,7 +112,6 @@ impl Translator {
         if !admitted {
             return self.refuse(ip, flow, is_syn, DropReason::Filtered, now);
         }
-        let t = self.config.timeouts;
         // A full session table does not stop traffic a mapping admits; only state is lost.
         let bound = Bound {
             id,
@@ -123,16 +122,25 @@ impl Translator {
             },
             wrote_implicit: false,
         };
-        let _ = self.sessions.touch(
-            now_s,
-            key,
-            ep(flow.dst),
-            bound,
-            Dir::In,
-            tcp_flags,
-            &t,
-            true,
-        );
+        self.admit_inbound(now_s, ip, key, ep(flow.dst), bound, tcp_flags)
+    }
+
+    /// An admitted inbound packet: its session (to external endpoint `external`) is put on
+    /// `bound` and refreshed, and the packet goes to the session's internal endpoint.
+    fn admit_inbound(
+        &mut self,
+        now_s: u32,
+        ip: &mut View<'_>,
+        key: SessionKey,
+        external: SocketAddrV4,
+        bound: Bound,
+        tcp_flags: u8,
+    ) -> Verdict {
+        let t = self.config.timeouts;
+        let internal = key.internal;
+        let _ = self
+            .sessions
+            .touch(now_s, key, external, bound, Dir::In, tcp_flags, &t, true);
         let verdict = self.rewrite(now_s, ip, Side::Destination, internal);
         if verdict == Verdict::Forward {
             self.counters.inbound += 1;
@@ -163,7 +171,6 @@ impl Translator {
             internal,
             remote: remote_of(flow.protocol, flow.src),
         };
-        let t = self.config.timeouts;
         // The host's answer makes its own binding on this port (the server keeps a DMZ host's
         // ports) and the session moves onto it.
         let bound = Bound {
@@ -171,21 +178,7 @@ impl Translator {
             fast: FastPath::None,
             wrote_implicit: false,
         };
-        let _ = self.sessions.touch(
-            now_s,
-            key,
-            ep(flow.dst),
-            bound,
-            Dir::In,
-            tcp_flags,
-            &t,
-            true,
-        );
-        let verdict = self.rewrite(now_s, ip, Side::Destination, internal);
-        if verdict == Verdict::Forward {
-            self.counters.inbound += 1;
-        }
-        Some(verdict)
+        Some(self.admit_inbound(now_s, ip, key, ep(flow.dst), bound, tcp_flags))
     }
 
     /// A protocol without ports (GRE, ESP, SCTP, …; or an ICMP type that is neither a query

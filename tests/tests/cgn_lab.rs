@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nat444_tests::bins::workspace_bin;
+use nat444_tests::e2e::wait;
 use nat444_tests::lab::{LabBuilder, Node, cgn_sim_argv};
 use nat444_tests::require_privileges;
 
@@ -239,18 +240,8 @@ fn pcpc_keep_follows_the_hosts_new_address() {
             ],
         )
         .expect("pcpc starts");
-    let wait = |secs: u64, cond: &dyn Fn() -> bool| {
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(secs) {
-            if cond() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        cond()
-    };
     assert!(
-        wait(10, &|| keeper.log().contains("\"nonce\"")),
+        wait(10, || keeper.log().contains("\"nonce\"")),
         "{}",
         keeper.log()
     );
@@ -263,7 +254,7 @@ fn pcpc_keep_follows_the_hosts_new_address() {
         .to_string();
     assert!(ctl(&bin, &sock, &["mappings"]).contains("[100.64.0.2:7100]"));
     nat444_tests::e2e::renumber_cpe_wan(&lab, "100.64.0.9");
-    let moved = wait(20, &|| {
+    let moved = wait(20, || {
         ctl(&bin, &sock, &["mappings"])
             .lines()
             .any(|l| l.contains("Type: MAP IN") && l.contains("[100.64.0.9:7100]"))
@@ -278,7 +269,7 @@ fn pcpc_keep_follows_the_hosts_new_address() {
         "same nonce {nonce}: {table}"
     );
     assert!(
-        wait(5, &|| keeper.log().contains("\"event\":\"restored\"")),
+        wait(5, || keeper.log().contains("\"event\":\"restored\"")),
         "{}",
         keeper.log()
     );

@@ -31,7 +31,7 @@ use super::{
 };
 
 /// How often the driver looks up the source address it would use towards each server
-/// address (a route lookup: a UDP `connect` of a throw-away socket, no traffic), to follow the
+/// address (a route lookup: a UDP `connect` of a new socket, no traffic), to follow the
 /// host when it is renumbered (RFC 6887 §11.5).
 pub const ADDRESS_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -696,23 +696,22 @@ impl Driver {
         };
         let mut changed = Vec::new();
         for (i, path) in paths.iter().enumerate() {
-            // No route (an interface down): keep the old socket until one comes back.
-            let Ok(local) = source_towards(path.remote) else {
-                continue;
-            };
-            if local == path.local {
-                continue;
-            }
+            // Connecting a UDP socket is the route lookup (it sends nothing); the socket is
+            // kept only when its source differs. No route (an interface down): keep the old
+            // socket until one comes back.
             let socket = match connected_socket(path.remote) {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::debug!("new socket towards {}: {e}", path.remote);
+                    tracing::debug!("no socket towards {}: {e}", path.remote);
                     continue;
                 }
             };
             let Ok(bound) = socket.local_addr() else {
                 continue;
             };
+            if bound.ip() == path.local {
+                continue;
+            }
             self.sockets[i] = Arc::new(socket);
             self.engine
                 .local_address_changed(Instant::now(), self.server, i, bound.ip());
@@ -857,19 +856,6 @@ async fn read_loop(socket: Arc<UdpSocket>, tx: mpsc::Sender<Incoming>, to: Optio
             return;
         }
     }
-}
-
-/// The source address the host would use towards `remote` now: a route lookup by a UDP
-/// `connect` of a throw-away socket, which sends nothing.
-fn source_towards(remote: SocketAddr) -> io::Result<IpAddr> {
-    let any: SocketAddr = if remote.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let probe = std::net::UdpSocket::bind(any)?;
-    probe.connect(remote)?;
-    Ok(probe.local_addr()?.ip())
 }
 
 /// A UDP socket on a random local port (RFC 6056; RFC 6887 §8.1), connected to the server.

@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use crate::natpmp;
-use crate::wire::Protocol;
 
 use super::engine::{Engine, Job};
 use super::event::Transmit;
@@ -62,11 +61,9 @@ impl Engine {
                     _ => (m.spec.suggested_address, m.spec.suggested_port),
                 };
                 let len = if m.natpmp {
-                    let protocol = if m.spec.protocol == Protocol::TCP {
-                        natpmp::Transport::Tcp
-                    } else {
-                        natpmp::Transport::Udp
-                    };
+                    // Only UDP and TCP maps fall back to NAT-PMP (`natpmp_eligible`).
+                    let protocol = natpmp::Transport::from_protocol(m.spec.protocol)
+                        .unwrap_or(natpmp::Transport::Udp);
                     let (port, lifetime) = if m.deleting {
                         (0, 0)
                     } else {

@@ -112,7 +112,7 @@ impl Slot {
     pub(super) fn session(&self) -> Session {
         Session {
             external: self.external(),
-            binding: self.binding & flags::ID,
+            binding: self.binding_id(),
             tcp: self.tcp,
             expires: self.expires,
         }
